@@ -1,0 +1,328 @@
+//! The one configuration loader: embedded defaults, then an optional TOML
+//! file, then `SFU_<SECTION>_<KEY>` environment overrides.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file named on the command line.
+        path: String,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML (file plus overrides) does not describe a valid config.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    /// An `SFU_*` environment variable does not name a config key.
+    #[error("environment variable {0} does not name a config key (expected SFU_<SECTION>_<KEY>, e.g. SFU_HTTP_LISTEN)")]
+    UnknownEnv(String),
+}
+
+/// The SFU's whole configuration. Every key is documented in `configs/sfu.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP: signaling, WHIP/WHEP, metrics, web client.
+    pub http: HttpConfig,
+    /// Media transport: UDP and ICE-TCP.
+    pub media: MediaConfig,
+    /// Room tokens.
+    pub auth: AuthConfig,
+    /// WebSocket signaling limits.
+    pub signaling: SignalingConfig,
+    /// ICE servers handed to clients in `joined`.
+    pub ice: IceConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 7880).into(),
+        }
+    }
+}
+
+/// `[media]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// The one UDP socket all peers share.
+    pub udp_listen: SocketAddr,
+    /// Whether to offer ICE-TCP (RFC 4571 framing) for clients whose UDP is blocked.
+    pub ice_tcp: bool,
+    /// The ICE-TCP listener.
+    pub tcp_listen: SocketAddr,
+    /// Addresses announced in ICE candidates instead of the bind address
+    /// (the public address when the server is behind NAT). The ports stay
+    /// those of `udp_listen` / `tcp_listen`.
+    pub announce: Vec<IpAddr>,
+    /// A peer whose ICE/DTLS has been silent this long is removed.
+    pub peer_timeout_ms: u64,
+    /// At most one keyframe request per track per this interval reaches a publisher.
+    pub keyframe_interval_ms: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            udp_listen: ([127, 0, 0, 1], 7882).into(),
+            ice_tcp: true,
+            tcp_listen: ([127, 0, 0, 1], 7881).into(),
+            announce: Vec::new(),
+            peer_timeout_ms: 8_000,
+            keyframe_interval_ms: 500,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// `peer_timeout_ms` as a duration.
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_millis(self.peer_timeout_ms)
+    }
+    /// `keyframe_interval_ms` as a duration.
+    pub fn keyframe_interval(&self) -> Duration {
+        Duration::from_millis(self.keyframe_interval_ms)
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 key for room tokens. Empty: development mode (a well-known key,
+    /// the `/dev/token` endpoint, token-less WHIP/WHEP).
+    pub key: String,
+}
+
+/// `[signaling]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalingConfig {
+    /// Largest signaling message accepted (bytes); larger ones get `message_too_large`.
+    pub max_message_bytes: usize,
+    /// Largest relay payload (bytes, as serialized JSON).
+    pub max_relay_bytes: usize,
+    /// Sustained messages per second per connection.
+    pub messages_per_second: u32,
+    /// Burst allowance above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for SignalingConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 256 * 1024,
+            max_relay_bytes: 128 * 1024,
+            messages_per_second: 50,
+            burst: 200,
+        }
+    }
+}
+
+/// `[ice]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IceConfig {
+    /// Handed to clients verbatim in `joined.ice_servers`.
+    pub servers: Vec<IceServer>,
+}
+
+/// One ICE server as the browser's `RTCIceServer` expects it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:` / `turn:` / `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `sfu=debug,str0m=warn`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then `SFU_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        Self::from_toml_with_env(&text, env)
+    }
+
+    /// Parses TOML text and applies environment overrides.
+    pub fn from_toml_with_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("SFU_") else {
+                continue;
+            };
+            let lower = rest.to_ascii_lowercase();
+            let (section, key) = lower
+                .split_once('_')
+                .ok_or_else(|| ConfigError::UnknownEnv(name.clone()))?;
+            if !SECTIONS.contains(&section) {
+                return Err(ConfigError::UnknownEnv(name));
+            }
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(section_table) = entry else {
+                return Err(ConfigError::Invalid(format!("[{section}] is not a table")));
+            };
+            section_table.insert(key.to_string(), env_value(&value));
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.signaling;
+        if s.max_message_bytes == 0 || s.messages_per_second == 0 {
+            return Err(ConfigError::Invalid(
+                "signaling.max_message_bytes and signaling.messages_per_second must be > 0".into(),
+            ));
+        }
+        if self.media.peer_timeout_ms < 500 {
+            return Err(ConfigError::Invalid(
+                "media.peer_timeout_ms must be at least 500".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+const SECTIONS: &[&str] = &["http", "media", "auth", "signaling", "ice", "log"];
+
+/// An environment value is TOML if it parses as a TOML value, else a string
+/// (so `SFU_HTTP_LISTEN=0.0.0.0:80` and `SFU_MEDIA_ANNOUNCE=["1.2.3.4"]` both work).
+fn env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    doc.parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load(None, env(&[])).expect("defaults");
+        assert_eq!(c.http.listen.port(), 7880);
+        assert_eq!(c.media.udp_listen.port(), 7882);
+        assert!(c.auth.key.is_empty());
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../configs/sfu.toml");
+        let c = Config::from_toml_with_env(text, env(&[])).expect("configs/sfu.toml");
+        assert_eq!(c.http.listen.port(), 7880);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let c = Config::from_toml_with_env(
+            "[http]\nlisten = \"127.0.0.1:1\"\n",
+            env(&[
+                ("SFU_HTTP_LISTEN", "127.0.0.1:9000"),
+                ("SFU_MEDIA_ANNOUNCE", "[\"203.0.113.7\"]"),
+                ("SFU_MEDIA_PEER_TIMEOUT_MS", "3000"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .expect("overrides");
+        assert_eq!(c.http.listen.port(), 9000);
+        assert_eq!(
+            c.media.announce,
+            vec!["203.0.113.7".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(c.media.peer_timeout_ms, 3000);
+    }
+
+    #[test]
+    fn bad_configs_are_clear_errors() {
+        let unknown = Config::from_toml_with_env("[http]\nlisen = 1\n", env(&[])).unwrap_err();
+        assert!(unknown.to_string().contains("lisen"), "{unknown}");
+        let bad_addr =
+            Config::from_toml_with_env("[http]\nlisten = \"nope\"\n", env(&[])).unwrap_err();
+        assert!(matches!(bad_addr, ConfigError::Invalid(_)));
+        let bad_env = Config::from_toml_with_env("", env(&[("SFU_NOPE_X", "1")])).unwrap_err();
+        assert!(matches!(bad_env, ConfigError::UnknownEnv(_)));
+        let missing = Config::load(Some(Path::new("/nonexistent/sfu.toml")), env(&[])).unwrap_err();
+        assert!(matches!(missing, ConfigError::Read { .. }));
+    }
+}

@@ -1,0 +1,359 @@
+//! HTTP: WebSocket signaling, WHIP/WHEP, metrics, health and (in
+//! development mode) a token endpoint.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use rand::distr::{Alphanumeric, SampleString};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::{Grants, TokenAuthority, TokenError};
+use crate::config::Config;
+use crate::media::engine::SessionError;
+use crate::media::shell::Command;
+use crate::metrics::Metrics;
+use crate::signal::websocket;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The loaded configuration.
+    pub config: Arc<Config>,
+    /// Token verification.
+    pub auth: TokenAuthority,
+    /// The metrics registry.
+    pub metrics: Metrics,
+    /// To the engine task.
+    pub commands: mpsc::Sender<Command>,
+    conn_ids: Arc<AtomicU64>,
+}
+
+impl AppState {
+    /// Shared state for the handlers.
+    pub fn new(
+        config: Arc<Config>,
+        auth: TokenAuthority,
+        metrics: Metrics,
+        commands: mpsc::Sender<Command>,
+    ) -> Self {
+        Self {
+            config,
+            auth,
+            metrics,
+            commands,
+            conn_ids: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// A fresh signaling connection id.
+    pub fn next_conn(&self) -> u64 {
+        self.conn_ids.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Every route.
+pub fn router(state: AppState) -> Router {
+    let max_ws = state
+        .config
+        .signaling
+        .max_message_bytes
+        .saturating_mul(4)
+        .max(64 * 1024);
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route(
+            "/ws",
+            get(
+                move |ws: WebSocketUpgrade, State(state): State<AppState>| async move {
+                    ws.max_message_size(max_ws)
+                        .on_upgrade(move |socket| websocket::serve(socket, state))
+                },
+            ),
+        )
+        .route("/whip/{room}", post(whip))
+        .route("/whep/{room}", post(whep_room))
+        .route("/whep/{room}/{participant}", post(whep_participant))
+        .route(
+            "/sessions/{id}",
+            axum::routing::delete(end_session).patch(patch_session),
+        )
+        .route("/dev/token", get(dev_token))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+fn plain(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain")],
+        message.into() + "\n",
+    )
+        .into_response()
+}
+
+/// An HTTP error: status and a plain-text explanation.
+struct HttpError(StatusCode, String);
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        plain(self.0, self.1)
+    }
+}
+
+fn http_error(status: StatusCode, message: impl Into<String>) -> HttpError {
+    HttpError(status, message.into())
+}
+
+/// Grants from `Authorization: Bearer`, or full grants in development mode
+/// when there is no header.
+fn http_grants(
+    state: &AppState,
+    headers: &HeaderMap,
+    room: &str,
+    role: &str,
+) -> Result<Grants, HttpError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match bearer {
+        Some(token) => state
+            .auth
+            .verify_for_room(token.trim(), room)
+            .map_err(|e| match e {
+                TokenError::Expired => http_error(StatusCode::UNAUTHORIZED, "token expired"),
+                e => http_error(StatusCode::FORBIDDEN, e.to_string()),
+            }),
+        None if state.auth.is_development() => {
+            let tag = Alphanumeric.sample_string(&mut rand::rng(), 8);
+            let identity = format!("{role}-{tag}");
+            Ok(TokenAuthority::grants(
+                room,
+                &identity,
+                Duration::from_secs(86_400),
+            ))
+        }
+        None => Err(http_error(
+            StatusCode::UNAUTHORIZED,
+            "Authorization: Bearer <token> required",
+        )),
+    }
+}
+
+fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, HttpError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/sdp") {
+        return Err(http_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/sdp",
+        ));
+    }
+    String::from_utf8(body.to_vec())
+        .map_err(|_| http_error(StatusCode::BAD_REQUEST, "SDP is not UTF-8"))
+}
+
+async fn ask<T>(
+    state: &AppState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, HttpError> {
+    let (tx, rx) = oneshot::channel();
+    let unavailable = || http_error(StatusCode::SERVICE_UNAVAILABLE, "media engine unavailable");
+    state
+        .commands
+        .send(make(tx))
+        .await
+        .map_err(|_| unavailable())?;
+    rx.await.map_err(|_| unavailable())
+}
+
+fn session_response(state: &AppState, result: Result<(String, String), SessionError>) -> Response {
+    match result {
+        Ok((session, answer)) => {
+            let mut response = (
+                StatusCode::CREATED,
+                [
+                    (header::CONTENT_TYPE, "application/sdp".to_string()),
+                    (header::LOCATION, format!("/sessions/{session}")),
+                ],
+                answer,
+            )
+                .into_response();
+            for server in &state.config.ice.servers {
+                for url in &server.urls {
+                    let mut link = format!("<{url}>; rel=\"ice-server\"");
+                    if let (Some(u), Some(c)) = (&server.username, &server.credential) {
+                        link += &format!(
+                            "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
+                        );
+                    }
+                    if let Ok(v) = HeaderValue::from_str(&link) {
+                        response.headers_mut().append(header::LINK, v);
+                    }
+                }
+            }
+            response
+        }
+        Err(e) => session_error(e),
+    }
+}
+
+fn session_error(e: SessionError) -> Response {
+    match e {
+        SessionError::BadSdp(m) => plain(StatusCode::BAD_REQUEST, format!("bad SDP: {m}")),
+        SessionError::Forbidden(m) => plain(StatusCode::FORBIDDEN, m),
+        SessionError::NotFound => plain(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+async fn whip(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let grants = match http_grants(&state, &headers, &room, "whip") {
+        Ok(g) => g,
+        Err(r) => return r.into_response(),
+    };
+    let offer = match sdp_body(&headers, &body) {
+        Ok(o) => o,
+        Err(r) => return r.into_response(),
+    };
+    match ask(&state, |reply| Command::Whip {
+        grants,
+        offer,
+        reply,
+    })
+    .await
+    {
+        Ok(result) => session_response(&state, result),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn whep(
+    state: AppState,
+    room: String,
+    target: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let grants = match http_grants(&state, &headers, &room, "whep") {
+        Ok(g) => g,
+        Err(r) => return r.into_response(),
+    };
+    let offer = match sdp_body(&headers, &body) {
+        Ok(o) => o,
+        Err(r) => return r.into_response(),
+    };
+    match ask(&state, |reply| Command::Whep {
+        grants,
+        target,
+        offer,
+        reply,
+    })
+    .await
+    {
+        Ok(result) => session_response(&state, result),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn whep_room(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    whep(state, room, None, headers, body).await
+}
+
+async fn whep_participant(
+    State(state): State<AppState>,
+    Path((room, participant)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    whep(state, room, Some(participant), headers, body).await
+}
+
+async fn end_session(State(state): State<AppState>, Path(session): Path<String>) -> Response {
+    match ask(&state, |reply| Command::EndSession { session, reply }).await {
+        Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) => plain(StatusCode::NOT_FOUND, "no such session"),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn patch_session(
+    State(state): State<AppState>,
+    Path(session): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/trickle-ice-sdpfrag") {
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/trickle-ice-sdpfrag",
+        );
+    }
+    let Ok(fragment) = String::from_utf8(body.to_vec()) else {
+        return plain(StatusCode::BAD_REQUEST, "fragment is not UTF-8");
+    };
+    match ask(&state, |reply| Command::PatchSession {
+        session,
+        fragment,
+        reply,
+    })
+    .await
+    {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => session_error(e),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct DevTokenQuery {
+    room: String,
+    identity: String,
+    name: Option<String>,
+}
+
+/// Development mode only: a token for anyone who asks.
+async fn dev_token(State(state): State<AppState>, Query(q): Query<DevTokenQuery>) -> Response {
+    if !state.auth.is_development() {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "development mode is off (auth.key is set)",
+        );
+    }
+    let mut grants = TokenAuthority::grants(&q.room, &q.identity, Duration::from_secs(86_400));
+    grants.name = q.name;
+    match state.auth.mint(&grants) {
+        Ok(token) => plain(StatusCode::OK, token),
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

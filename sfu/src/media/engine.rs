@@ -1,0 +1,1323 @@
+//! The engine: rooms plus their peer connections, as one sans-IO state
+//! machine. The shell feeds it datagrams, signaling and time, and drains
+//! datagrams to send, signaling to deliver and the next wake-up time.
+//!
+//! One engine owns whole rooms (a peer never refers to another room), so
+//! rooms can later be spread over one engine per core with the shell routing
+//! datagrams by the address map.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::distr::{Alphanumeric, SampleString};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, Input, Output, RtcError};
+use tracing::{debug, info, warn};
+
+use super::peer::{forwarded_extensions, LocalAddrs, Peer, PendingOffer, Role, Slot};
+use crate::auth::Grants;
+use crate::config::{IceServer, MediaConfig};
+use crate::metrics::Metrics;
+use crate::room::keyframe::KeyframeThrottle;
+use crate::room::track::kind_name;
+use crate::room::{Access, ConnId, Delivery, Participant, PeerId, Room, Sink, Track};
+use crate::signal::protocol::{
+    ClientMessage, ErrorCode, ServerMessage, SubscribedTrack, TrackLabel, PROTOCOL_VERSION,
+};
+
+/// Something for the shell to do with a signaling connection.
+#[derive(Debug)]
+pub enum Signal {
+    /// Send this message.
+    Message(ConnId, ServerMessage),
+    /// Close the connection (after sending what was queued).
+    Close(ConnId),
+}
+
+/// Why a WHIP/WHEP request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The SDP could not be parsed or applied.
+    #[error("bad SDP: {0}")]
+    BadSdp(String),
+    /// The token does not allow it.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// No such session or participant.
+    #[error("not found")]
+    NotFound,
+}
+
+/// Engine settings derived from the config.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Media settings.
+    pub media: MediaConfig,
+    /// Candidate addresses.
+    pub local: LocalAddrs,
+    /// Handed to clients.
+    pub ice_servers: Vec<IceServer>,
+    /// Maximum relay payload size.
+    pub max_relay_bytes: usize,
+}
+
+/// Rooms, participants and peers; see the module docs.
+pub struct Engine {
+    config: EngineConfig,
+    metrics: Metrics,
+    rooms: HashMap<String, Room>,
+    peers: HashMap<PeerId, Peer>,
+    /// Demultiplexing of incoming datagrams by remote address.
+    addrs: HashMap<(Protocol, SocketAddr), PeerId>,
+    /// Signaling connection → (room, participant).
+    conns: HashMap<ConnId, (String, String)>,
+    /// WHIP/WHEP session → (room, participant).
+    sessions: HashMap<String, (String, String)>,
+    next_peer: PeerId,
+    transmits: VecDeque<Transmit>,
+    signals: VecDeque<Signal>,
+    /// Corrupt one payload byte per forwarded packet (test-only switch that
+    /// proves end-to-end integrity checks can fail).
+    corrupt_payloads: bool,
+}
+
+fn random_id(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        Alphanumeric.sample_string(&mut rand::rng(), 10)
+    )
+}
+
+impl Engine {
+    /// An empty engine.
+    pub fn new(config: EngineConfig, metrics: Metrics) -> Self {
+        Self {
+            config,
+            metrics,
+            rooms: HashMap::new(),
+            peers: HashMap::new(),
+            addrs: HashMap::new(),
+            conns: HashMap::new(),
+            sessions: HashMap::new(),
+            next_peer: 1,
+            transmits: VecDeque::new(),
+            signals: VecDeque::new(),
+            corrupt_payloads: false,
+        }
+    }
+
+    /// Test-only: flip a byte of every forwarded payload.
+    pub fn set_corrupt_payloads(&mut self, on: bool) {
+        self.corrupt_payloads = on;
+    }
+
+    // ------------------------------------------------------------------
+    // Outputs
+    // ------------------------------------------------------------------
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next signaling action.
+    pub fn poll_signal(&mut self) -> Option<Signal> {
+        self.signals.pop_front()
+    }
+
+    /// When the engine next needs `handle_timeout`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timeout = self.config.media.peer_timeout();
+        self.peers
+            .values()
+            .map(|p| p.timeout.min(p.last_heard + timeout))
+            .min()
+    }
+
+    // ------------------------------------------------------------------
+    // Signaling input
+    // ------------------------------------------------------------------
+
+    /// A client joined over signaling connection `conn` with verified grants.
+    pub fn join(&mut self, conn: ConnId, grants: Grants, auto_subscribe: bool, now: Instant) {
+        let room_name = grants.room.clone();
+        self.replace_identity(&room_name, &grants.identity, now);
+        let id = random_id("PA_");
+        let mut participant = Participant::new(id.clone(), grants, Access::Signaling(conn), now);
+        participant.auto_subscribe = auto_subscribe;
+        let room = self.rooms.entry(room_name.clone()).or_default();
+        let deliveries = room.join(participant);
+        let Some(me) = room.info(&id) else { return };
+        let joined = ServerMessage::Joined {
+            version: PROTOCOL_VERSION,
+            room: room_name.clone(),
+            participant: me,
+            participants: room.others(&id),
+            ice_servers: self.config.ice_servers.clone(),
+        };
+        self.signals.push_back(Signal::Message(conn, joined));
+        self.deliver(deliveries);
+        self.conns.insert(conn, (room_name.clone(), id.clone()));
+        info!(room = %room_name, participant = %id, "joined");
+        self.update_subscriber(&room_name, &id, now);
+        self.update_gauges();
+        self.drive(now);
+    }
+
+    /// A message from a joined client.
+    pub fn handle_client(&mut self, conn: ConnId, msg: ClientMessage, now: Instant) {
+        let Some((room, pid)) = self.conns.get(&conn).cloned() else {
+            self.error(conn, ErrorCode::NotJoined, "send join first");
+            return;
+        };
+        match msg {
+            ClientMessage::Join { .. } => {
+                self.error(
+                    conn,
+                    ErrorCode::AlreadyJoined,
+                    "this connection already joined",
+                );
+            }
+            ClientMessage::PublishOffer { sdp, tracks } => {
+                match self.publish_offer(&room, &pid, &sdp, &tracks, now) {
+                    Ok(answer) => self.signals.push_back(Signal::Message(
+                        conn,
+                        ServerMessage::PublishAnswer { sdp: answer },
+                    )),
+                    Err(SessionError::Forbidden(m)) => self.error(conn, ErrorCode::Forbidden, m),
+                    Err(e) => self.error(conn, ErrorCode::BadSdp, e.to_string()),
+                }
+            }
+            ClientMessage::SubscribeAnswer { sdp } => {
+                self.subscribe_answer(conn, &room, &pid, &sdp, now)
+            }
+            ClientMessage::Subscribe { track_ids } => {
+                self.set_wanted(conn, &room, &pid, &track_ids, true, now)
+            }
+            ClientMessage::Unsubscribe { track_ids } => {
+                self.set_wanted(conn, &room, &pid, &track_ids, false, now)
+            }
+            ClientMessage::Mute { track_id, muted } => {
+                let result = self
+                    .rooms
+                    .get_mut(&room)
+                    .and_then(|r| r.set_muted(&pid, &track_id, muted));
+                match result {
+                    Some(deliveries) => self.deliver(deliveries),
+                    None => self.error(
+                        conn,
+                        ErrorCode::UnknownTrack,
+                        format!("you publish no track {track_id:?}"),
+                    ),
+                }
+            }
+            ClientMessage::Relay { to, payload } => {
+                if payload.get().len() > self.config.max_relay_bytes {
+                    self.error(
+                        conn,
+                        ErrorCode::MessageTooLarge,
+                        format!("relay payload over {} bytes", self.config.max_relay_bytes),
+                    );
+                    return;
+                }
+                if let Some(r) = self.rooms.get(&room) {
+                    let deliveries = r.relay(&pid, &to, &payload);
+                    self.deliver(deliveries);
+                }
+            }
+            ClientMessage::Ping => self
+                .signals
+                .push_back(Signal::Message(conn, ServerMessage::Pong)),
+            ClientMessage::Leave => {
+                self.remove_participant(&room, &pid, now);
+                self.signals.push_back(Signal::Close(conn));
+            }
+        }
+        self.drive(now);
+    }
+
+    /// The signaling connection closed.
+    pub fn disconnect(&mut self, conn: ConnId, now: Instant) {
+        if let Some((room, pid)) = self.conns.get(&conn).cloned() {
+            self.remove_participant(&room, &pid, now);
+            self.drive(now);
+        }
+    }
+
+    /// Sends an error to `conn` and counts it.
+    pub fn error(&mut self, conn: ConnId, code: ErrorCode, message: impl Into<String>) {
+        self.metrics
+            .signaling_errors
+            .with_label_values(&[code.as_str()])
+            .inc();
+        self.signals
+            .push_back(Signal::Message(conn, ServerMessage::error(code, message)));
+        if code.is_fatal() {
+            self.signals.push_back(Signal::Close(conn));
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // WHIP / WHEP
+    // ------------------------------------------------------------------
+
+    /// WHIP: publish the offer's media into `grants.room`. Returns the
+    /// session id and the SDP answer.
+    pub fn whip(
+        &mut self,
+        grants: Grants,
+        offer: &str,
+        now: Instant,
+    ) -> Result<(String, String), SessionError> {
+        if !grants.can_publish {
+            return Err(SessionError::Forbidden(
+                "token does not allow publishing".into(),
+            ));
+        }
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| SessionError::BadSdp(e.to_string()))?;
+        let room = grants.room.clone();
+        let (session, pid) = self.add_session_participant(grants, false, now);
+        match self.apply_publish_offer(&room, &pid, offer, &[], now) {
+            Ok(answer) => Ok((session, answer)),
+            Err(e) => {
+                self.remove_participant(&room, &pid, now);
+                Err(e)
+            }
+        }
+    }
+
+    /// WHEP: view the room's tracks (those of participant `target` — id or
+    /// identity — if given). Returns the session id and the SDP answer.
+    pub fn whep(
+        &mut self,
+        grants: Grants,
+        target: Option<&str>,
+        offer: &str,
+        now: Instant,
+    ) -> Result<(String, String), SessionError> {
+        if !grants.can_subscribe {
+            return Err(SessionError::Forbidden(
+                "token does not allow subscribing".into(),
+            ));
+        }
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| SessionError::BadSdp(e.to_string()))?;
+        let room = grants.room.clone();
+        if let Some(target) = target {
+            let found = self.rooms.get(&room).is_some_and(|r| {
+                r.participants.contains_key(target) || r.find_identity(target).is_some()
+            });
+            if !found {
+                return Err(SessionError::NotFound);
+            }
+        }
+        let (session, pid) = self.add_session_participant(grants, true, now);
+        if let Some(p) = self.participant_mut(&room, &pid) {
+            p.view_of = target.map(String::from);
+        }
+        let peer_id = self.add_peer(&room, &pid, Role::Subscriber { offerer: false }, now);
+        let answer = {
+            let Some(peer) = self.peers.get_mut(&peer_id) else {
+                return Err(SessionError::NotFound);
+            };
+            peer.rtc.sdp_api().accept_offer(offer)
+        };
+        let answer = match answer {
+            Ok(a) => a.to_sdp_string(),
+            Err(e) => {
+                self.remove_participant(&room, &pid, now);
+                return Err(SessionError::BadSdp(e.to_string()));
+            }
+        };
+        self.drive(now);
+        self.update_subscriber(&room, &pid, now);
+        self.drive(now);
+        Ok((session, answer))
+    }
+
+    /// Ends a WHIP/WHEP session. False if there is no such session.
+    pub fn end_session(&mut self, session: &str, now: Instant) -> bool {
+        let Some((room, pid)) = self.sessions.get(session).cloned() else {
+            return false;
+        };
+        self.remove_participant(&room, &pid, now);
+        self.drive(now);
+        true
+    }
+
+    /// Trickled candidates for a WHIP/WHEP session (an SDP fragment).
+    pub fn patch_session(&mut self, session: &str, fragment: &str) -> Result<(), SessionError> {
+        let (room, pid) = self
+            .sessions
+            .get(session)
+            .cloned()
+            .ok_or(SessionError::NotFound)?;
+        let peers: Vec<PeerId> = self
+            .participant(&room, &pid)
+            .map(|p| p.publisher.into_iter().chain(p.subscriber).collect())
+            .unwrap_or_default();
+        for line in fragment.lines() {
+            let Some(cand) = line.trim().strip_prefix("a=") else {
+                continue;
+            };
+            if !cand.starts_with("candidate:") {
+                continue;
+            }
+            let candidate = Candidate::from_sdp_string(cand)
+                .map_err(|e| SessionError::BadSdp(e.to_string()))?;
+            for id in &peers {
+                if let Some(peer) = self.peers.get_mut(id) {
+                    peer.rtc.add_remote_candidate(candidate.clone());
+                    peer.dirty = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add_session_participant(
+        &mut self,
+        grants: Grants,
+        hidden: bool,
+        now: Instant,
+    ) -> (String, String) {
+        let room_name = grants.room.clone();
+        self.replace_identity(&room_name, &grants.identity, now);
+        let session = random_id("");
+        let id = random_id("PA_");
+        let mut p = Participant::new(id.clone(), grants, Access::Session(session.clone()), now);
+        p.hidden = hidden;
+        let deliveries = self.rooms.entry(room_name.clone()).or_default().join(p);
+        self.deliver(deliveries);
+        self.sessions
+            .insert(session.clone(), (room_name.clone(), id.clone()));
+        info!(room = %room_name, participant = %id, session = %session, hidden, "session started");
+        self.update_gauges();
+        (session, id)
+    }
+
+    // ------------------------------------------------------------------
+    // Network input
+    // ------------------------------------------------------------------
+
+    /// A datagram (or RFC 4571 frame) arrived from `source`.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        data: &[u8],
+    ) {
+        self.metrics.datagrams.with_label_values(&["in"]).inc();
+        let destination = match proto {
+            Protocol::Udp => self.config.local.udp.first(),
+            _ => self.config.local.tcp.first(),
+        };
+        let Some(&destination) = destination else {
+            return;
+        };
+        let Ok(receive) = Receive::new(proto, source, destination, data) else {
+            self.metrics
+                .dropped
+                .with_label_values(&["unparseable"])
+                .inc();
+            return;
+        };
+        let input = Input::Receive(now, receive);
+        let peer_id = match self.addrs.get(&(proto, source)) {
+            Some(id) => *id,
+            None => {
+                // Only a STUN request naming a peer's ufrag opens a mapping.
+                let Some(id) = self
+                    .peers
+                    .values()
+                    .find(|p| p.rtc.accepts(&input))
+                    .map(|p| p.id)
+                else {
+                    self.metrics
+                        .dropped
+                        .with_label_values(&["unknown_source"])
+                        .inc();
+                    return;
+                };
+                self.addrs.insert((proto, source), id);
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.addrs.push((proto, source));
+                }
+                id
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        peer.last_heard = now;
+        peer.dirty = true;
+        if let Err(e) = peer.rtc.handle_input(input) {
+            debug!(peer = peer_id, "input rejected: {e}");
+        }
+        self.drive(now);
+    }
+
+    /// Time passed: run due str0m timers and remove dead peers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.config.media.peer_timeout();
+        let mut dead = Vec::new();
+        for peer in self.peers.values_mut() {
+            if peer.timeout <= now {
+                if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    debug!(peer = peer.id, "timeout input: {e}");
+                }
+                peer.dirty = true;
+            }
+            if !peer.rtc.is_alive() || now.saturating_duration_since(peer.last_heard) > timeout {
+                dead.push((peer.room.clone(), peer.participant.clone()));
+            }
+        }
+        self.drive(now);
+        for (room, pid) in dead {
+            info!(room = %room, participant = %pid, "media timed out");
+            if let Some(conn) = self.participant(&room, &pid).and_then(|p| p.conn()) {
+                self.error(
+                    conn,
+                    ErrorCode::MediaTimeout,
+                    "no media connectivity; removed from the room",
+                );
+            }
+            self.remove_participant(&room, &pid, now);
+        }
+        self.drive(now);
+    }
+
+    // ------------------------------------------------------------------
+    // Driving str0m
+    // ------------------------------------------------------------------
+
+    /// Drains every dirty peer until no peer is dirty (events can dirty others).
+    fn drive(&mut self, now: Instant) {
+        for _round in 0..64 {
+            let dirty: Vec<PeerId> = self
+                .peers
+                .values()
+                .filter(|p| p.dirty)
+                .map(|p| p.id)
+                .collect();
+            if dirty.is_empty() {
+                return;
+            }
+            for id in dirty {
+                self.drain(id, now);
+            }
+        }
+        warn!("peers still dirty after 64 rounds");
+    }
+
+    fn drain(&mut self, id: PeerId, now: Instant) {
+        let mut events = Vec::new();
+        {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                return;
+            };
+            peer.dirty = false;
+            loop {
+                match peer.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => {
+                        peer.timeout = t;
+                        break;
+                    }
+                    Ok(Output::Transmit(t)) => self.transmits.push_back(t),
+                    Ok(Output::Event(e)) => events.push(e),
+                    Err(e) => {
+                        debug!(peer = id, "poll_output: {e}");
+                        peer.timeout = now + Duration::from_millis(100);
+                        break;
+                    }
+                }
+            }
+        }
+        for event in events {
+            self.handle_event(id, event, now);
+        }
+    }
+
+    fn handle_event(&mut self, id: PeerId, event: Event, now: Instant) {
+        match event {
+            Event::Connected => self.connected(id, now),
+            // str0m reports m-lines once media can flow (after DTLS).
+            Event::MediaAdded(m) => {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                match peer.role {
+                    Role::Publisher => {
+                        peer.remote_media.insert(m.mid, m.kind);
+                        self.reconcile_publisher(id, now);
+                    }
+                    Role::Subscriber { .. } => {
+                        peer.slots.insert(m.mid, Slot::new(m.kind));
+                        let (room, pid) = (peer.room.clone(), peer.participant.clone());
+                        self.update_subscriber(&room, &pid, now);
+                    }
+                }
+            }
+            Event::MediaChanged(_)
+                if self
+                    .peers
+                    .get(&id)
+                    .is_some_and(|p| p.role == Role::Publisher) =>
+            {
+                self.reconcile_publisher(id, now);
+            }
+            Event::RtpPacket(packet) => self.forward(id, packet, now),
+            Event::KeyframeRequest(req) => {
+                let track = self
+                    .peers
+                    .get(&id)
+                    .and_then(|p| Some((p.room.clone(), p.slots.get(&req.mid)?.track.clone()?)));
+                if let Some((room, track)) = track {
+                    self.request_keyframe(&room, &track, req.kind, "forwarded", now);
+                }
+            }
+            Event::Closed => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    // Let the timeout path remove it on its next pass.
+                    peer.last_heard =
+                        now - self.config.media.peer_timeout() - Duration::from_millis(1);
+                    peer.timeout = now;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn connected(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        peer.connected = true;
+        let (room, pid) = (peer.room.clone(), peer.participant.clone());
+        if let Some(p) = self.participant_mut(&room, &pid) {
+            if !p.connected {
+                p.connected = true;
+                let secs = now.saturating_duration_since(p.joined_at).as_secs_f64();
+                self.metrics.join_seconds.observe(secs);
+            }
+        }
+    }
+
+    /// Forwards one publisher packet to every subscriber slot of its track.
+    /// Reads header fields only; the payload is passed on as the same bytes.
+    fn forward(&mut self, publisher: PeerId, packet: str0m::rtp::RtpPacket, now: Instant) {
+        self.metrics.rtp_packets_in.inc();
+        self.metrics
+            .rtp_bytes_in
+            .inc_by(packet.payload.len() as u64);
+        let Some(pub_peer) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        let Some(mid) = pub_peer
+            .rtc
+            .direct_api()
+            .stream_rx(&packet.header.ssrc)
+            .map(|s| s.mid())
+        else {
+            self.metrics
+                .dropped
+                .with_label_values(&["unknown_stream"])
+                .inc();
+            return;
+        };
+        let params = pub_peer
+            .rtc
+            .codec_config()
+            .find(|p| p.pt() == packet.header.payload_type)
+            .copied();
+        let Some(params) = params else {
+            self.metrics
+                .dropped
+                .with_label_values(&["unknown_payload_type"])
+                .inc();
+            return;
+        };
+        let Some(track_id) = pub_peer.published.get(&mid) else {
+            self.metrics
+                .dropped
+                .with_label_values(&["unpublished"])
+                .inc();
+            return;
+        };
+        let Some(track) = self
+            .rooms
+            .get_mut(&pub_peer.room)
+            .and_then(|r| r.tracks.get_mut(track_id))
+        else {
+            return;
+        };
+        let rid = packet.header.ext_vals.rid;
+        if track.rid.is_none() {
+            track.rid = rid;
+        }
+        if rid != track.rid {
+            self.metrics
+                .dropped
+                .with_label_values(&["simulcast_layer"])
+                .inc();
+            return;
+        }
+        let clock_rate = params.spec().clock_rate.get();
+        let is_video = track.kind == MediaKind::Video;
+        let exts = forwarded_extensions(&packet.header.ext_vals);
+        let payload = if self.corrupt_payloads && !packet.payload.is_empty() {
+            let mut bytes = packet.payload.to_vec();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x5a;
+            bytes.into()
+        } else {
+            packet.payload.clone()
+        };
+        for sink in &track.sinks {
+            let Some(sub) = self.peers.get_mut(&sink.peer) else {
+                continue;
+            };
+            let Some(slot) = sub.slots.get_mut(&sink.mid) else {
+                continue;
+            };
+            let Some(pt) = slot.out_pt(&sub.rtc, &params) else {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["codec_mismatch"])
+                    .inc();
+                continue;
+            };
+            let Some(out) = slot.rebaser.rebase(
+                *packet.header.ssrc,
+                *packet.seq_no,
+                packet.header.timestamp,
+                clock_rate,
+                now,
+            ) else {
+                self.metrics.dropped.with_label_values(&["too_old"]).inc();
+                continue;
+            };
+            let mut api = sub.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(sink.mid, None) else {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["not_negotiated"])
+                    .inc();
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(
+                    pt,
+                    out.seq.into(),
+                    out.ts,
+                    packet.timestamp,
+                    payload.clone(),
+                )
+                .marker(packet.header.marker)
+                .ext_vals(exts.clone())
+                .nackable(is_video),
+            );
+            sub.dirty = true;
+            self.metrics.rtp_packets_out.inc();
+            self.metrics.rtp_bytes_out.inc_by(payload.len() as u64);
+        }
+    }
+
+    fn request_keyframe(
+        &mut self,
+        room: &str,
+        track_id: &str,
+        kind: KeyframeRequestKind,
+        outcome: &str,
+        now: Instant,
+    ) {
+        let Some(track) = self
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.tracks.get_mut(track_id))
+        else {
+            return;
+        };
+        if track.kind != MediaKind::Video {
+            return;
+        }
+        if !track.keyframes.allow(now) {
+            self.metrics
+                .keyframe_requests
+                .with_label_values(&["throttled"])
+                .inc();
+            return;
+        }
+        let (peer_id, mid, rid) = (track.peer, track.mid, track.rid);
+        if let Some(peer) = self.peers.get_mut(&peer_id) {
+            if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, rid) {
+                rx.request_keyframe(kind);
+                peer.dirty = true;
+                self.metrics
+                    .keyframe_requests
+                    .with_label_values(&[outcome])
+                    .inc();
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Publishing
+    // ------------------------------------------------------------------
+
+    fn publish_offer(
+        &mut self,
+        room: &str,
+        pid: &str,
+        sdp: &str,
+        labels: &[TrackLabel],
+        now: Instant,
+    ) -> Result<String, SessionError> {
+        let can_publish = self
+            .participant(room, pid)
+            .is_some_and(|p| p.grants.can_publish);
+        if !can_publish {
+            return Err(SessionError::Forbidden(
+                "token does not allow publishing".into(),
+            ));
+        }
+        let offer =
+            SdpOffer::from_sdp_string(sdp).map_err(|e| SessionError::BadSdp(e.to_string()))?;
+        self.apply_publish_offer(room, pid, offer, labels, now)
+    }
+
+    fn apply_publish_offer(
+        &mut self,
+        room: &str,
+        pid: &str,
+        offer: SdpOffer,
+        labels: &[TrackLabel],
+        now: Instant,
+    ) -> Result<String, SessionError> {
+        let peer_id = match self.participant(room, pid).and_then(|p| p.publisher) {
+            Some(id) => id,
+            None => self.add_peer(room, pid, Role::Publisher, now),
+        };
+        let peer = self.peers.get_mut(&peer_id).ok_or(SessionError::NotFound)?;
+        for l in labels {
+            peer.labels.insert(l.mid.clone(), l.source.clone());
+        }
+        let answer = peer
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e: RtcError| SessionError::BadSdp(e.to_string()))?;
+        peer.dirty = true;
+        self.drive(now);
+        self.reconcile_publisher(peer_id, now);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Publishes tracks for receiving m-lines and unpublishes the others.
+    fn reconcile_publisher(&mut self, peer_id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let room = peer.room.clone();
+        let pid = peer.participant.clone();
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        for (&mid, &kind) in &peer.remote_media {
+            let receiving = peer.rtc.media(mid).is_some_and(|m| {
+                matches!(m.direction(), Direction::RecvOnly | Direction::SendRecv)
+            });
+            match (receiving, peer.published.get(&mid)) {
+                (true, None) => {
+                    let track_id = random_id("TR_");
+                    peer.published.insert(mid, track_id.clone());
+                    added.push(Track {
+                        id: track_id,
+                        owner: pid.clone(),
+                        kind,
+                        peer: peer_id,
+                        mid,
+                        rid: None,
+                        source: peer.labels.get(&*mid).cloned(),
+                        muted: false,
+                        keyframes: KeyframeThrottle::new(self.config.media.keyframe_interval()),
+                        sinks: Vec::new(),
+                    });
+                }
+                (false, Some(track_id)) => removed.push(track_id.clone()),
+                _ => {}
+            }
+        }
+        peer.published.retain(|_, t| !removed.contains(t));
+        for track in added {
+            debug!(room = %room, track = %track.id, kind = kind_name(track.kind), "published");
+            let deliveries = self
+                .rooms
+                .get_mut(&room)
+                .map(|r| r.publish(track))
+                .unwrap_or_default();
+            self.deliver(deliveries);
+        }
+        for track_id in removed {
+            self.unpublish(&room, &track_id, now);
+        }
+        self.update_all_subscribers(&room, now);
+        self.update_gauges();
+    }
+
+    fn unpublish(&mut self, room: &str, track_id: &str, now: Instant) {
+        let Some((track, deliveries)) =
+            self.rooms.get_mut(room).and_then(|r| r.unpublish(track_id))
+        else {
+            return;
+        };
+        self.deliver(deliveries);
+        for sink in track.sinks {
+            if let Some(slot) = self
+                .peers
+                .get_mut(&sink.peer)
+                .and_then(|p| p.slots.get_mut(&sink.mid))
+            {
+                slot.track = None;
+            }
+        }
+        self.update_all_subscribers(room, now);
+    }
+
+    // ------------------------------------------------------------------
+    // Subscribing
+    // ------------------------------------------------------------------
+
+    fn set_wanted(
+        &mut self,
+        conn: ConnId,
+        room: &str,
+        pid: &str,
+        track_ids: &[String],
+        wanted: bool,
+        now: Instant,
+    ) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let unknown: Vec<&String> = track_ids
+            .iter()
+            .filter(|t| !r.tracks.contains_key(*t))
+            .collect();
+        if !unknown.is_empty() {
+            let msg = format!("unknown track ids: {unknown:?}");
+            self.error(conn, ErrorCode::UnknownTrack, msg);
+        }
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if let Some(p) = r.participants.get_mut(pid) {
+            for t in track_ids {
+                p.set_wanted(t, wanted);
+            }
+        }
+        self.update_subscriber(room, pid, now);
+    }
+
+    fn update_all_subscribers(&mut self, room: &str, now: Instant) {
+        let ids: Vec<String> = self
+            .rooms
+            .get(room)
+            .map(|r| r.participants.keys().cloned().collect())
+            .unwrap_or_default();
+        for pid in ids {
+            self.update_subscriber(room, &pid, now);
+        }
+    }
+
+    /// Brings a participant's subscriber peer in line with what it wants.
+    fn update_subscriber(&mut self, room: &str, pid: &str, now: Instant) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let Some(p) = r.participants.get(pid) else {
+            return;
+        };
+        let wanted: Vec<(String, MediaKind, String)> = r
+            .wanted_tracks(pid)
+            .into_iter()
+            .map(|t| (t.id.clone(), t.kind, t.owner.clone()))
+            .collect();
+        let existing = p.subscriber;
+        let peer_id = match existing {
+            Some(id) => id,
+            None if wanted.is_empty() => return,
+            None => self.add_peer(room, pid, Role::Subscriber { offerer: true }, now),
+        };
+        let Some(peer) = self.peers.get(&peer_id) else {
+            return;
+        };
+        match peer.role {
+            Role::Subscriber { offerer: true } => self.negotiate(peer_id, &wanted, now),
+            Role::Subscriber { offerer: false } => self.bind_slots(peer_id, &wanted, now),
+            Role::Publisher => {}
+        }
+    }
+
+    /// Drops slots whose track is no longer wanted from their tracks' sinks.
+    fn unbind_unwanted(&mut self, peer_id: PeerId, wanted: &[(String, MediaKind, String)]) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let room = peer.room.clone();
+        let mut unbound = Vec::new();
+        for (mid, slot) in peer.slots.iter_mut() {
+            if let Some(t) = &slot.track {
+                if !wanted.iter().any(|(w, _, _)| w == t) {
+                    unbound.push((t.clone(), *mid));
+                    slot.track = None;
+                }
+            }
+        }
+        if let Some(r) = self.rooms.get_mut(&room) {
+            for (track_id, mid) in unbound {
+                if let Some(track) = r.tracks.get_mut(&track_id) {
+                    track.sinks.retain(|s| *s != Sink { peer: peer_id, mid });
+                }
+            }
+        }
+    }
+
+    /// Server-offered subscriber: add m-lines for new tracks, stop those of
+    /// gone tracks, one offer in flight at a time.
+    fn negotiate(&mut self, peer_id: PeerId, wanted: &[(String, MediaKind, String)], now: Instant) {
+        self.unbind_unwanted(peer_id, wanted);
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        if peer.pending.is_some() {
+            peer.renegotiate = true;
+            return;
+        }
+        let stale: Vec<Mid> = peer
+            .slots
+            .iter()
+            .filter(|(_, s)| s.track.is_none())
+            .map(|(m, _)| *m)
+            .collect();
+        let present: Vec<String> = peer
+            .slots
+            .values()
+            .filter_map(|s| s.track.clone())
+            .collect();
+        let new: Vec<&(String, MediaKind, String)> = wanted
+            .iter()
+            .filter(|(t, _, _)| !present.contains(t))
+            .collect();
+        if stale.is_empty() && new.is_empty() {
+            return;
+        }
+        let mut api = peer.rtc.sdp_api();
+        let mut added = Vec::new();
+        for (track_id, kind, owner) in &new {
+            let mid = api.add_media(
+                *kind,
+                Direction::SendOnly,
+                Some(owner.clone()),
+                Some(track_id.clone()),
+                None,
+            );
+            added.push((mid, track_id.clone(), *kind));
+        }
+        for mid in &stale {
+            api.stop_media(*mid);
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        for mid in &stale {
+            peer.slots.remove(mid);
+        }
+        for (mid, track_id, kind) in &added {
+            let mut slot = Slot::new(*kind);
+            slot.track = Some(track_id.clone());
+            peer.slots.insert(*mid, slot);
+        }
+        peer.pending = Some(PendingOffer {
+            pending,
+            added: added.iter().map(|(m, _, _)| *m).collect(),
+        });
+        peer.dirty = true;
+        let tracks = self.slot_descriptions(peer_id);
+        let conn = self.peer_conn(peer_id);
+        if let Some(conn) = conn {
+            self.signals.push_back(Signal::Message(
+                conn,
+                ServerMessage::SubscribeOffer {
+                    sdp: offer.to_sdp_string(),
+                    tracks,
+                },
+            ));
+        }
+        self.drive(now);
+    }
+
+    fn slot_descriptions(&self, peer_id: PeerId) -> Vec<SubscribedTrack> {
+        let Some(peer) = self.peers.get(&peer_id) else {
+            return Vec::new();
+        };
+        let room = self.rooms.get(&peer.room);
+        peer.slots
+            .iter()
+            .filter_map(|(mid, slot)| {
+                let track = room?.tracks.get(slot.track.as_ref()?)?;
+                Some(SubscribedTrack {
+                    mid: mid.to_string(),
+                    track_id: track.id.clone(),
+                    participant_id: track.owner.clone(),
+                    kind: kind_name(track.kind).to_string(),
+                })
+            })
+            .collect()
+    }
+
+    fn subscribe_answer(&mut self, conn: ConnId, room: &str, pid: &str, sdp: &str, now: Instant) {
+        let Some(peer_id) = self.participant(room, pid).and_then(|p| p.subscriber) else {
+            self.error(
+                conn,
+                ErrorCode::BadMessage,
+                "no subscribe offer is outstanding",
+            );
+            return;
+        };
+        let answer = match SdpAnswer::from_sdp_string(sdp) {
+            Ok(a) => a,
+            Err(e) => {
+                self.error(conn, ErrorCode::BadSdp, e.to_string());
+                return;
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let Some(pending) = peer.pending.take() else {
+            self.error(
+                conn,
+                ErrorCode::BadMessage,
+                "no subscribe offer is outstanding",
+            );
+            return;
+        };
+        peer.dirty = true;
+        if let Err(e) = peer.rtc.sdp_api().accept_answer(pending.pending, answer) {
+            // str0m rolled the offer back: forget its new slots and offer again.
+            for mid in &pending.added {
+                peer.slots.remove(mid);
+            }
+            self.error(conn, ErrorCode::BadSdp, e.to_string());
+            self.update_subscriber(room, pid, now);
+            return;
+        }
+        let mut newly_ready = Vec::new();
+        for mid in &pending.added {
+            if let Some(slot) = peer.slots.get_mut(mid) {
+                slot.ready = true;
+                if let Some(t) = &slot.track {
+                    newly_ready.push((t.clone(), *mid));
+                }
+            }
+        }
+        let renegotiate = std::mem::take(&mut peer.renegotiate);
+        self.add_sinks(peer_id, room, newly_ready, now);
+        if renegotiate {
+            self.update_subscriber(room, pid, now);
+        }
+        self.update_gauges();
+    }
+
+    /// Starts forwarding `tracks` into `peer_id`'s slots and asks for keyframes.
+    fn add_sinks(&mut self, peer_id: PeerId, room: &str, tracks: Vec<(String, Mid)>, now: Instant) {
+        for (track_id, mid) in tracks {
+            let Some(track) = self
+                .rooms
+                .get_mut(room)
+                .and_then(|r| r.tracks.get_mut(&track_id))
+            else {
+                continue;
+            };
+            let sink = Sink { peer: peer_id, mid };
+            if !track.sinks.contains(&sink) {
+                track.sinks.push(sink);
+            }
+            self.request_keyframe(
+                room,
+                &track_id,
+                KeyframeRequestKind::Pli,
+                "new_subscriber",
+                now,
+            );
+        }
+    }
+
+    /// Client-offered subscriber (WHEP): bind free slots to wanted tracks of their kind.
+    fn bind_slots(
+        &mut self,
+        peer_id: PeerId,
+        wanted: &[(String, MediaKind, String)],
+        now: Instant,
+    ) {
+        self.unbind_unwanted(peer_id, wanted);
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let room = peer.room.clone();
+        let mut bound: Vec<String> = peer
+            .slots
+            .values()
+            .filter_map(|s| s.track.clone())
+            .collect();
+        let mut newly = Vec::new();
+        for (mid, slot) in peer.slots.iter_mut() {
+            if slot.track.is_some() {
+                continue;
+            }
+            if let Some((track_id, _, _)) = wanted
+                .iter()
+                .find(|(t, k, _)| *k == slot.kind && !bound.contains(t))
+            {
+                slot.track = Some(track_id.clone());
+                slot.ready = true;
+                bound.push(track_id.clone());
+                newly.push((track_id.clone(), *mid));
+            }
+        }
+        self.add_sinks(peer_id, &room, newly, now);
+        self.update_gauges();
+    }
+
+    // ------------------------------------------------------------------
+    // Participants and peers
+    // ------------------------------------------------------------------
+
+    fn add_peer(&mut self, room: &str, pid: &str, role: Role, now: Instant) -> PeerId {
+        let id = self.next_peer;
+        self.next_peer += 1;
+        self.peers
+            .insert(id, Peer::new(id, room, pid, role, &self.config.local, now));
+        if let Some(p) = self.participant_mut(room, pid) {
+            match role {
+                Role::Publisher => p.publisher = Some(id),
+                Role::Subscriber { .. } => p.subscriber = Some(id),
+            }
+        }
+        self.update_gauges();
+        id
+    }
+
+    fn remove_peer(&mut self, id: PeerId) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        for addr in &peer.addrs {
+            self.addrs.remove(addr);
+        }
+        if let Some(r) = self.rooms.get_mut(&peer.room) {
+            for track in r.tracks.values_mut() {
+                track.sinks.retain(|s| s.peer != id);
+            }
+        }
+        peer.rtc.disconnect();
+    }
+
+    /// Removes a participant with all its tracks and peers, telling the room.
+    fn remove_participant(&mut self, room: &str, pid: &str, now: Instant) {
+        let Some((participant, _tracks, deliveries)) =
+            self.rooms.get_mut(room).and_then(|r| r.leave(pid))
+        else {
+            return;
+        };
+        info!(room = %room, participant = %pid, "left");
+        self.deliver(deliveries);
+        for peer in participant
+            .publisher
+            .into_iter()
+            .chain(participant.subscriber)
+        {
+            self.remove_peer(peer);
+        }
+        match &participant.access {
+            Access::Signaling(conn) => {
+                self.conns.remove(conn);
+            }
+            Access::Session(s) => {
+                self.sessions.remove(s);
+            }
+        }
+        if self.rooms.get(room).is_some_and(Room::is_empty) {
+            self.rooms.remove(room);
+        } else {
+            // Subscribers of the removed tracks renegotiate.
+            self.update_all_subscribers(room, now);
+        }
+        self.update_gauges();
+    }
+
+    /// A new session with an identity already present replaces the old one.
+    fn replace_identity(&mut self, room: &str, identity: &str, now: Instant) {
+        let Some(old) = self
+            .rooms
+            .get(room)
+            .and_then(|r| r.find_identity(identity))
+            .map(String::from)
+        else {
+            return;
+        };
+        if let Some(conn) = self.participant(room, &old).and_then(|p| p.conn()) {
+            self.error(
+                conn,
+                ErrorCode::Replaced,
+                "the same identity joined from another connection",
+            );
+        }
+        self.remove_participant(room, &old, now);
+    }
+
+    fn participant(&self, room: &str, pid: &str) -> Option<&Participant> {
+        self.rooms.get(room)?.participants.get(pid)
+    }
+
+    fn participant_mut(&mut self, room: &str, pid: &str) -> Option<&mut Participant> {
+        self.rooms.get_mut(room)?.participants.get_mut(pid)
+    }
+
+    fn peer_conn(&self, peer_id: PeerId) -> Option<ConnId> {
+        let peer = self.peers.get(&peer_id)?;
+        self.participant(&peer.room, &peer.participant)?.conn()
+    }
+
+    fn deliver(&mut self, deliveries: Vec<Delivery>) {
+        self.signals
+            .extend(deliveries.into_iter().map(|(c, m)| Signal::Message(c, m)));
+    }
+
+    fn update_gauges(&self) {
+        let m = &self.metrics;
+        m.rooms.set(self.rooms.len() as i64);
+        m.participants.set(
+            self.rooms
+                .values()
+                .map(|r| r.participants.len())
+                .sum::<usize>() as i64,
+        );
+        m.tracks
+            .set(self.rooms.values().map(|r| r.tracks.len()).sum::<usize>() as i64);
+        m.subscriptions.set(
+            self.rooms
+                .values()
+                .flat_map(|r| r.tracks.values())
+                .map(|t| t.sinks.len())
+                .sum::<usize>() as i64,
+        );
+        m.peers.set(self.peers.len() as i64);
+    }
+}

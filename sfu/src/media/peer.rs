@@ -1,0 +1,255 @@
+//! One peer connection: a str0m `Rtc` in RTP mode plus what the SFU needs to
+//! know about its m-lines.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::change::SdpPendingOffer;
+use str0m::format::PayloadParams;
+use str0m::media::{MediaKind, Mid, Pt};
+use str0m::net::{Protocol, TcpType};
+use str0m::rtp::{Extension, ExtensionSerializer, ExtensionValues};
+use str0m::{Candidate, Rtc};
+
+use crate::room::forwarder::Rebaser;
+use crate::room::PeerId;
+
+/// What a peer connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Receives the participant's tracks; the client makes the offers.
+    Publisher,
+    /// Sends tracks to the participant. `offerer`: the server makes the
+    /// offers (WebSocket clients); otherwise the client offered once (WHEP).
+    Subscriber {
+        /// Whether the server owns the negotiation.
+        offerer: bool,
+    },
+}
+
+/// A sending m-line of a subscriber peer.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The track it carries, if bound.
+    pub track: Option<String>,
+    /// Negotiated: packets may be written.
+    pub ready: bool,
+    /// Sequence number / timestamp rewriting for this subscriber.
+    pub rebaser: Rebaser,
+    /// Last payload type mapping (publisher PT → this peer's PT).
+    pub pt_cache: Option<(Pt, Pt)>,
+}
+
+impl Slot {
+    /// An unbound, un-negotiated slot.
+    pub fn new(kind: MediaKind) -> Self {
+        Self {
+            kind,
+            track: None,
+            ready: false,
+            rebaser: Rebaser::default(),
+            pt_cache: None,
+        }
+    }
+
+    /// The PT on this peer for a publisher's payload params, cached.
+    pub fn out_pt(&mut self, rtc: &Rtc, params: &PayloadParams) -> Option<Pt> {
+        match self.pt_cache {
+            Some((pt_in, pt_out)) if pt_in == params.pt() => Some(pt_out),
+            _ => {
+                let pt_out = rtc.codec_config().match_params(*params)?.pt();
+                self.pt_cache = Some((params.pt(), pt_out));
+                Some(pt_out)
+            }
+        }
+    }
+}
+
+/// An offer made to the client that has not been answered yet.
+#[derive(Debug)]
+pub struct PendingOffer {
+    /// str0m's half of the negotiation.
+    pub pending: SdpPendingOffer,
+    /// Slots added by this offer (become ready with the answer).
+    pub added: Vec<Mid>,
+}
+
+/// One `Rtc` and its bookkeeping.
+#[derive(Debug)]
+pub struct Peer {
+    /// This peer's id.
+    pub id: PeerId,
+    /// The room it belongs to.
+    pub room: String,
+    /// Its participant.
+    pub participant: String,
+    /// Publisher or subscriber.
+    pub role: Role,
+    /// The WebRTC state machine.
+    pub rtc: Rtc,
+    /// When str0m next wants a timeout.
+    pub timeout: Instant,
+    /// Last datagram received (or creation).
+    pub last_heard: Instant,
+    /// ICE + DTLS are up.
+    pub connected: bool,
+    /// Remote addresses demultiplexed to this peer.
+    pub addrs: Vec<(Protocol, SocketAddr)>,
+    /// Needs `poll_output` draining.
+    pub dirty: bool,
+    /// Publisher: m-lines the client added, with their kinds.
+    pub remote_media: BTreeMap<Mid, MediaKind>,
+    /// Publisher: track id published from each m-line.
+    pub published: BTreeMap<Mid, String>,
+    /// Publisher: client labels by mid.
+    pub labels: BTreeMap<String, String>,
+    /// Subscriber: sending m-lines.
+    pub slots: BTreeMap<Mid, Slot>,
+    /// Subscriber (offerer): the offer in flight.
+    pub pending: Option<PendingOffer>,
+    /// Subscriber (offerer): changes arrived while an offer was in flight.
+    pub renegotiate: bool,
+}
+
+/// Where the server's media sockets are, as announced in candidates.
+#[derive(Debug, Clone)]
+pub struct LocalAddrs {
+    /// UDP candidate addresses (all peers share one socket).
+    pub udp: Vec<SocketAddr>,
+    /// ICE-TCP passive candidate addresses.
+    pub tcp: Vec<SocketAddr>,
+}
+
+impl Peer {
+    /// A new ICE-lite, RTP-mode peer with host candidates for `local`.
+    pub fn new(
+        id: PeerId,
+        room: &str,
+        participant: &str,
+        role: Role,
+        local: &LocalAddrs,
+        now: Instant,
+    ) -> Self {
+        let mut rtc = rtc_config().build(now);
+        for addr in &local.udp {
+            if let Ok(c) = Candidate::host(*addr, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        for addr in &local.tcp {
+            if let Ok(c) = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build()
+            {
+                rtc.add_local_candidate(c);
+            }
+        }
+        Self {
+            id,
+            room: room.to_string(),
+            participant: participant.to_string(),
+            role,
+            rtc,
+            timeout: now,
+            last_heard: now,
+            connected: false,
+            addrs: Vec::new(),
+            dirty: true,
+            remote_media: BTreeMap::new(),
+            published: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            pending: None,
+            renegotiate: false,
+        }
+    }
+}
+
+/// The URI of the AV1 dependency descriptor header extension.
+pub const DEPENDENCY_DESCRIPTOR_URI: &str =
+    "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension";
+
+/// A dependency descriptor's raw bytes, carried through unparsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependencyDescriptor(pub Vec<u8>);
+
+/// Copies the dependency descriptor between incoming and outgoing packets.
+#[derive(Debug)]
+struct DependencyDescriptorPassThrough;
+
+impl ExtensionSerializer for DependencyDescriptorPassThrough {
+    fn write_to(&self, buf: &mut [u8], ev: &ExtensionValues) -> usize {
+        match ev.user_values.get::<DependencyDescriptor>() {
+            Some(dd) if dd.0.len() <= buf.len() => {
+                buf[..dd.0.len()].copy_from_slice(&dd.0);
+                dd.0.len()
+            }
+            _ => 0,
+        }
+    }
+
+    fn parse_value(&self, buf: &[u8], ev: &mut ExtensionValues) -> bool {
+        ev.user_values.set(DependencyDescriptor(buf.to_vec()));
+        true
+    }
+
+    fn is_video(&self) -> bool {
+        true
+    }
+
+    fn is_audio(&self) -> bool {
+        false
+    }
+
+    fn requires_two_byte_form(&self, ev: &ExtensionValues) -> bool {
+        ev.user_values
+            .get::<DependencyDescriptor>()
+            .is_some_and(|dd| dd.0.len() > 16 || dd.0.is_empty())
+    }
+}
+
+/// The `Rtc` configuration every peer uses: ICE-lite, RTP mode, every codec
+/// the SFU passes through, and Chromium's header extension ids (Chromium
+/// refuses offers that reassign them).
+fn rtc_config() -> str0m::RtcConfig {
+    Rtc::builder()
+        .set_ice_lite(true)
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .enable_vp9(true)
+        .enable_h264(true)
+        .enable_av1(true)
+        .clear_extension_map()
+        .set_extension(14, Extension::AudioLevel)
+        .set_extension(2, Extension::AbsoluteSendTime)
+        .set_extension(4, Extension::TransportSequenceNumber)
+        .set_extension(9, Extension::RtpMid)
+        .set_extension(10, Extension::RtpStreamId)
+        .set_extension(11, Extension::RepairedRtpStreamId)
+        .set_extension(3, Extension::VideoOrientation)
+        .set_extension(
+            12,
+            Extension::with_serializer(DEPENDENCY_DESCRIPTOR_URI, DependencyDescriptorPassThrough),
+        )
+}
+
+/// The header extension values a forwarded packet keeps: what subscribers
+/// use (audio level, voice activity, orientation, dependency descriptor).
+/// Transport-level ones (mid, rid, transport-cc, abs-send-time) are the
+/// subscriber connection's own and are written by str0m.
+pub fn forwarded_extensions(incoming: &ExtensionValues) -> ExtensionValues {
+    ExtensionValues {
+        audio_level: incoming.audio_level,
+        voice_activity: incoming.voice_activity,
+        video_orientation: incoming.video_orientation,
+        user_values: incoming.user_values.clone(),
+        ..Default::default()
+    }
+}

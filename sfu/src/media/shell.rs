@@ -1,0 +1,254 @@
+//! The thin tokio shell around the engine: one UDP socket, ICE-TCP
+//! connections, signaling channels and one timer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::net::Protocol;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use super::engine::{Engine, SessionError, Signal};
+use super::ice_tcp;
+use crate::auth::Grants;
+use crate::room::ConnId;
+use crate::signal::protocol::{ClientMessage, ServerMessage};
+
+/// What a signaling connection receives from the engine.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A message to send.
+    Message(ServerMessage),
+    /// Close the connection.
+    Close,
+}
+
+/// Messages queued per signaling connection; a client that falls this far
+/// behind is disconnected rather than slowing the engine.
+pub const SIGNAL_QUEUE: usize = 1024;
+
+/// A WHIP/WHEP result: session id and SDP answer.
+pub type SessionReply = oneshot::Sender<Result<(String, String), SessionError>>;
+
+/// Requests from the HTTP, WebSocket and ICE-TCP tasks to the engine task.
+#[derive(Debug)]
+pub enum Command {
+    /// A WebSocket client joined with verified grants.
+    Join {
+        /// Connection id.
+        conn: ConnId,
+        /// Verified token grants.
+        grants: Grants,
+        /// From the join message.
+        auto_subscribe: bool,
+        /// Where the engine's messages for this connection go.
+        outbound: mpsc::Sender<Outbound>,
+    },
+    /// A parsed message from a joined client.
+    Client {
+        /// Connection id.
+        conn: ConnId,
+        /// The message.
+        msg: ClientMessage,
+    },
+    /// The WebSocket closed.
+    Disconnect {
+        /// Connection id.
+        conn: ConnId,
+    },
+    /// WHIP publish.
+    Whip {
+        /// Verified grants.
+        grants: Grants,
+        /// SDP offer.
+        offer: String,
+        /// Answer channel.
+        reply: SessionReply,
+    },
+    /// WHEP view.
+    Whep {
+        /// Verified grants.
+        grants: Grants,
+        /// Participant id or identity to view, if any.
+        target: Option<String>,
+        /// SDP offer.
+        offer: String,
+        /// Answer channel.
+        reply: SessionReply,
+    },
+    /// DELETE a WHIP/WHEP session.
+    EndSession {
+        /// Session id.
+        session: String,
+        /// Whether it existed.
+        reply: oneshot::Sender<bool>,
+    },
+    /// PATCH a WHIP/WHEP session with trickled candidates.
+    PatchSession {
+        /// Session id.
+        session: String,
+        /// SDP fragment.
+        fragment: String,
+        /// Outcome.
+        reply: oneshot::Sender<Result<(), SessionError>>,
+    },
+    /// An ICE-TCP connection opened.
+    TcpOpened {
+        /// Remote address.
+        addr: SocketAddr,
+        /// Its writer (frames already RFC 4571-prefixed).
+        tx: mpsc::Sender<Vec<u8>>,
+    },
+    /// An ICE-TCP frame arrived.
+    TcpFrame {
+        /// Remote address.
+        addr: SocketAddr,
+        /// Frame contents.
+        data: Vec<u8>,
+    },
+    /// An ICE-TCP connection closed.
+    TcpClosed {
+        /// Remote address.
+        addr: SocketAddr,
+    },
+    /// Test-only: corrupt forwarded payloads.
+    CorruptPayloads(bool),
+}
+
+/// Runs the engine until the command channel closes.
+pub async fn run(mut engine: Engine, socket: UdpSocket, mut commands: mpsc::Receiver<Command>) {
+    let mut conns: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
+    let mut tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        flush(&mut engine, &socket, &mut conns, &tcp).await;
+        let now = Instant::now();
+        let deadline = engine
+            .poll_timeout()
+            .unwrap_or(now + Duration::from_secs(1))
+            .min(now + Duration::from_secs(1));
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                let Ok((n, source)) = received else { continue };
+                engine.handle_receive(Instant::now(), Protocol::Udp, source, &buf[..n]);
+                // Take what else is queued before flushing, bounded.
+                for _ in 0..32 {
+                    let Ok((n, source)) = socket.try_recv_from(&mut buf) else { break };
+                    engine.handle_receive(Instant::now(), Protocol::Udp, source, &buf[..n]);
+                }
+            }
+            command = commands.recv() => {
+                let Some(command) = command else { return };
+                handle_command(&mut engine, command, &mut conns, &mut tcp);
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                engine.handle_timeout(Instant::now());
+            }
+        }
+    }
+}
+
+fn handle_command(
+    engine: &mut Engine,
+    command: Command,
+    conns: &mut HashMap<ConnId, mpsc::Sender<Outbound>>,
+    tcp: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+) {
+    let now = Instant::now();
+    match command {
+        Command::Join {
+            conn,
+            grants,
+            auto_subscribe,
+            outbound,
+        } => {
+            conns.insert(conn, outbound);
+            engine.join(conn, grants, auto_subscribe, now);
+        }
+        Command::Client { conn, msg } => engine.handle_client(conn, msg, now),
+        Command::Disconnect { conn } => {
+            conns.remove(&conn);
+            engine.disconnect(conn, now);
+        }
+        Command::Whip {
+            grants,
+            offer,
+            reply,
+        } => {
+            let _ = reply.send(engine.whip(grants, &offer, now));
+        }
+        Command::Whep {
+            grants,
+            target,
+            offer,
+            reply,
+        } => {
+            let _ = reply.send(engine.whep(grants, target.as_deref(), &offer, now));
+        }
+        Command::EndSession { session, reply } => {
+            let _ = reply.send(engine.end_session(&session, now));
+        }
+        Command::PatchSession {
+            session,
+            fragment,
+            reply,
+        } => {
+            let _ = reply.send(engine.patch_session(&session, &fragment));
+        }
+        Command::TcpOpened { addr, tx } => {
+            tcp.insert(addr, tx);
+        }
+        Command::TcpFrame { addr, data } => engine.handle_receive(now, Protocol::Tcp, addr, &data),
+        Command::TcpClosed { addr } => {
+            tcp.remove(&addr);
+        }
+        Command::CorruptPayloads(on) => engine.set_corrupt_payloads(on),
+    }
+}
+
+/// Sends what the engine produced: datagrams, then signaling.
+async fn flush(
+    engine: &mut Engine,
+    socket: &UdpSocket,
+    conns: &mut HashMap<ConnId, mpsc::Sender<Outbound>>,
+    tcp: &HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+) {
+    loop {
+        while let Some(t) = engine.poll_transmit() {
+            match t.proto {
+                Protocol::Udp => {
+                    if let Err(e) = socket.send_to(&t.contents, t.destination).await {
+                        debug!("send to {}: {e}", t.destination);
+                    }
+                }
+                _ => {
+                    let framed = tcp.get(&t.destination).zip(ice_tcp::frame(&t.contents));
+                    if let Some((tx, bytes)) = framed {
+                        let _ = tx.try_send(bytes);
+                    }
+                }
+            }
+        }
+        let Some(signal) = engine.poll_signal() else {
+            return;
+        };
+        match signal {
+            Signal::Message(conn, msg) => {
+                let Some(tx) = conns.get(&conn) else { continue };
+                if tx.try_send(Outbound::Message(msg)).is_err() {
+                    // Too slow or gone: drop the connection, not the engine's pace.
+                    let _ = tx.try_send(Outbound::Close);
+                    conns.remove(&conn);
+                    engine.disconnect(conn, Instant::now());
+                }
+            }
+            Signal::Close(conn) => {
+                if let Some(tx) = conns.remove(&conn) {
+                    let _ = tx.try_send(Outbound::Close);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The one metrics registry, exported at `/metrics` in Prometheus text format.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric the SFU exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Rooms with at least one participant.
+    pub rooms: IntGauge,
+    /// Participants in all rooms.
+    pub participants: IntGauge,
+    /// Published tracks.
+    pub tracks: IntGauge,
+    /// (subscriber, track) pairs being forwarded.
+    pub subscriptions: IntGauge,
+    /// Peer connections (`Rtc` instances).
+    pub peers: IntGauge,
+    /// RTP packets received from publishers.
+    pub rtp_packets_in: IntCounter,
+    /// RTP payload bytes received from publishers.
+    pub rtp_bytes_in: IntCounter,
+    /// RTP packets written to subscribers (one per packet per subscriber).
+    pub rtp_packets_out: IntCounter,
+    /// RTP payload bytes written to subscribers.
+    pub rtp_bytes_out: IntCounter,
+    /// Packets dropped instead of forwarded, by reason.
+    pub dropped: IntCounterVec,
+    /// Keyframe requests by outcome (`forwarded`, `throttled`, `new_subscriber`).
+    pub keyframe_requests: IntCounterVec,
+    /// Signaling errors sent, by code.
+    pub signaling_errors: IntCounterVec,
+    /// Seconds from `join` (or WHIP/WHEP POST) to the first connected peer.
+    pub join_seconds: Histogram,
+    /// UDP/TCP datagrams received and sent by the media socket.
+    pub datagrams: IntCounterVec,
+}
+
+impl Metrics {
+    /// A registry with every metric registered (and process CPU/memory on Linux).
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric definition");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric name");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static metric definition");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric name");
+            c
+        };
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label])
+                .expect("static metric definition");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric name");
+            c
+        };
+        let join_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "sfu_join_seconds",
+                "Seconds from join to the first connected peer connection",
+            )
+            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(join_seconds.clone()))
+            .expect("unique metric name");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric name");
+
+        Self {
+            rooms: gauge("sfu_rooms", "Rooms with at least one participant"),
+            participants: gauge("sfu_participants", "Participants in all rooms"),
+            tracks: gauge("sfu_tracks", "Published tracks"),
+            subscriptions: gauge("sfu_subscriptions", "Track forwards to subscribers"),
+            peers: gauge("sfu_peer_connections", "Peer connections"),
+            rtp_packets_in: counter("sfu_rtp_packets_in_total", "RTP packets from publishers"),
+            rtp_bytes_in: counter(
+                "sfu_rtp_bytes_in_total",
+                "RTP payload bytes from publishers",
+            ),
+            rtp_packets_out: counter(
+                "sfu_rtp_packets_forwarded_total",
+                "RTP packets forwarded to subscribers",
+            ),
+            rtp_bytes_out: counter(
+                "sfu_rtp_bytes_forwarded_total",
+                "RTP payload bytes forwarded to subscribers",
+            ),
+            dropped: counter_vec(
+                "sfu_rtp_packets_dropped_total",
+                "RTP packets not forwarded, by reason",
+                "reason",
+            ),
+            keyframe_requests: counter_vec(
+                "sfu_keyframe_requests_total",
+                "Keyframe requests, by outcome",
+                "outcome",
+            ),
+            signaling_errors: counter_vec(
+                "sfu_signaling_errors_total",
+                "Signaling errors sent to clients, by code",
+                "code",
+            ),
+            join_seconds,
+            datagrams: counter_vec(
+                "sfu_datagrams_total",
+                "Media datagrams received (in) and sent (out)",
+                "direction",
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

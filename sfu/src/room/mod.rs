@@ -1,0 +1,296 @@
+//! Rooms: who is in a room, what they publish, and who hears about it.
+//!
+//! Pure bookkeeping without I/O: every change returns the signaling messages
+//! it causes, addressed to connections. Media plumbing lives in `media`.
+
+pub mod forwarder;
+pub mod keyframe;
+pub mod participant;
+pub mod track;
+
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
+
+use crate::signal::protocol::{ParticipantInfo, RelayTarget, ServerMessage};
+pub use participant::{Access, ConnId, Participant, PeerId};
+pub use track::{Sink, Track};
+
+/// A signaling message for one connection.
+pub type Delivery = (ConnId, ServerMessage);
+
+/// One room.
+#[derive(Debug, Default)]
+pub struct Room {
+    /// Participants by id.
+    pub participants: BTreeMap<String, Participant>,
+    /// Published tracks by id.
+    pub tracks: BTreeMap<String, Track>,
+}
+
+impl Room {
+    /// Nobody is left.
+    pub fn is_empty(&self) -> bool {
+        self.participants.is_empty()
+    }
+
+    /// The participant with this identity, if present.
+    pub fn find_identity(&self, identity: &str) -> Option<&str> {
+        self.participants
+            .values()
+            .find(|p| p.grants.identity == identity)
+            .map(|p| p.id.as_str())
+    }
+
+    /// A participant's public description with its tracks.
+    pub fn info(&self, id: &str) -> Option<ParticipantInfo> {
+        let mut info = self.participants.get(id)?.info();
+        info.tracks = self
+            .tracks
+            .values()
+            .filter(|t| t.owner == id)
+            .map(Track::info)
+            .collect();
+        Some(info)
+    }
+
+    /// Everyone visible except `id`, with their tracks.
+    pub fn others(&self, id: &str) -> Vec<ParticipantInfo> {
+        self.participants
+            .values()
+            .filter(|p| p.id != id && !p.hidden)
+            .filter_map(|p| self.info(&p.id))
+            .collect()
+    }
+
+    /// Adds a participant and announces it to the others.
+    pub fn join(&mut self, participant: Participant) -> Vec<Delivery> {
+        let id = participant.id.clone();
+        let hidden = participant.hidden;
+        self.participants.insert(id.clone(), participant);
+        match (hidden, self.info(&id)) {
+            (false, Some(info)) => {
+                self.broadcast(&id, ServerMessage::ParticipantJoined { participant: info })
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Removes a participant and its tracks, telling the others.
+    pub fn leave(&mut self, id: &str) -> Option<(Participant, Vec<Track>, Vec<Delivery>)> {
+        let participant = self.participants.remove(id)?;
+        let track_ids: Vec<String> = self
+            .tracks
+            .values()
+            .filter(|t| t.owner == id)
+            .map(|t| t.id.clone())
+            .collect();
+        let mut out = Vec::new();
+        let mut tracks = Vec::new();
+        for track_id in track_ids {
+            if let Some((track, deliveries)) = self.unpublish(&track_id) {
+                tracks.push(track);
+                out.extend(deliveries);
+            }
+        }
+        if !participant.hidden {
+            out.extend(self.broadcast(
+                id,
+                ServerMessage::ParticipantLeft {
+                    participant_id: id.to_string(),
+                },
+            ));
+        }
+        Some((participant, tracks, out))
+    }
+
+    /// Adds a track and announces it.
+    pub fn publish(&mut self, track: Track) -> Vec<Delivery> {
+        let msg = ServerMessage::TrackPublished {
+            track: track.info(),
+        };
+        let owner = track.owner.clone();
+        self.tracks.insert(track.id.clone(), track);
+        self.broadcast(&owner, msg)
+    }
+
+    /// Removes a track and announces it.
+    pub fn unpublish(&mut self, track_id: &str) -> Option<(Track, Vec<Delivery>)> {
+        let track = self.tracks.remove(track_id)?;
+        let msg = ServerMessage::TrackUnpublished {
+            track_id: track.id.clone(),
+            participant_id: track.owner.clone(),
+        };
+        let out = self.broadcast(&track.owner, msg);
+        Some((track, out))
+    }
+
+    /// Records a mute change by the track's owner and announces it.
+    /// Returns `None` if `owner` does not own `track_id`.
+    pub fn set_muted(&mut self, owner: &str, track_id: &str, muted: bool) -> Option<Vec<Delivery>> {
+        let track = self.tracks.get_mut(track_id).filter(|t| t.owner == owner)?;
+        if track.muted == muted {
+            return Some(Vec::new());
+        }
+        track.muted = muted;
+        let msg = ServerMessage::TrackMuted {
+            track_id: track_id.to_string(),
+            participant_id: owner.to_string(),
+            muted,
+        };
+        Some(self.broadcast(owner, msg))
+    }
+
+    /// An opaque message from `from` to its targets (never back to the sender).
+    pub fn relay(&self, from: &str, to: &RelayTarget, payload: &RawValue) -> Vec<Delivery> {
+        let msg = |_: &Participant| ServerMessage::Relay {
+            from: from.to_string(),
+            payload: payload.to_owned(),
+        };
+        let targets: Vec<&Participant> = match to {
+            RelayTarget::Everyone => self.participants.values().collect(),
+            RelayTarget::Participants(ids) => ids
+                .iter()
+                .filter_map(|id| self.participants.get(id))
+                .collect(),
+        };
+        targets
+            .into_iter()
+            .filter(|p| p.id != from)
+            .filter_map(|p| p.conn().map(|c| (c, msg(p))))
+            .collect()
+    }
+
+    /// Tracks of others that `id` wants to receive, in id order.
+    pub fn wanted_tracks(&self, id: &str) -> Vec<&Track> {
+        let Some(p) = self.participants.get(id) else {
+            return Vec::new();
+        };
+        let owner = p.view_of.as_ref().map(|v| {
+            self.participants
+                .get(v)
+                .map(|o| o.id.as_str())
+                .or_else(|| self.find_identity(v))
+        });
+        self.tracks
+            .values()
+            .filter(|t| t.owner != id)
+            .filter(|t| match owner {
+                Some(owner) => owner == Some(t.owner.as_str()),
+                None => p.wants(&t.id),
+            })
+            .collect()
+    }
+
+    /// `msg` to every participant with a signaling connection except `except`.
+    fn broadcast(&self, except: &str, msg: ServerMessage) -> Vec<Delivery> {
+        self.participants
+            .values()
+            .filter(|p| p.id != except)
+            .filter_map(|p| p.conn().map(|c| (c, msg.clone())))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::TokenAuthority;
+    use keyframe::KeyframeThrottle;
+    use std::time::{Duration, Instant};
+    use str0m::media::{MediaKind, Mid};
+
+    fn person(id: &str, conn: ConnId) -> Participant {
+        let grants =
+            TokenAuthority::grants("r", &format!("identity-{id}"), Duration::from_secs(60));
+        Participant::new(id.into(), grants, Access::Signaling(conn), Instant::now())
+    }
+
+    fn track(id: &str, owner: &str) -> Track {
+        Track {
+            id: id.into(),
+            owner: owner.into(),
+            kind: MediaKind::Video,
+            peer: 1,
+            mid: Mid::from("0"),
+            rid: None,
+            source: None,
+            muted: false,
+            keyframes: KeyframeThrottle::new(Duration::from_millis(500)),
+            sinks: Vec::new(),
+        }
+    }
+
+    fn conns(d: &[Delivery]) -> Vec<ConnId> {
+        d.iter().map(|(c, _)| *c).collect()
+    }
+
+    #[test]
+    fn join_publish_leave_tell_the_others() {
+        let mut room = Room::default();
+        assert!(room.join(person("a", 1)).is_empty());
+        assert_eq!(conns(&room.join(person("b", 2))), vec![1]);
+        assert_eq!(conns(&room.publish(track("t1", "a"))), vec![2]);
+        assert_eq!(room.others("b")[0].tracks.len(), 1);
+        assert_eq!(room.wanted_tracks("b").len(), 1);
+        assert!(
+            room.wanted_tracks("a").is_empty(),
+            "own tracks are not wanted"
+        );
+
+        let (p, tracks, out) = room.leave("a").unwrap();
+        assert_eq!(p.id, "a");
+        assert_eq!(tracks.len(), 1);
+        assert!(matches!(out[0].1, ServerMessage::TrackUnpublished { .. }));
+        assert!(matches!(out[1].1, ServerMessage::ParticipantLeft { .. }));
+        assert!(room.tracks.is_empty());
+        room.leave("b");
+        assert!(room.is_empty());
+    }
+
+    #[test]
+    fn explicit_subscriptions() {
+        let mut room = Room::default();
+        room.join(person("a", 1));
+        room.join(person("b", 2));
+        room.publish(track("t1", "a"));
+        room.publish(track("t2", "a"));
+        let b = room.participants.get_mut("b").unwrap();
+        b.set_wanted("t1", false);
+        assert_eq!(room.wanted_tracks("b").len(), 1);
+        let b = room.participants.get_mut("b").unwrap();
+        b.auto_subscribe = false;
+        assert!(room.wanted_tracks("b").is_empty());
+        room.participants
+            .get_mut("b")
+            .unwrap()
+            .set_wanted("t2", true);
+        assert_eq!(room.wanted_tracks("b")[0].id, "t2");
+    }
+
+    #[test]
+    fn relay_targets() {
+        let mut room = Room::default();
+        room.join(person("a", 1));
+        room.join(person("b", 2));
+        room.join(person("c", 3));
+        let payload = RawValue::from_string("{\"x\":1}".into()).unwrap();
+        assert_eq!(
+            conns(&room.relay("a", &RelayTarget::Everyone, &payload)),
+            vec![2, 3]
+        );
+        let some = RelayTarget::Participants(vec!["c".into(), "zz".into(), "a".into()]);
+        assert_eq!(conns(&room.relay("a", &some, &payload)), vec![3]);
+    }
+
+    #[test]
+    fn mute_only_by_owner() {
+        let mut room = Room::default();
+        room.join(person("a", 1));
+        room.join(person("b", 2));
+        room.publish(track("t1", "a"));
+        assert!(room.set_muted("b", "t1", true).is_none());
+        assert_eq!(conns(&room.set_muted("a", "t1", true).unwrap()), vec![2]);
+        assert!(room.set_muted("a", "t1", true).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,131 @@
+//! One WebSocket signaling connection: size and rate limits, parsing, token
+//! checks before `join`, then a pipe to and from the engine.
+
+use std::time::Instant;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::protocol::{
+    parse_client_message, ClientMessage, ErrorCode, ServerMessage, PROTOCOL_VERSION,
+};
+use super::rate_limit::RateLimit;
+use crate::auth::TokenError;
+use crate::http::AppState;
+use crate::media::shell::{Command, Outbound, SIGNAL_QUEUE};
+
+/// Serves one connection until either side closes it.
+pub async fn serve(socket: WebSocket, state: AppState) {
+    let conn = state.next_conn();
+    let (mut ws_tx, mut ws_rx) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(SIGNAL_QUEUE);
+    let limits = &state.config.signaling;
+    let mut rate = RateLimit::new(limits.messages_per_second, limits.burst, Instant::now());
+    let mut joined = false;
+
+    // Sends a message on the socket; false when the socket is gone.
+    async fn send(
+        ws_tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+        msg: &ServerMessage,
+    ) -> bool {
+        match serde_json::to_string(msg) {
+            Ok(text) => ws_tx.send(Message::Text(text.into())).await.is_ok(),
+            Err(_) => true,
+        }
+    }
+
+    loop {
+        tokio::select! {
+            incoming = ws_rx.next() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Binary(_))) => {
+                        let e = reject(&state, ErrorCode::BadJson, "binary frames are not accepted; send JSON text");
+                        if !send(&mut ws_tx, &e).await { break }
+                        continue;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                };
+                let now = Instant::now();
+                let error = if text.len() > limits.max_message_bytes {
+                    Some(reject(&state, ErrorCode::MessageTooLarge,
+                        format!("message of {} bytes exceeds {}", text.len(), limits.max_message_bytes)))
+                } else if !rate.allow(now) {
+                    Some(reject(&state, ErrorCode::RateLimited,
+                        format!("more than {} messages per second; message dropped", limits.messages_per_second)))
+                } else {
+                    match parse_client_message(&text) {
+                        Err((code, message)) => Some(reject(&state, code, message)),
+                        Ok(msg) if joined => {
+                            if state.commands.send(Command::Client { conn, msg }).await.is_err() { break }
+                            None
+                        }
+                        Ok(ClientMessage::Join { version, token, auto_subscribe }) => {
+                            match admit(&state, version, &token) {
+                                Ok(grants) => {
+                                    joined = true;
+                                    let cmd = Command::Join {
+                                        conn,
+                                        grants,
+                                        auto_subscribe: auto_subscribe.unwrap_or(true),
+                                        outbound: out_tx.clone(),
+                                    };
+                                    if state.commands.send(cmd).await.is_err() { break }
+                                    None
+                                }
+                                Err((code, message)) => Some(reject(&state, code, message)),
+                            }
+                        }
+                        Ok(_) => Some(reject(&state, ErrorCode::NotJoined, "send join first")),
+                    }
+                };
+                if let Some(error) = error {
+                    let fatal = matches!(&error, ServerMessage::Error { code, .. } if code.is_fatal());
+                    if !send(&mut ws_tx, &error).await || fatal { break }
+                }
+            }
+            outgoing = out_rx.recv() => match outgoing {
+                Some(Outbound::Message(msg)) => if !send(&mut ws_tx, &msg).await { break },
+                Some(Outbound::Close) | None => break,
+            },
+        }
+    }
+    debug!(conn, "signaling connection closed");
+    let _ = ws_tx.close().await;
+    if joined {
+        let _ = state.commands.send(Command::Disconnect { conn }).await;
+    }
+}
+
+/// Checks version and token of a `join`.
+fn admit(
+    state: &AppState,
+    version: u32,
+    token: &str,
+) -> Result<crate::auth::Grants, (ErrorCode, String)> {
+    if version != PROTOCOL_VERSION {
+        return Err((
+            ErrorCode::UnsupportedVersion,
+            format!("protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"),
+        ));
+    }
+    state.auth.verify(token).map_err(|e| {
+        let code = match e {
+            TokenError::Expired => ErrorCode::TokenExpired,
+            _ => ErrorCode::BadToken,
+        };
+        (code, e.to_string())
+    })
+}
+
+fn reject(state: &AppState, code: ErrorCode, message: impl Into<String>) -> ServerMessage {
+    state
+        .metrics
+        .signaling_errors
+        .with_label_values(&[code.as_str()])
+        .inc();
+    ServerMessage::error(code, message)
+}
