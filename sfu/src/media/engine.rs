@@ -387,7 +387,9 @@ impl Engine {
         now: Instant,
     ) -> (String, String) {
         let room_name = grants.room.clone();
-        self.replace_identity(&room_name, &grants.identity, now);
+        if !hidden {
+            self.replace_identity(&room_name, &grants.identity, now);
+        }
         let session = random_id("");
         let id = random_id("PA_");
         let mut p = Participant::new(id.clone(), grants, Access::Session(session.clone()), now);

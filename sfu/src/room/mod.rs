@@ -34,11 +34,12 @@ impl Room {
         self.participants.is_empty()
     }
 
-    /// The participant with this identity, if present.
+    /// The visible participant with this identity, if present (WHEP viewers
+    /// are never replaced nor targeted by identity).
     pub fn find_identity(&self, identity: &str) -> Option<&str> {
         self.participants
             .values()
-            .find(|p| p.grants.identity == identity)
+            .find(|p| !p.hidden && p.grants.identity == identity)
             .map(|p| p.id.as_str())
     }
 

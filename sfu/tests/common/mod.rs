@@ -1,0 +1,119 @@
+//! Shared helpers for the SFU's loopback integration tests: a server on
+//! ephemeral ports and a str0m-based test participant.
+
+#![allow(dead_code)]
+
+pub mod client;
+
+use std::time::Duration;
+
+use sfu::auth::TokenAuthority;
+use sfu::config::Config;
+use sfu::server::Server;
+
+/// The key the test servers use.
+pub const KEY: &str = "integration-test-key";
+
+/// A server on 127.0.0.1 with ephemeral ports and a short peer timeout.
+pub async fn start_server(peer_timeout_ms: u64) -> Server {
+    let mut config = Config::default();
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    config.media.udp_listen = "127.0.0.1:0".parse().unwrap();
+    config.media.tcp_listen = "127.0.0.1:0".parse().unwrap();
+    config.media.peer_timeout_ms = peer_timeout_ms;
+    config.auth.key = KEY.into();
+    Server::start(config).await.expect("server starts")
+}
+
+/// A valid token for `identity` in `room`.
+pub fn token(room: &str, identity: &str) -> String {
+    TokenAuthority::new(KEY)
+        .mint(&TokenAuthority::grants(
+            room,
+            identity,
+            Duration::from_secs(600),
+        ))
+        .unwrap()
+}
+
+/// The value of an unlabelled metric (or the sum over its labels).
+pub async fn metric(server: &Server, name: &str) -> f64 {
+    let text = http_get(server, "/metrics").await;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// GET a path from the server's HTTP listener (plain HTTP/1.0 over TCP).
+pub async fn http_get(server: &Server, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// Polls `check` every 50 ms until it is true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One HTTP/1.0 request; returns (status, headers lowercased, body).
+pub async fn http_request(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    req += body;
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
