@@ -81,6 +81,10 @@ async fn three_participants_exchange_intact_media() {
             let what = format!("{} from {}", me.index, other.index);
             assert_clean(&audio, other.index, &format!("{what} audio"));
             assert_clean(&video, other.index, &format!("{what} video"));
+            assert_eq!(
+                video.dd_intact, video.intact,
+                "{what}: dependency descriptor lost"
+            );
             assert!(
                 audio
                     .levels
@@ -95,6 +99,14 @@ async fn three_participants_exchange_intact_media() {
         a.state.lock().unwrap().offers_answered >= 2,
         "alice renegotiated when carol joined"
     );
+    for c in clients {
+        let requests = c.state.lock().unwrap().keyframe_requests;
+        assert!(
+            requests >= 1,
+            "new subscribers asked {} for a keyframe",
+            c.index
+        );
+    }
     assert_eq!(metric(&server, "sfu_participants").await, 3.0);
     assert_eq!(metric(&server, "sfu_tracks").await, 6.0);
     assert_eq!(metric(&server, "sfu_subscriptions").await, 12.0);

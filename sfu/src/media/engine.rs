@@ -78,6 +78,8 @@ pub struct Engine {
     /// WHIP/WHEP session → (room, participant).
     sessions: HashMap<String, (String, String)>,
     next_peer: PeerId,
+    /// Peers whose `Rtc` changed and needs `poll_output` draining.
+    dirty: Vec<PeerId>,
     transmits: VecDeque<Transmit>,
     signals: VecDeque<Signal>,
     /// Corrupt one payload byte per forwarded packet (test-only switch that
@@ -104,6 +106,7 @@ impl Engine {
             conns: HashMap::new(),
             sessions: HashMap::new(),
             next_peer: 1,
+            dirty: Vec::new(),
             transmits: VecDeque::new(),
             signals: VecDeque::new(),
             corrupt_payloads: false,
@@ -373,7 +376,7 @@ impl Engine {
             for id in &peers {
                 if let Some(peer) = self.peers.get_mut(id) {
                     peer.rtc.add_remote_candidate(candidate.clone());
-                    peer.dirty = true;
+                    mark(&mut self.dirty, peer);
                 }
             }
         }
@@ -458,7 +461,7 @@ impl Engine {
             return;
         };
         peer.last_heard = now;
-        peer.dirty = true;
+        mark(&mut self.dirty, peer);
         if let Err(e) = peer.rtc.handle_input(input) {
             debug!(peer = peer_id, "input rejected: {e}");
         }
@@ -474,7 +477,7 @@ impl Engine {
                 if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
                     debug!(peer = peer.id, "timeout input: {e}");
                 }
-                peer.dirty = true;
+                mark(&mut self.dirty, peer);
             }
             if !peer.rtc.is_alive() || now.saturating_duration_since(peer.last_heard) > timeout {
                 dead.push((peer.room.clone(), peer.participant.clone()));
@@ -502,16 +505,11 @@ impl Engine {
     /// Drains every dirty peer until no peer is dirty (events can dirty others).
     fn drive(&mut self, now: Instant) {
         for _round in 0..64 {
-            let dirty: Vec<PeerId> = self
-                .peers
-                .values()
-                .filter(|p| p.dirty)
-                .map(|p| p.id)
-                .collect();
-            if dirty.is_empty() {
+            let batch = std::mem::take(&mut self.dirty);
+            if batch.is_empty() {
                 return;
             }
-            for id in dirty {
+            for id in batch {
                 self.drain(id, now);
             }
         }
@@ -725,7 +723,7 @@ impl Engine {
                 .ext_vals(exts.clone())
                 .nackable(is_video),
             );
-            sub.dirty = true;
+            mark(&mut self.dirty, sub);
             self.metrics.rtp_packets_out.inc();
             self.metrics.rtp_bytes_out.inc_by(payload.len() as u64);
         }
@@ -760,7 +758,7 @@ impl Engine {
         if let Some(peer) = self.peers.get_mut(&peer_id) {
             if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, rid) {
                 rx.request_keyframe(kind);
-                peer.dirty = true;
+                mark(&mut self.dirty, peer);
                 self.metrics
                     .keyframe_requests
                     .with_label_values(&[outcome])
@@ -815,7 +813,7 @@ impl Engine {
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e: RtcError| SessionError::BadSdp(e.to_string()))?;
-        peer.dirty = true;
+        mark(&mut self.dirty, peer);
         self.drive(now);
         self.reconcile_publisher(peer_id, now);
         Ok(answer.to_sdp_string())
@@ -1049,7 +1047,7 @@ impl Engine {
             pending,
             added: added.iter().map(|(m, _, _)| *m).collect(),
         });
-        peer.dirty = true;
+        mark(&mut self.dirty, peer);
         let tracks = self.slot_descriptions(peer_id);
         let conn = self.peer_conn(peer_id);
         if let Some(conn) = conn {
@@ -1110,7 +1108,7 @@ impl Engine {
             );
             return;
         };
-        peer.dirty = true;
+        mark(&mut self.dirty, peer);
         if let Err(e) = peer.rtc.sdp_api().accept_answer(pending.pending, answer) {
             // str0m rolled the offer back: forget its new slots and offer again.
             for mid in &pending.added {
@@ -1204,8 +1202,9 @@ impl Engine {
     fn add_peer(&mut self, room: &str, pid: &str, role: Role, now: Instant) -> PeerId {
         let id = self.next_peer;
         self.next_peer += 1;
-        self.peers
-            .insert(id, Peer::new(id, room, pid, role, &self.config.local, now));
+        let mut peer = Peer::new(id, room, pid, role, &self.config.local, now);
+        mark(&mut self.dirty, &mut peer);
+        self.peers.insert(id, peer);
         if let Some(p) = self.participant_mut(room, pid) {
             match role {
                 Role::Publisher => p.publisher = Some(id),
@@ -1321,5 +1320,13 @@ impl Engine {
                 .sum::<usize>() as i64,
         );
         m.peers.set(self.peers.len() as i64);
+    }
+}
+
+/// Queues `peer` for draining (once).
+fn mark(dirty: &mut Vec<PeerId>, peer: &mut Peer) {
+    if !peer.dirty {
+        peer.dirty = true;
+        dirty.push(peer.id);
     }
 }

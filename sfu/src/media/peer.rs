@@ -98,7 +98,7 @@ pub struct Peer {
     pub connected: bool,
     /// Remote addresses demultiplexed to this peer.
     pub addrs: Vec<(Protocol, SocketAddr)>,
-    /// Needs `poll_output` draining.
+    /// Queued for `poll_output` draining (see `Engine::drive`).
     pub dirty: bool,
     /// Publisher: m-lines the client added, with their kinds.
     pub remote_media: BTreeMap<Mid, MediaKind>,
@@ -159,7 +159,7 @@ impl Peer {
             last_heard: now,
             connected: false,
             addrs: Vec::new(),
-            dirty: true,
+            dirty: false,
             remote_media: BTreeMap::new(),
             published: BTreeMap::new(),
             labels: BTreeMap::new(),
@@ -213,6 +213,11 @@ impl ExtensionSerializer for DependencyDescriptorPassThrough {
     }
 }
 
+/// The dependency descriptor extension, carried as opaque bytes.
+pub fn dependency_descriptor_extension() -> Extension {
+    Extension::with_serializer(DEPENDENCY_DESCRIPTOR_URI, DependencyDescriptorPassThrough)
+}
+
 /// The `Rtc` configuration every peer uses: ICE-lite, RTP mode, every codec
 /// the SFU passes through, and Chromium's header extension ids (Chromium
 /// refuses offers that reassign them).
@@ -234,10 +239,7 @@ fn rtc_config() -> str0m::RtcConfig {
         .set_extension(10, Extension::RtpStreamId)
         .set_extension(11, Extension::RepairedRtpStreamId)
         .set_extension(3, Extension::VideoOrientation)
-        .set_extension(
-            12,
-            Extension::with_serializer(DEPENDENCY_DESCRIPTOR_URI, DependencyDescriptorPassThrough),
-        )
+        .set_extension(12, dependency_descriptor_extension())
 }
 
 /// The header extension values a forwarded packet keeps: what subscribers

@@ -4,19 +4,24 @@
 //! byte, and records what it receives.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use sfu::media::ice_tcp;
+use sfu::media::peer::{dependency_descriptor_extension, DependencyDescriptor};
 use sfu::server::Server;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
+use str0m::media::KeyframeRequestKind;
 use str0m::media::{Direction, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -42,6 +47,32 @@ pub fn audio_level(sender: u8) -> i8 {
     -20 - sender as i8
 }
 
+/// How a test participant behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Publish one audio and one video track.
+    pub publish: bool,
+    /// The only video codec the publisher offers.
+    pub video_codec: Codec,
+    /// Media over ICE-TCP instead of UDP.
+    pub tcp: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            publish: true,
+            video_codec: Codec::Vp8,
+            tcp: false,
+        }
+    }
+}
+
+/// The dependency descriptor a sender writes on video packet `k`.
+pub fn dependency_descriptor(sender: u8, k: u32) -> Vec<u8> {
+    vec![0x80 | sender, (k >> 8) as u8, k as u8, 0x42, 0x17]
+}
+
 /// What one received track looked like.
 #[derive(Debug, Default, Clone)]
 pub struct Received {
@@ -59,6 +90,10 @@ pub struct Received {
     pub senders: Vec<u8>,
     /// Audio levels seen.
     pub levels: Vec<Option<i8>>,
+    /// Video packets whose dependency descriptor matched what was sent.
+    pub dd_intact: usize,
+    /// The codec of the last packet, by the receiver's payload type.
+    pub codec: Option<Codec>,
 }
 
 /// Everything the client observed.
@@ -76,6 +111,8 @@ pub struct State {
     pub publishing: bool,
     /// Number of subscribe offers answered.
     pub offers_answered: usize,
+    /// Keyframe requests that reached this client as a publisher.
+    pub keyframe_requests: usize,
 }
 
 impl State {
@@ -102,6 +139,7 @@ enum Control {
     Raw(String),
     Freeze,
     Leave,
+    RequestKeyframes(usize),
 }
 
 /// A running test participant.
@@ -115,8 +153,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// Joins `room` with `token`; publishes audio+video if `publish`.
+    /// Joins with `token`; publishes audio+video if `publish`.
     pub async fn join(server: &Server, token: &str, index: u8, publish: bool) -> Client {
+        let options = Options {
+            publish,
+            ..Options::default()
+        };
+        Self::join_with(server, token, index, options).await
+    }
+
+    /// Joins with `token` and explicit options.
+    pub async fn join_with(server: &Server, token: &str, index: u8, options: Options) -> Client {
         let url = format!("ws://{}/ws", server.http_addr);
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
@@ -124,7 +171,7 @@ impl Client {
         let state = Arc::new(Mutex::new(State::default()));
         let (control, control_rx) = mpsc::channel(16);
         let join = json!({"type": "join", "version": 1, "token": token}).to_string();
-        let task = tokio::spawn(run(ws, join, index, publish, state.clone(), control_rx));
+        let task = tokio::spawn(run(ws, join, index, options, state.clone(), control_rx));
         Client {
             index,
             state,
@@ -146,6 +193,11 @@ impl Client {
     /// Stops all media I/O (sockets unread, nothing sent), keeping signaling open.
     pub async fn freeze(&self) {
         let _ = self.control.send(Control::Freeze).await;
+    }
+
+    /// Asks for a keyframe on every received video track, `n` times at once.
+    pub async fn request_keyframes(&self, n: usize) {
+        let _ = self.control.send(Control::RequestKeyframes(n)).await;
     }
 
     /// Sends `leave`.
@@ -176,27 +228,68 @@ impl Client {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// One peer connection with its transport: UDP, or ICE-TCP (RFC 4571) as
+/// the active side. Socket tasks feed `incoming`; `out` sends.
 struct Peer {
     rtc: Rtc,
-    socket: UdpSocket,
+    local: SocketAddr,
+    proto: Protocol,
+    out: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
+    incoming: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
 }
 
 impl Peer {
-    async fn new() -> Peer {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
-        Peer { rtc, socket }
+    async fn new(options: &Options) -> Peer {
+        let mut config = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_extension(12, dependency_descriptor_extension());
+        if options.video_codec != Codec::Vp8 {
+            config = config.clear_codecs().enable_opus(true, false);
+            config = match options.video_codec {
+                Codec::Vp9 => config.enable_vp9(true),
+                Codec::H264 => config.enable_h264(true),
+                Codec::Av1 => config.enable_av1(true),
+                _ => config.enable_vp8(true),
+            };
+        }
+        let mut rtc = config.build(Instant::now());
+        let (in_tx, incoming) = mpsc::channel(1024);
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let (local, proto) = if options.tcp {
+            let local: SocketAddr = "127.0.0.1:9".parse().unwrap();
+            let c = Candidate::builder()
+                .tcp()
+                .host(local)
+                .tcptype(TcpType::Active)
+                .build()
+                .unwrap();
+            rtc.add_local_candidate(c);
+            tokio::spawn(tcp_transport(out_rx, in_tx));
+            (local, Protocol::Tcp)
+        } else {
+            let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let local = socket.local_addr().unwrap();
+            rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+            tokio::spawn(udp_transport(socket, out_rx, in_tx));
+            (local, Protocol::Udp)
+        };
+        Peer {
+            rtc,
+            local,
+            proto,
+            out,
+            incoming,
+        }
     }
 
     /// Sends everything str0m has; returns its next timeout and the events.
-    async fn drain(&mut self) -> (Instant, Vec<Event>) {
+    fn drain(&mut self) -> (Instant, Vec<Event>) {
         let mut events = Vec::new();
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return (t, events),
                 Ok(Output::Transmit(t)) => {
-                    let _ = self.socket.send_to(&t.contents, t.destination).await;
+                    let _ = self.out.send((t.destination, t.contents.to_vec()));
                 }
                 Ok(Output::Event(e)) => events.push(e),
                 Err(_) => return (Instant::now() + Duration::from_millis(50), events),
@@ -204,11 +297,67 @@ impl Peer {
         }
     }
 
-    fn receive(&mut self, n: usize, from: std::net::SocketAddr, buf: &[u8]) {
-        let local = self.socket.local_addr().unwrap();
-        if let Ok(r) = Receive::new(Protocol::Udp, from, local, &buf[..n]) {
+    fn receive(&mut self, from: SocketAddr, data: &[u8]) {
+        if let Ok(r) = Receive::new(self.proto, from, self.local, data) {
             let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
         }
+    }
+}
+
+async fn udp_transport(
+    socket: Arc<UdpSocket>,
+    mut out: mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)>,
+    incoming: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+) {
+    let reader = socket.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = reader.recv_from(&mut buf).await {
+            if incoming.try_send((from, buf[..n].to_vec())).is_err() && incoming.is_closed() {
+                return;
+            }
+        }
+    });
+    while let Some((to, data)) = out.recv().await {
+        let _ = socket.send_to(&data, to).await;
+    }
+}
+
+/// Connects to the first destination str0m sends to and frames both ways.
+async fn tcp_transport(
+    mut out: mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)>,
+    incoming: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+) {
+    let Some((server, first)) = out.recv().await else {
+        return;
+    };
+    let Ok(stream) = TcpStream::connect(server).await else {
+        return;
+    };
+    let (mut reader, mut writer) = stream.into_split();
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        while let Ok(n) = reader.read(&mut chunk).await {
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            for frame in ice_tcp::deframe(&mut buf) {
+                if incoming.send((server, frame)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let mut next = Some(first);
+    while let Some(data) = next.take() {
+        if let Some(framed) = ice_tcp::frame(&data) {
+            if writer.write_all(&framed).await.is_err() {
+                return;
+            }
+        }
+        next = out.recv().await.map(|(_, d)| d);
     }
 }
 
@@ -216,24 +365,24 @@ async fn run(
     mut ws: Ws,
     join: String,
     index: u8,
-    publish: bool,
+    options: Options,
     state: Arc<Mutex<State>>,
     mut control: mpsc::Receiver<Control>,
 ) {
     let _ = ws.send(Message::Text(join.into())).await;
-    let mut publisher = Peer::new().await;
-    let mut subscriber = Peer::new().await;
+    let publish = options.publish;
+    let mut publisher = Peer::new(&options).await;
+    let mut subscriber = Peer::new(&options).await;
     let mut pending: Option<SdpPendingOffer> = None;
     let mut mids: Option<(Mid, Mid)> = None;
     let mut frozen = false;
     let mut counter: u32 = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
-    let (mut buf_p, mut buf_s) = (vec![0u8; 2048], vec![0u8; 2048]);
     loop {
         let mut next = Instant::now() + Duration::from_millis(100);
         if !frozen {
             for (is_sub, peer) in [(false, &mut publisher), (true, &mut subscriber)] {
-                let (t, events) = peer.drain().await;
+                let (t, events) = peer.drain();
                 next = next.min(t);
                 for e in events {
                     on_event(is_sub, e, &mut peer.rtc, &state);
@@ -246,6 +395,18 @@ async fn run(
                 Some(Control::Raw(t)) => { let _ = ws.send(Message::Text(t.into())).await; }
                 Some(Control::Freeze) => frozen = true,
                 Some(Control::Leave) => { let _ = ws.send(Message::Text(json!({"type":"leave"}).to_string().into())).await; }
+                Some(Control::RequestKeyframes(n)) => {
+                    let video: Vec<Mid> = state.lock().unwrap().mids.iter()
+                        .filter(|(_, (_, _, k))| k == "video").map(|(m, _)| Mid::from(m.as_str())).collect();
+                    for _ in 0..n {
+                        for mid in &video {
+                            if let Some(rx) = subscriber.rtc.direct_api().stream_rx_by_mid(*mid, None) {
+                                rx.request_keyframe(KeyframeRequestKind::Pli);
+                            }
+                        }
+                        let _ = subscriber.drain();
+                    }
+                }
                 None => return,
             },
             m = ws.next() => {
@@ -294,16 +455,12 @@ async fn run(
                 }
                 state.lock().unwrap().messages.push(msg);
             }
-            r = publisher.socket.recv_from(&mut buf_p), if !frozen => {
-                if let Ok((n, from)) = r { publisher.receive(n, from, &buf_p) }
-            }
-            r = subscriber.socket.recv_from(&mut buf_s), if !frozen => {
-                if let Ok((n, from)) = r { subscriber.receive(n, from, &buf_s) }
-            }
+            Some((from, data)) = publisher.incoming.recv(), if !frozen => publisher.receive(from, &data),
+            Some((from, data)) = subscriber.incoming.recv(), if !frozen => subscriber.receive(from, &data),
             _ = tick.tick(), if !frozen => {
                 if let Some((a, v)) = mids {
                     if state.lock().unwrap().publishing {
-                        send_media(&mut publisher.rtc, index, a, v, counter);
+                        send_media(&mut publisher.rtc, index, a, v, options.video_codec, counter);
                         counter += 1;
                     }
                 }
@@ -319,13 +476,13 @@ async fn run(
 
 /// One audio packet and a two-packet video frame. Sequence numbers start
 /// near the 16-bit wrap so forwarding across a rollover is exercised.
-fn send_media(rtc: &mut Rtc, index: u8, audio: Mid, video: Mid, n: u32) {
+fn send_media(rtc: &mut Rtc, index: u8, audio: Mid, video: Mid, codec: Codec, n: u32) {
     let pt = |codec: Codec| {
         rtc.codec_config()
             .find(|p| p.spec().codec == codec)
             .map(|p| p.pt())
     };
-    let (Some(pt_a), Some(pt_v)) = (pt(Codec::Opus), pt(Codec::Vp8)) else {
+    let (Some(pt_a), Some(pt_v)) = (pt(Codec::Opus), pt(codec)) else {
         return;
     };
     let now = Instant::now();
@@ -347,10 +504,14 @@ fn send_media(rtc: &mut Rtc, index: u8, audio: Mid, video: Mid, n: u32) {
         for part in 0..2u32 {
             let k = n * 2 + part;
             let seq = 65_000u64 + u64::from(k);
+            let mut exts = ExtensionValues::default();
+            exts.user_values
+                .set(DependencyDescriptor(dependency_descriptor(index, k)));
             tx.write_rtp(
                 RtpWrite::new(pt_v, seq.into(), n * 1800, now, payload(index, VIDEO, k))
                     .marker(part == 1)
-                    .nackable(true),
+                    .nackable(true)
+                    .ext_vals(exts),
             );
         }
     }
@@ -359,6 +520,7 @@ fn send_media(rtc: &mut Rtc, index: u8, audio: Mid, video: Mid, n: u32) {
 fn on_event(is_sub: bool, event: Event, rtc: &mut Rtc, state: &Arc<Mutex<State>>) {
     match event {
         Event::Connected if !is_sub => state.lock().unwrap().publishing = true,
+        Event::KeyframeRequest(_) if !is_sub => state.lock().unwrap().keyframe_requests += 1,
         Event::RtpPacket(p) if is_sub => {
             let Some(mid) = rtc.direct_api().stream_rx(&p.header.ssrc).map(|s| s.mid()) else {
                 return;
@@ -372,11 +534,22 @@ fn on_event(is_sub: bool, event: Event, rtc: &mut Rtc, state: &Arc<Mutex<State>>
             r.kind = kind;
             r.seqs.push(*p.seq_no);
             r.levels.push(p.header.ext_vals.audio_level);
+            r.codec = rtc
+                .codec_config()
+                .find(|c| c.pt() == p.header.payload_type)
+                .map(|c| c.spec().codec);
             let bytes = &p.payload;
             let ok = bytes.len() >= 7 && {
                 let n = u32::from_be_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]);
                 **bytes == *payload(bytes[1], bytes[2], n)
             };
+            if ok && bytes[2] == VIDEO {
+                let k = u32::from_be_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]);
+                let dd = p.header.ext_vals.user_values.get::<DependencyDescriptor>();
+                if dd.is_some_and(|d| d.0 == dependency_descriptor(bytes[1], k)) {
+                    r.dd_intact += 1;
+                }
+            }
             if ok {
                 r.intact += 1;
                 if !r.senders.contains(&bytes[1]) {
