@@ -104,6 +104,9 @@ impl TokenAuthority {
     pub fn verify(&self, token: &str) -> Result<Grants, TokenError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        validation.validate_nbf = true;
+        // Apps may add an audience for their own use; rooms are the scope here.
+        validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp", "sub"]);
         jsonwebtoken::decode::<Grants>(token, &self.decoding, &validation)
             .map(|data| data.claims)
@@ -192,6 +195,33 @@ mod tests {
             .mint(&TokenAuthority::grants("r", "a", Duration::from_secs(60)))
             .unwrap();
         assert!(matches!(auth.verify(&dev), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn audience_is_ignored_and_not_before_is_checked() {
+        #[derive(Serialize)]
+        struct Extra<'a> {
+            #[serde(flatten)]
+            grants: &'a Grants,
+            aud: &'a str,
+            nbf: u64,
+        }
+        let auth = TokenAuthority::new("secret");
+        let grants = TokenAuthority::grants("r", "a", Duration::from_secs(600));
+        let key = EncodingKey::from_secret(b"secret");
+        let mint = |nbf| {
+            let claims = Extra {
+                grants: &grants,
+                aud: "my-app",
+                nbf,
+            };
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+        };
+        assert_eq!(auth.verify(&mint(unix_now() - 10)), Ok(grants.clone()));
+        assert!(matches!(
+            auth.verify(&mint(unix_now() + 300)),
+            Err(TokenError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -123,7 +123,7 @@ pub struct SignalingConfig {
     pub max_relay_bytes: usize,
     /// Sustained messages per second per connection.
     pub messages_per_second: u32,
-    /// Burst allowance above the sustained rate.
+    /// Bucket size: messages accepted at once before the rate applies.
     pub burst: u32,
 }
 
@@ -246,6 +246,12 @@ impl Config {
                 "signaling.max_message_bytes and signaling.messages_per_second must be > 0".into(),
             ));
         }
+        if self.media.announce.is_empty() && self.media.udp_listen.ip().is_unspecified() {
+            return Err(ConfigError::Invalid(format!(
+                "media.udp_listen {} binds every interface: set media.announce to the address(es) clients reach",
+                self.media.udp_listen
+            )));
+        }
         if self.media.peer_timeout_ms < 500 {
             return Err(ConfigError::Invalid(
                 "media.peer_timeout_ms must be at least 500".into(),
@@ -322,6 +328,13 @@ mod tests {
         assert!(matches!(bad_addr, ConfigError::Invalid(_)));
         let bad_env = Config::from_toml_with_env("", env(&[("SFU_NOPE_X", "1")])).unwrap_err();
         assert!(matches!(bad_env, ConfigError::UnknownEnv(_)));
+        let unannounced =
+            Config::from_toml_with_env("[media]\nudp_listen = \"0.0.0.0:7882\"\n", env(&[]))
+                .unwrap_err();
+        assert!(
+            unannounced.to_string().contains("media.announce"),
+            "{unannounced}"
+        );
         let missing = Config::load(Some(Path::new("/nonexistent/sfu.toml")), env(&[])).unwrap_err();
         assert!(matches!(missing, ConfigError::Read { .. }));
     }

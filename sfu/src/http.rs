@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
+use tower_http::cors::{Any, CorsLayer};
 
 use crate::auth::{Grants, TokenAuthority, TokenError};
 use crate::config::Config;
@@ -87,6 +88,14 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(end_session).patch(patch_session),
         )
         .route("/dev/token", get(dev_token))
+        // WHIP/WHEP players and publishers may run on other origins.
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                .expose_headers([header::LOCATION, header::LINK]),
+        )
         .with_state(state)
 }
 

@@ -35,8 +35,10 @@ pub struct Metrics {
     pub signaling_errors: IntCounterVec,
     /// Seconds from `join` (or WHIP/WHEP POST) to the first connected peer.
     pub join_seconds: Histogram,
-    /// UDP/TCP datagrams received and sent by the media socket.
-    pub datagrams: IntCounterVec,
+    /// Media datagrams (UDP or ICE-TCP frames) received.
+    pub datagrams_in: IntCounter,
+    /// Media datagrams (UDP or ICE-TCP frames) sent.
+    pub datagrams_out: IntCounter,
 }
 
 impl Metrics {
@@ -118,11 +120,8 @@ impl Metrics {
                 "code",
             ),
             join_seconds,
-            datagrams: counter_vec(
-                "sfu_datagrams_total",
-                "Media datagrams received (in) and sent (out)",
-                "direction",
-            ),
+            datagrams_in: counter("sfu_datagrams_in_total", "Media datagrams received"),
+            datagrams_out: counter("sfu_datagrams_out_total", "Media datagrams sent"),
             registry,
         }
     }

@@ -100,6 +100,16 @@ async fn three_participants_exchange_intact_media() {
         "alice renegotiated when carol joined"
     );
     for c in clients {
+        let id = c.id().unwrap();
+        let own = c.state.lock().unwrap().of_type("track_published");
+        let own: Vec<_> = own
+            .iter()
+            .filter(|m| m["track"]["participant_id"] == id.as_str())
+            .collect();
+        assert_eq!(own.len(), 2, "a publisher learns its own track ids");
+        assert!(own
+            .iter()
+            .all(|m| m["track"]["mid"].as_str().is_some_and(|m| !m.is_empty())));
         let requests = c.state.lock().unwrap().keyframe_requests;
         assert!(
             requests >= 1,

@@ -15,7 +15,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::RtpWrite;
-use str0m::{Candidate, Event, Input, Output, RtcError};
+use str0m::{Candidate, Event, Input, Output};
 use tracing::{debug, info, warn};
 
 use super::peer::{forwarded_extensions, LocalAddrs, Peer, PendingOffer, Role, Slot};
@@ -393,7 +393,8 @@ impl Engine {
         if !hidden {
             self.replace_identity(&room_name, &grants.identity, now);
         }
-        let session = random_id("");
+        // The session URL is the capability to end it: make it unguessable.
+        let session = Alphanumeric.sample_string(&mut rand::rng(), 24);
         let id = random_id("PA_");
         let mut p = Participant::new(id.clone(), grants, Access::Session(session.clone()), now);
         p.hidden = hidden;
@@ -418,7 +419,7 @@ impl Engine {
         source: SocketAddr,
         data: &[u8],
     ) {
-        self.metrics.datagrams.with_label_values(&["in"]).inc();
+        self.metrics.datagrams_in.inc();
         let destination = match proto {
             Protocol::Udp => self.config.local.udp.first(),
             _ => self.config.local.tcp.first(),
@@ -529,7 +530,10 @@ impl Engine {
                         peer.timeout = t;
                         break;
                     }
-                    Ok(Output::Transmit(t)) => self.transmits.push_back(t),
+                    Ok(Output::Transmit(t)) => {
+                        self.metrics.datagrams_out.inc();
+                        self.transmits.push_back(t);
+                    }
                     Ok(Output::Event(e)) => events.push(e),
                     Err(e) => {
                         debug!(peer = id, "poll_output: {e}");
@@ -619,11 +623,11 @@ impl Engine {
         let Some(pub_peer) = self.peers.get_mut(&publisher) else {
             return;
         };
-        let Some(mid) = pub_peer
+        let Some((mid, rid)) = pub_peer
             .rtc
             .direct_api()
             .stream_rx(&packet.header.ssrc)
-            .map(|s| s.mid())
+            .map(|s| (s.mid(), s.rid()))
         else {
             self.metrics
                 .dropped
@@ -657,7 +661,6 @@ impl Engine {
         else {
             return;
         };
-        let rid = packet.header.ext_vals.rid;
         if track.rid.is_none() {
             track.rid = rid;
         }
@@ -800,7 +803,8 @@ impl Engine {
         labels: &[TrackLabel],
         now: Instant,
     ) -> Result<String, SessionError> {
-        let peer_id = match self.participant(room, pid).and_then(|p| p.publisher) {
+        let existing = self.participant(room, pid).and_then(|p| p.publisher);
+        let peer_id = match existing {
             Some(id) => id,
             None => self.add_peer(room, pid, Role::Publisher, now),
         };
@@ -808,11 +812,20 @@ impl Engine {
         for l in labels {
             peer.labels.insert(l.mid.clone(), l.source.clone());
         }
-        let answer = peer
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e: RtcError| SessionError::BadSdp(e.to_string()))?;
+        let answer = match peer.rtc.sdp_api().accept_offer(offer) {
+            Ok(answer) => answer,
+            Err(e) => {
+                // A first offer that fails leaves no half-made connection behind.
+                if existing.is_none() {
+                    self.remove_peer(peer_id);
+                    if let Some(p) = self.participant_mut(room, pid) {
+                        p.publisher = None;
+                    }
+                    self.update_gauges();
+                }
+                return Err(SessionError::BadSdp(e.to_string()));
+            }
+        };
         mark(&mut self.dirty, peer);
         self.drive(now);
         self.reconcile_publisher(peer_id, now);
@@ -905,21 +918,33 @@ impl Engine {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        let unknown: Vec<&String> = track_ids
+        let unknown: Vec<String> = track_ids
             .iter()
             .filter(|t| !r.tracks.contains_key(*t))
+            .cloned()
             .collect();
+        let known: Vec<String> = track_ids
+            .iter()
+            .filter(|t| r.tracks.contains_key(*t))
+            .cloned()
+            .collect();
+        let Some(p) = r.participants.get_mut(pid) else {
+            return;
+        };
+        if !p.grants.can_subscribe {
+            self.error(
+                conn,
+                ErrorCode::Forbidden,
+                "token does not allow subscribing",
+            );
+            return;
+        }
+        for t in &known {
+            p.set_wanted(t, wanted);
+        }
         if !unknown.is_empty() {
             let msg = format!("unknown track ids: {unknown:?}");
             self.error(conn, ErrorCode::UnknownTrack, msg);
-        }
-        let Some(r) = self.rooms.get_mut(room) else {
-            return;
-        };
-        if let Some(p) = r.participants.get_mut(pid) {
-            for t in track_ids {
-                p.set_wanted(t, wanted);
-            }
         }
         self.update_subscriber(room, pid, now);
     }
@@ -951,7 +976,8 @@ impl Engine {
         let existing = p.subscriber;
         let peer_id = match existing {
             Some(id) => id,
-            None if wanted.is_empty() => return,
+            // Offers need a signaling connection (WHIP publishers have none).
+            None if wanted.is_empty() || p.conn().is_none() => return,
             None => self.add_peer(room, pid, Role::Subscriber { offerer: true }, now),
         };
         let Some(peer) = self.peers.get(&peer_id) else {
@@ -1035,9 +1061,10 @@ impl Engine {
         let Some((offer, pending)) = api.apply() else {
             return;
         };
-        for mid in &stale {
-            peer.slots.remove(mid);
-        }
+        let stopped: Vec<(Mid, MediaKind)> = stale
+            .iter()
+            .filter_map(|mid| peer.slots.remove(mid).map(|s| (*mid, s.kind)))
+            .collect();
         for (mid, track_id, kind) in &added {
             let mut slot = Slot::new(*kind);
             slot.track = Some(track_id.clone());
@@ -1046,6 +1073,7 @@ impl Engine {
         peer.pending = Some(PendingOffer {
             pending,
             added: added.iter().map(|(m, _, _)| *m).collect(),
+            stopped,
         });
         mark(&mut self.dirty, peer);
         let tracks = self.slot_descriptions(peer_id);
@@ -1110,9 +1138,13 @@ impl Engine {
         };
         mark(&mut self.dirty, peer);
         if let Err(e) = peer.rtc.sdp_api().accept_answer(pending.pending, answer) {
-            // str0m rolled the offer back: forget its new slots and offer again.
+            // str0m rolled the offer back: forget its new slots, keep the
+            // ones it was stopping as unbound (stopped again next time), offer again.
             for mid in &pending.added {
                 peer.slots.remove(mid);
+            }
+            for (mid, kind) in &pending.stopped {
+                peer.slots.insert(*mid, Slot::new(*kind));
             }
             self.error(conn, ErrorCode::BadSdp, e.to_string());
             self.update_subscriber(room, pid, now);
@@ -1176,15 +1208,24 @@ impl Engine {
             .values()
             .filter_map(|s| s.track.clone())
             .collect();
+        // Keep a viewer's audio and video from the same publisher when possible.
+        let mut owner: Option<String> = wanted
+            .iter()
+            .find(|(t, _, _)| bound.contains(t))
+            .map(|(_, _, o)| o.clone());
         let mut newly = Vec::new();
         for (mid, slot) in peer.slots.iter_mut() {
             if slot.track.is_some() {
                 continue;
             }
-            if let Some((track_id, _, _)) = wanted
+            let free =
+                |(t, k, _): &&(String, MediaKind, String)| *k == slot.kind && !bound.contains(t);
+            let same_owner = wanted
                 .iter()
-                .find(|(t, k, _)| *k == slot.kind && !bound.contains(t))
-            {
+                .filter(free)
+                .find(|(_, _, o)| owner.as_ref().is_none_or(|w| w == o));
+            if let Some((track_id, _, o)) = same_owner.or_else(|| wanted.iter().find(free)) {
+                owner.get_or_insert_with(|| o.clone());
                 slot.track = Some(track_id.clone());
                 slot.ready = true;
                 bound.push(track_id.clone());
@@ -1328,5 +1369,144 @@ fn mark(dirty: &mut Vec<PeerId>, peer: &mut Peer) {
     if !peer.dirty {
         peer.dirty = true;
         dirty.push(peer.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::TokenAuthority;
+    use str0m::Rtc;
+
+    fn engine() -> (Engine, Metrics) {
+        let metrics = Metrics::new();
+        let config = EngineConfig {
+            media: MediaConfig::default(),
+            local: LocalAddrs {
+                udp: vec!["127.0.0.1:7882".parse().unwrap()],
+                tcp: vec![],
+            },
+            ice_servers: vec![],
+            max_relay_bytes: 1024,
+        };
+        (Engine::new(config, metrics.clone()), metrics)
+    }
+
+    fn grants(identity: &str) -> Grants {
+        TokenAuthority::grants("r", identity, Duration::from_secs(60))
+    }
+
+    fn signals(e: &mut Engine) -> Vec<Signal> {
+        std::iter::from_fn(|| e.poll_signal()).collect()
+    }
+
+    fn types(s: &[Signal]) -> Vec<String> {
+        s.iter()
+            .map(|s| match s {
+                Signal::Message(c, m) => {
+                    let v = serde_json::to_value(m).unwrap();
+                    format!("{c}:{}", v["type"].as_str().unwrap())
+                }
+                Signal::Close(c) => format!("{c}:close"),
+            })
+            .collect()
+    }
+
+    /// A real WebRTC offer with one sendonly audio m-line.
+    fn offer() -> String {
+        let mut rtc = Rtc::builder().build(Instant::now());
+        rtc.add_local_candidate(Candidate::host("127.0.0.1:5000".parse().unwrap(), "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        api.apply().unwrap().0.to_sdp_string()
+    }
+
+    #[test]
+    fn join_replace_and_leave() {
+        let (mut e, metrics) = engine();
+        let t0 = Instant::now();
+        e.join(1, grants("a"), true, t0);
+        e.join(2, grants("b"), true, t0);
+        assert_eq!(
+            types(&signals(&mut e)),
+            ["1:joined", "2:joined", "1:participant_joined"]
+        );
+        // Same identity again: the old session is told, closed and replaced.
+        e.join(3, grants("a"), true, t0);
+        assert_eq!(
+            types(&signals(&mut e)),
+            [
+                "1:error",
+                "1:close",
+                "2:participant_left",
+                "3:joined",
+                "2:participant_joined"
+            ]
+        );
+        assert_eq!(metrics.participants.get(), 2);
+        e.disconnect(3, t0);
+        e.handle_client(2, ClientMessage::Leave, t0);
+        assert_eq!(types(&signals(&mut e)), ["2:participant_left", "2:close"]);
+        assert_eq!(metrics.rooms.get(), 0);
+        assert_eq!(metrics.participants.get(), 0);
+    }
+
+    #[test]
+    fn unjoined_and_bad_sdp_get_errors() {
+        let (mut e, _) = engine();
+        let t0 = Instant::now();
+        e.handle_client(9, ClientMessage::Ping, t0);
+        let mut s = signals(&mut e);
+        e.join(1, grants("a"), true, t0);
+        signals(&mut e);
+        let bad = ClientMessage::PublishOffer {
+            sdp: "v=0".into(),
+            tracks: vec![],
+        };
+        e.handle_client(1, bad, t0);
+        s.extend(signals(&mut e));
+        let Signal::Message(9, ServerMessage::Error { code, .. }) = &s[0] else {
+            panic!("{:?}", types(&s))
+        };
+        assert_eq!(*code, ErrorCode::NotJoined);
+        let Signal::Message(1, ServerMessage::Error { code, .. }) = &s[1] else {
+            panic!("{:?}", types(&s))
+        };
+        assert_eq!(*code, ErrorCode::BadSdp);
+    }
+
+    #[test]
+    fn a_peer_that_never_connects_is_removed_after_the_timeout() {
+        let (mut e, metrics) = engine();
+        let t0 = Instant::now();
+        let (session, answer) = e.whip(grants("w"), &offer(), t0).expect("WHIP answer");
+        assert!(answer.contains("a=ice-lite"), "{answer}");
+        assert!(answer.contains("127.0.0.1 7882"), "{answer}");
+        assert_eq!(metrics.peers.get(), 1);
+        let timeout = MediaConfig::default().peer_timeout();
+        e.handle_timeout(t0 + timeout - Duration::from_millis(10));
+        assert_eq!(metrics.participants.get(), 1, "still within the timeout");
+        e.handle_timeout(t0 + timeout + Duration::from_millis(10));
+        assert_eq!(metrics.participants.get(), 0);
+        assert_eq!(metrics.peers.get(), 0);
+        assert!(!e.end_session(&session, t0), "the session went with it");
+    }
+
+    #[test]
+    fn whip_refuses_without_grant_and_bad_sdp_changes_nothing() {
+        let (mut e, metrics) = engine();
+        let t0 = Instant::now();
+        let mut g = grants("w");
+        g.can_publish = false;
+        assert!(matches!(
+            e.whip(g, &offer(), t0),
+            Err(SessionError::Forbidden(_))
+        ));
+        assert!(matches!(
+            e.whip(grants("w"), "garbage", t0),
+            Err(SessionError::BadSdp(_))
+        ));
+        assert_eq!(metrics.participants.get(), 0);
+        assert_eq!(metrics.peers.get(), 0);
     }
 }

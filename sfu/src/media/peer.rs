@@ -75,6 +75,8 @@ pub struct PendingOffer {
     pub pending: SdpPendingOffer,
     /// Slots added by this offer (become ready with the answer).
     pub added: Vec<Mid>,
+    /// Slots this offer stops (restored if the answer fails).
+    pub stopped: Vec<(Mid, MediaKind)>,
 }
 
 /// One `Rtc` and its bookkeeping.
@@ -219,8 +221,9 @@ pub fn dependency_descriptor_extension() -> Extension {
 }
 
 /// The `Rtc` configuration every peer uses: ICE-lite, RTP mode, every codec
-/// the SFU passes through, and Chromium's header extension ids (Chromium
-/// refuses offers that reassign them).
+/// the SFU passes through, and the header extension ids Chromium offers
+/// (Chromium refuses offers that reassign ids it uses), plus the
+/// dependency descriptor on an id Chromium leaves free.
 fn rtc_config() -> str0m::RtcConfig {
     Rtc::builder()
         .set_ice_lite(true)
@@ -232,13 +235,13 @@ fn rtc_config() -> str0m::RtcConfig {
         .enable_h264(true)
         .enable_av1(true)
         .clear_extension_map()
-        .set_extension(14, Extension::AudioLevel)
+        .set_extension(1, Extension::AudioLevel)
         .set_extension(2, Extension::AbsoluteSendTime)
-        .set_extension(4, Extension::TransportSequenceNumber)
-        .set_extension(9, Extension::RtpMid)
+        .set_extension(3, Extension::TransportSequenceNumber)
+        .set_extension(4, Extension::RtpMid)
         .set_extension(10, Extension::RtpStreamId)
         .set_extension(11, Extension::RepairedRtpStreamId)
-        .set_extension(3, Extension::VideoOrientation)
+        .set_extension(13, Extension::VideoOrientation)
         .set_extension(12, dependency_descriptor_extension())
 }
 

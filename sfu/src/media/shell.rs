@@ -16,17 +16,10 @@ use crate::auth::Grants;
 use crate::room::ConnId;
 use crate::signal::protocol::{ClientMessage, ServerMessage};
 
-/// What a signaling connection receives from the engine.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A message to send.
-    Message(ServerMessage),
-    /// Close the connection.
-    Close,
-}
-
 /// Messages queued per signaling connection; a client that falls this far
-/// behind is disconnected rather than slowing the engine.
+/// behind is disconnected rather than slowing the engine. The engine task
+/// holds the only sender: dropping it closes the connection after the
+/// messages already queued.
 pub const SIGNAL_QUEUE: usize = 1024;
 
 /// A WHIP/WHEP result: session id and SDP answer.
@@ -44,7 +37,7 @@ pub enum Command {
         /// From the join message.
         auto_subscribe: bool,
         /// Where the engine's messages for this connection go.
-        outbound: mpsc::Sender<Outbound>,
+        outbound: mpsc::Sender<ServerMessage>,
     },
     /// A parsed message from a joined client.
     Client {
@@ -119,9 +112,9 @@ pub enum Command {
 
 /// Runs the engine until the command channel closes.
 pub async fn run(mut engine: Engine, socket: UdpSocket, mut commands: mpsc::Receiver<Command>) {
-    let mut conns: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
+    let mut conns: HashMap<ConnId, mpsc::Sender<ServerMessage>> = HashMap::new();
     let mut tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
-    let mut buf = vec![0u8; 2048];
+    let mut buf = vec![0u8; 4096];
     loop {
         flush(&mut engine, &socket, &mut conns, &tcp).await;
         let now = Instant::now();
@@ -153,7 +146,7 @@ pub async fn run(mut engine: Engine, socket: UdpSocket, mut commands: mpsc::Rece
 fn handle_command(
     engine: &mut Engine,
     command: Command,
-    conns: &mut HashMap<ConnId, mpsc::Sender<Outbound>>,
+    conns: &mut HashMap<ConnId, mpsc::Sender<ServerMessage>>,
     tcp: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
 ) {
     let now = Instant::now();
@@ -212,7 +205,7 @@ fn handle_command(
 async fn flush(
     engine: &mut Engine,
     socket: &UdpSocket,
-    conns: &mut HashMap<ConnId, mpsc::Sender<Outbound>>,
+    conns: &mut HashMap<ConnId, mpsc::Sender<ServerMessage>>,
     tcp: &HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
 ) {
     loop {
@@ -237,17 +230,14 @@ async fn flush(
         match signal {
             Signal::Message(conn, msg) => {
                 let Some(tx) = conns.get(&conn) else { continue };
-                if tx.try_send(Outbound::Message(msg)).is_err() {
+                if tx.try_send(msg).is_err() {
                     // Too slow or gone: drop the connection, not the engine's pace.
-                    let _ = tx.try_send(Outbound::Close);
                     conns.remove(&conn);
                     engine.disconnect(conn, Instant::now());
                 }
             }
             Signal::Close(conn) => {
-                if let Some(tx) = conns.remove(&conn) {
-                    let _ = tx.try_send(Outbound::Close);
-                }
+                conns.remove(&conn);
             }
         }
     }

@@ -105,14 +105,14 @@ impl Room {
         Some((participant, tracks, out))
     }
 
-    /// Adds a track and announces it.
+    /// Adds a track and announces it (to its publisher too, which learns
+    /// the track id of its m-line this way).
     pub fn publish(&mut self, track: Track) -> Vec<Delivery> {
         let msg = ServerMessage::TrackPublished {
             track: track.info(),
         };
-        let owner = track.owner.clone();
         self.tracks.insert(track.id.clone(), track);
-        self.broadcast(&owner, msg)
+        self.broadcast("", msg)
     }
 
     /// Removes a track and announces it.
@@ -122,7 +122,7 @@ impl Room {
             track_id: track.id.clone(),
             participant_id: track.owner.clone(),
         };
-        let out = self.broadcast(&track.owner, msg);
+        let out = self.broadcast("", msg);
         Some((track, out))
     }
 
@@ -183,7 +183,8 @@ impl Room {
             .collect()
     }
 
-    /// `msg` to every participant with a signaling connection except `except`.
+    /// `msg` to every participant with a signaling connection except `except`
+    /// (`""`: everyone).
     fn broadcast(&self, except: &str, msg: ServerMessage) -> Vec<Delivery> {
         self.participants
             .values()
@@ -231,7 +232,7 @@ mod tests {
         let mut room = Room::default();
         assert!(room.join(person("a", 1)).is_empty());
         assert_eq!(conns(&room.join(person("b", 2))), vec![1]);
-        assert_eq!(conns(&room.publish(track("t1", "a"))), vec![2]);
+        assert_eq!(conns(&room.publish(track("t1", "a"))), vec![1, 2]);
         assert_eq!(room.others("b")[0].tracks.len(), 1);
         assert_eq!(room.wanted_tracks("b").len(), 1);
         assert!(

@@ -47,6 +47,7 @@ impl Track {
             id: self.id.clone(),
             participant_id: self.owner.clone(),
             kind: kind_name(self.kind).to_string(),
+            mid: self.mid.to_string(),
             source: self.source.clone(),
             muted: self.muted,
         }

@@ -210,6 +210,9 @@ pub struct TrackInfo {
     pub participant_id: String,
     /// `audio` or `video`.
     pub kind: String,
+    /// The m-line of the publisher's publish connection (lets the publisher
+    /// match its own tracks).
+    pub mid: String,
     /// The client's label, e.g. `camera`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -265,8 +268,6 @@ pub enum ErrorCode {
     Replaced,
     /// The participant's media connection went silent and it was removed (fatal).
     MediaTimeout,
-    /// The server failed; the message had no effect.
-    Internal,
 }
 
 impl ErrorCode {
@@ -300,7 +301,6 @@ impl ErrorCode {
             ErrorCode::UnknownTrack => "unknown_track",
             ErrorCode::Replaced => "replaced",
             ErrorCode::MediaTimeout => "media_timeout",
-            ErrorCode::Internal => "internal",
         }
     }
 }

@@ -14,16 +14,25 @@ use super::protocol::{
 use super::rate_limit::RateLimit;
 use crate::auth::TokenError;
 use crate::http::AppState;
-use crate::media::shell::{Command, Outbound, SIGNAL_QUEUE};
+use crate::media::shell::{Command, SIGNAL_QUEUE};
+
+/// Interval of WebSocket pings.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Serves one connection until either side closes it.
 pub async fn serve(socket: WebSocket, state: AppState) {
     let conn = state.next_conn();
     let (mut ws_tx, mut ws_rx) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(SIGNAL_QUEUE);
+    // The sender moves to the engine on join; until then it is held here so
+    // `out_rx` stays open.
+    let (out_tx, mut out_rx) = mpsc::channel::<ServerMessage>(SIGNAL_QUEUE);
+    let mut out_tx = Some(out_tx);
     let limits = &state.config.signaling;
     let mut rate = RateLimit::new(limits.messages_per_second, limits.burst, Instant::now());
     let mut joined = false;
+    // Keep-alive: a ping every interval; silence for three intervals ends it.
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    let mut last_heard = Instant::now();
 
     // Sends a message on the socket; false when the socket is gone.
     async fn send(
@@ -38,24 +47,27 @@ pub async fn serve(socket: WebSocket, state: AppState) {
 
     loop {
         tokio::select! {
+            _ = keepalive.tick() => {
+                if last_heard.elapsed() > 3 * KEEPALIVE { break }
+                if ws_tx.send(Message::Ping(Default::default())).await.is_err() { break }
+            }
             incoming = ws_rx.next() => {
+                let now = Instant::now();
+                last_heard = now;
                 let text = match incoming {
                     Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Binary(_))) => {
-                        let e = reject(&state, ErrorCode::BadJson, "binary frames are not accepted; send JSON text");
-                        if !send(&mut ws_tx, &e).await { break }
-                        continue;
-                    }
+                    Some(Ok(Message::Binary(_))) => Default::default(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 };
-                let now = Instant::now();
-                let error = if text.len() > limits.max_message_bytes {
-                    Some(reject(&state, ErrorCode::MessageTooLarge,
-                        format!("message of {} bytes exceeds {}", text.len(), limits.max_message_bytes)))
-                } else if !rate.allow(now) {
+                let error = if !rate.allow(now) {
                     Some(reject(&state, ErrorCode::RateLimited,
                         format!("more than {} messages per second; message dropped", limits.messages_per_second)))
+                } else if text.is_empty() {
+                    Some(reject(&state, ErrorCode::BadJson, "empty or binary frame; send JSON text"))
+                } else if text.len() > limits.max_message_bytes {
+                    Some(reject(&state, ErrorCode::MessageTooLarge,
+                        format!("message of {} bytes exceeds {}", text.len(), limits.max_message_bytes)))
                 } else {
                     match parse_client_message(&text) {
                         Err((code, message)) => Some(reject(&state, code, message)),
@@ -64,19 +76,23 @@ pub async fn serve(socket: WebSocket, state: AppState) {
                             None
                         }
                         Ok(ClientMessage::Join { version, token, auto_subscribe }) => {
-                            match admit(&state, version, &token) {
-                                Ok(grants) => {
+                            match (admit(&state, version, &token), out_tx.take()) {
+                                (Ok(grants), Some(outbound)) => {
                                     joined = true;
                                     let cmd = Command::Join {
                                         conn,
                                         grants,
                                         auto_subscribe: auto_subscribe.unwrap_or(true),
-                                        outbound: out_tx.clone(),
+                                        outbound,
                                     };
                                     if state.commands.send(cmd).await.is_err() { break }
                                     None
                                 }
-                                Err((code, message)) => Some(reject(&state, code, message)),
+                                (Err((code, message)), tx) => {
+                                    out_tx = tx;
+                                    Some(reject(&state, code, message))
+                                }
+                                (Ok(_), None) => None,
                             }
                         }
                         Ok(_) => Some(reject(&state, ErrorCode::NotJoined, "send join first")),
@@ -88,8 +104,8 @@ pub async fn serve(socket: WebSocket, state: AppState) {
                 }
             }
             outgoing = out_rx.recv() => match outgoing {
-                Some(Outbound::Message(msg)) => if !send(&mut ws_tx, &msg).await { break },
-                Some(Outbound::Close) | None => break,
+                Some(msg) => if !send(&mut ws_tx, &msg).await { break },
+                None => break,
             },
         }
     }
