@@ -14,4 +14,6 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
 echo "== tests (release build, shared with the interop tests)"
 cargo test --workspace --release
+echo "== fuzz targets (${FUZZ_SECONDS:-20}s each)"
+"$ROOT/scripts/fuzz.sh" "${FUZZ_SECONDS:-20}"
 echo "== all tests passed"

@@ -246,10 +246,16 @@ impl Config {
                 "signaling.max_message_bytes and signaling.messages_per_second must be > 0".into(),
             ));
         }
-        if self.media.announce.is_empty() && self.media.udp_listen.ip().is_unspecified() {
+        let m = &self.media;
+        let wildcard = [
+            ("udp_listen", m.udp_listen, true),
+            ("tcp_listen", m.tcp_listen, m.ice_tcp),
+        ]
+        .into_iter()
+        .find(|(_, addr, used)| *used && addr.ip().is_unspecified());
+        if let (true, Some((key, addr, _))) = (m.announce.is_empty(), wildcard) {
             return Err(ConfigError::Invalid(format!(
-                "media.udp_listen {} binds every interface: set media.announce to the address(es) clients reach",
-                self.media.udp_listen
+                "media.{key} {addr} binds every interface: set media.announce to the address(es) clients reach"
             )));
         }
         if self.media.peer_timeout_ms < 500 {

@@ -80,6 +80,15 @@ pub fn router(state: AppState) -> Router {
                 },
             ),
         )
+        .route("/dev/token", get(dev_token))
+        .merge(whip_whep_routes())
+        .with_state(state)
+}
+
+/// WHIP/WHEP, open to pages of any origin (players and publishers are
+/// often hosted elsewhere); the other routes stay same-origin.
+fn whip_whep_routes() -> Router<AppState> {
+    Router::new()
         .route("/whip/{room}", post(whip))
         .route("/whep/{room}", post(whep_room))
         .route("/whep/{room}/{participant}", post(whep_participant))
@@ -87,16 +96,13 @@ pub fn router(state: AppState) -> Router {
             "/sessions/{id}",
             axum::routing::delete(end_session).patch(patch_session),
         )
-        .route("/dev/token", get(dev_token))
-        // WHIP/WHEP players and publishers may run on other origins.
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)
-                .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+                .allow_methods([Method::POST, Method::PATCH, Method::DELETE])
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
                 .expose_headers([header::LOCATION, header::LINK]),
         )
-        .with_state(state)
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

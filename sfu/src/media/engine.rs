@@ -15,7 +15,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::RtpWrite;
-use str0m::{Candidate, Event, Input, Output};
+use str0m::{Candidate, Event, Input, Output, RtcError};
 use tracing::{debug, info, warn};
 
 use super::peer::{forwarded_extensions, LocalAddrs, Peer, PendingOffer, Role, Slot};
@@ -148,7 +148,7 @@ impl Engine {
     /// A client joined over signaling connection `conn` with verified grants.
     pub fn join(&mut self, conn: ConnId, grants: Grants, auto_subscribe: bool, now: Instant) {
         let room_name = grants.room.clone();
-        self.replace_identity(&room_name, &grants.identity, now);
+        self.replace_identity(&room_name, &grants.identity, "", now);
         let id = random_id("PA_");
         let mut participant = Participant::new(id.clone(), grants, Access::Signaling(conn), now);
         participant.auto_subscribe = auto_subscribe;
@@ -284,9 +284,14 @@ impl Engine {
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| SessionError::BadSdp(e.to_string()))?;
         let room = grants.room.clone();
+        let identity = grants.identity.clone();
         let (session, pid) = self.add_session_participant(grants, false, now);
         match self.apply_publish_offer(&room, &pid, offer, &[], now) {
-            Ok(answer) => Ok((session, answer)),
+            Ok(answer) => {
+                // Only a session that works replaces an older one.
+                self.replace_identity(&room, &identity, &pid, now);
+                Ok((session, answer))
+            }
             Err(e) => {
                 self.remove_participant(&room, &pid, now);
                 Err(e)
@@ -354,7 +359,12 @@ impl Engine {
     }
 
     /// Trickled candidates for a WHIP/WHEP session (an SDP fragment).
-    pub fn patch_session(&mut self, session: &str, fragment: &str) -> Result<(), SessionError> {
+    pub fn patch_session(
+        &mut self,
+        session: &str,
+        fragment: &str,
+        now: Instant,
+    ) -> Result<(), SessionError> {
         let (room, pid) = self
             .sessions
             .get(session)
@@ -380,6 +390,7 @@ impl Engine {
                 }
             }
         }
+        self.drive(now);
         Ok(())
     }
 
@@ -390,9 +401,6 @@ impl Engine {
         now: Instant,
     ) -> (String, String) {
         let room_name = grants.room.clone();
-        if !hidden {
-            self.replace_identity(&room_name, &grants.identity, now);
-        }
         // The session URL is the capability to end it: make it unguessable.
         let session = Alphanumeric.sample_string(&mut rand::rng(), 24);
         let id = random_id("PA_");
@@ -463,8 +471,16 @@ impl Engine {
         };
         peer.last_heard = now;
         mark(&mut self.dirty, peer);
-        if let Err(e) = peer.rtc.handle_input(input) {
-            debug!(peer = peer_id, "input rejected: {e}");
+        match peer.rtc.handle_input(input) {
+            // A handshake that fails (e.g. a certificate on an unsupported
+            // curve) never recovers: say so and end the session now.
+            Err(RtcError::Dtls(e)) if !peer.connected => {
+                warn!(room = %peer.room, participant = %peer.participant, "DTLS handshake failed: {e}");
+                peer.last_heard = now - self.config.media.peer_timeout() - Duration::from_millis(1);
+                peer.timeout = now;
+            }
+            Err(e) => debug!(peer = peer_id, "input rejected: {e}"),
+            Ok(()) => {}
         }
         self.drive(now);
     }
@@ -809,11 +825,13 @@ impl Engine {
             None => self.add_peer(room, pid, Role::Publisher, now),
         };
         let peer = self.peers.get_mut(&peer_id).ok_or(SessionError::NotFound)?;
-        for l in labels {
-            peer.labels.insert(l.mid.clone(), l.source.clone());
-        }
         let answer = match peer.rtc.sdp_api().accept_offer(offer) {
-            Ok(answer) => answer,
+            Ok(answer) => {
+                for l in labels {
+                    peer.labels.insert(l.mid.clone(), l.source.clone());
+                }
+                answer
+            }
             Err(e) => {
                 // A first offer that fails leaves no half-made connection behind.
                 if existing.is_none() {
@@ -1305,13 +1323,15 @@ impl Engine {
     }
 
     /// A new session with an identity already present replaces the old one.
-    fn replace_identity(&mut self, room: &str, identity: &str, now: Instant) {
-        let Some(old) = self
-            .rooms
-            .get(room)
-            .and_then(|r| r.find_identity(identity))
-            .map(String::from)
-        else {
+    /// `keep` (the new session) is never the one replaced.
+    fn replace_identity(&mut self, room: &str, identity: &str, keep: &str, now: Instant) {
+        let old = self.rooms.get(room).and_then(|r| {
+            r.participants
+                .values()
+                .find(|p| !p.hidden && p.id != keep && p.grants.identity == identity)
+                .map(|p| p.id.clone())
+        });
+        let Some(old) = old else {
             return;
         };
         if let Some(conn) = self.participant(room, &old).and_then(|p| p.conn()) {

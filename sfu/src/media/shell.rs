@@ -188,7 +188,7 @@ fn handle_command(
             fragment,
             reply,
         } => {
-            let _ = reply.send(engine.patch_session(&session, &fragment));
+            let _ = reply.send(engine.patch_session(&session, &fragment, now));
         }
         Command::TcpOpened { addr, tx } => {
             tcp.insert(addr, tx);

@@ -34,22 +34,25 @@ pub async fn serve(socket: WebSocket, state: AppState) {
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     let mut last_heard = Instant::now();
 
-    // Sends a message on the socket; false when the socket is gone.
+    // Sends a message on the socket; false when the socket is gone or the
+    // client has stopped reading.
     async fn send(
         ws_tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
         msg: &ServerMessage,
     ) -> bool {
-        match serde_json::to_string(msg) {
-            Ok(text) => ws_tx.send(Message::Text(text.into())).await.is_ok(),
-            Err(_) => true,
-        }
+        let Ok(text) = serde_json::to_string(msg) else {
+            return true;
+        };
+        let sending = ws_tx.send(Message::Text(text.into()));
+        matches!(tokio::time::timeout(KEEPALIVE, sending).await, Ok(Ok(())))
     }
 
     loop {
         tokio::select! {
             _ = keepalive.tick() => {
                 if last_heard.elapsed() > 3 * KEEPALIVE { break }
-                if ws_tx.send(Message::Ping(Default::default())).await.is_err() { break }
+                let ping = ws_tx.send(Message::Ping(Default::default()));
+                if !matches!(tokio::time::timeout(KEEPALIVE, ping).await, Ok(Ok(()))) { break }
             }
             incoming = ws_rx.next() => {
                 let now = Instant::now();
