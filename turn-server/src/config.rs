@@ -1,0 +1,312 @@
+//! The relay's configuration: defaults, a TOML file, `TURN_<SECTION>_<KEY>`
+//! environment overrides. Every key is documented in `configs/turn-server.toml`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML (file plus overrides) is not a valid config.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole relay configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// Protocol identity.
+    pub server: ServerSection,
+    /// Client-facing listeners.
+    pub listen: ListenSection,
+    /// Relayed transport addresses.
+    pub relay: RelaySection,
+    /// Credentials.
+    pub auth: AuthSection,
+    /// Which peers may be relayed to.
+    pub policy: PolicySection,
+    /// Quotas and limits.
+    pub limits: LimitsSection,
+    /// Prometheus endpoint of the standalone server.
+    pub metrics: MetricsSection,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// REALM for long-term credentials.
+    pub realm: String,
+    /// SOFTWARE attribute; empty (the default) sends none.
+    pub software: String,
+    /// Worker threads; 0 = one per core.
+    pub workers: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            realm: "turn.local".into(),
+            software: String::new(),
+            workers: 0,
+        }
+    }
+}
+
+/// `[listen]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenSection {
+    /// UDP listeners.
+    pub udp: Vec<SocketAddr>,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        Self {
+            udp: vec![([127, 0, 0, 1], 3478).into()],
+        }
+    }
+}
+
+/// `[relay]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySection {
+    /// Addresses relay sockets bind to and announce (several of one family
+    /// multiply the port space).
+    pub ips: Vec<IpAddr>,
+    /// Lowest relay port.
+    pub port_min: u16,
+    /// Highest relay port.
+    pub port_max: u16,
+}
+
+impl Default for RelaySection {
+    fn default() -> Self {
+        Self {
+            ips: vec![[127, 0, 0, 1].into()],
+            port_min: 49152,
+            port_max: 65535,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Static long-term users: name = password.
+    pub users: BTreeMap<String, String>,
+    /// TURN REST secrets (coturn `use-auth-secret`); several for rotation.
+    pub secrets: Vec<String>,
+}
+
+/// `[policy]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    /// CIDRs allowed even though denied by default (e.g. 127.0.0.1/32 for tests).
+    pub allow: Vec<String>,
+    /// Extra CIDRs to deny.
+    pub deny: Vec<String>,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Lifetime granted when a client asks for less or none (s).
+    pub default_lifetime_s: u64,
+    /// Cap on requested lifetimes (s).
+    pub max_lifetime_s: u64,
+    /// Allocations in total.
+    pub max_allocations: usize,
+    /// Allocations per user.
+    pub max_allocations_per_user: usize,
+    /// Permissions per allocation.
+    pub max_permissions_per_allocation: usize,
+    /// Channels per allocation.
+    pub max_channels_per_allocation: usize,
+    /// Bytes per second per allocation, both directions; 0 = unlimited.
+    pub bandwidth_bytes_per_s: u32,
+    /// Unauthenticated requests per second per source.
+    pub unauthenticated_per_s: f64,
+    /// Burst of unauthenticated requests per source.
+    pub unauthenticated_burst: f64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            default_lifetime_s: 600,
+            max_lifetime_s: 3600,
+            max_allocations: 100_000,
+            max_allocations_per_user: 100,
+            max_permissions_per_allocation: 32,
+            max_channels_per_allocation: 32,
+            bandwidth_bytes_per_s: 4_000_000,
+            unauthenticated_per_s: 50.0,
+            unauthenticated_burst: 200.0,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// `host:port` serving `/metrics`; empty = off.
+    pub listen: Option<SocketAddr>,
+}
+
+const SECTIONS: &[&str] = &[
+    "server", "listen", "relay", "auth", "policy", "limits", "metrics",
+];
+
+impl TurnConfig {
+    /// Defaults, then `file`, then `TURN_<SECTION>_<KEY>` variables of `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("TURN_") else {
+                continue;
+            };
+            let lower = rest.to_ascii_lowercase();
+            let Some((section, key)) = lower.split_once('_').filter(|(s, _)| SECTIONS.contains(s))
+            else {
+                return Err(ConfigError::Invalid(format!(
+                    "environment variable {name} does not name a config key (TURN_<SECTION>_<KEY>)"
+                )));
+            };
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = entry {
+                let parsed = format!("v = {value}")
+                    .parse::<toml::Table>()
+                    .ok()
+                    .and_then(|mut t| t.remove("v"))
+                    .unwrap_or(toml::Value::String(value));
+                t.insert(key.to_string(), parsed);
+            }
+        }
+        let config: TurnConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.listen.udp.is_empty() {
+            return invalid("listen.udp needs at least one address".into());
+        }
+        if self.relay.ips.is_empty() || self.relay.ips.iter().any(|ip| ip.is_unspecified()) {
+            return invalid("relay.ips needs concrete addresses (not 0.0.0.0 or ::)".into());
+        }
+        if self.relay.port_min > self.relay.port_max {
+            return invalid("relay.port_min is above relay.port_max".into());
+        }
+        if self.auth.users.is_empty() && self.auth.secrets.is_empty() {
+            return invalid("auth: configure users or secrets (no anonymous relaying)".into());
+        }
+        for cidr in self.policy.allow.iter().chain(&self.policy.deny) {
+            if let Err(e) = cidr.parse::<crate::address_policy::Cidr>() {
+                return invalid(e.to_string());
+            }
+        }
+        if self.limits.max_lifetime_s == 0
+            || self.limits.default_lifetime_s > self.limits.max_lifetime_s
+        {
+            return invalid("limits: need 0 < default_lifetime_s <= max_lifetime_s".into());
+        }
+        Ok(())
+    }
+
+    /// Lifetime defaults as durations.
+    pub fn lifetimes(&self) -> (Duration, Duration) {
+        (
+            Duration::from_secs(self.limits.default_lifetime_s),
+            Duration::from_secs(self.limits.max_lifetime_s),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<TurnConfig, ConfigError> {
+        let path = std::env::temp_dir().join(format!("turn-config-{}.toml", rand::random::<u64>()));
+        std::fs::write(&path, text).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let result = TurnConfig::load(Some(&path), env);
+        let _ = std::fs::remove_file(path);
+        result
+    }
+
+    #[test]
+    fn example_file_loads_and_env_overrides() {
+        let text = include_str!("../../configs/turn-server.toml");
+        let c = load(
+            text,
+            &[
+                ("TURN_SERVER_REALM", "example.org"),
+                ("TURN_RELAY_PORT_MIN", "50000"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.realm, "example.org");
+        assert_eq!(c.relay.port_min, 50000);
+    }
+
+    #[test]
+    fn clear_errors() {
+        let users = "[auth]\nusers = { a = \"b\" }\n";
+        let e = load(
+            &format!("{users}[policy]\nallow = [\"10.0.0.0/33\"]\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("10.0.0.0/33"), "{e}");
+        let e = load(&format!("{users}[relay]\nips = [\"0.0.0.0\"]\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("relay.ips"), "{e}");
+        let e = load("", &[]).unwrap_err();
+        assert!(e.to_string().contains("users or secrets"), "{e}");
+        let e = load(&format!("{users}[listen]\nudpp = []\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("udpp"), "{e}");
+        let e = load(users, &[("TURN_NOPE_X", "1")]).unwrap_err();
+        assert!(e.to_string().contains("TURN_NOPE_X"), "{e}");
+        let missing =
+            TurnConfig::load(Some(Path::new("/nonexistent.toml")), Vec::new()).unwrap_err();
+        assert!(matches!(missing, ConfigError::Read { .. }));
+    }
+}

@@ -1,0 +1,97 @@
+//! TURN metrics, registered into a caller's Prometheus registry (the SFU's
+//! own when embedded, so there is one registry per process).
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Every metric the relay exports.
+#[derive(Clone)]
+pub struct TurnMetrics {
+    /// Live allocations.
+    pub allocations: IntGauge,
+    /// Allocations ever created.
+    pub allocations_total: IntCounter,
+    /// Live permissions.
+    pub permissions: IntGauge,
+    /// Live channel bindings.
+    pub channels: IntGauge,
+    /// Datagrams relayed, by direction (`to_peer`, `to_client`).
+    pub relayed_packets: IntCounterVec,
+    /// Payload bytes relayed, by direction.
+    pub relayed_bytes: IntCounterVec,
+    /// Authentication failures, by reason.
+    pub auth_failures: IntCounterVec,
+    /// Peers refused by the address policy, by reason.
+    pub denied_peers: IntCounterVec,
+    /// Requests refused by a quota, by kind.
+    pub quota_rejections: IntCounterVec,
+    /// Datagrams dropped, by reason.
+    pub dropped: IntCounterVec,
+    /// Unauthenticated requests dropped by the per-source rate limit.
+    pub rate_limited: IntCounter,
+}
+
+impl TurnMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let vec = |name: &str, help: &str, label: &str| -> prometheus::Result<IntCounterVec> {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        Ok(Self {
+            allocations: gauge("turn_allocations", "Live allocations")?,
+            allocations_total: counter("turn_allocations_total", "Allocations created")?,
+            permissions: gauge("turn_permissions", "Live permissions")?,
+            channels: gauge("turn_channels", "Live channel bindings")?,
+            relayed_packets: vec(
+                "turn_relayed_packets_total",
+                "Datagrams relayed, by direction",
+                "direction",
+            )?,
+            relayed_bytes: vec(
+                "turn_relayed_bytes_total",
+                "Payload bytes relayed, by direction",
+                "direction",
+            )?,
+            auth_failures: vec(
+                "turn_auth_failures_total",
+                "Authentication failures, by reason",
+                "reason",
+            )?,
+            denied_peers: vec(
+                "turn_denied_peers_total",
+                "Peer addresses refused by policy, by reason",
+                "reason",
+            )?,
+            quota_rejections: vec(
+                "turn_quota_rejections_total",
+                "Requests refused by a quota, by kind",
+                "kind",
+            )?,
+            dropped: vec(
+                "turn_dropped_total",
+                "Datagrams dropped, by reason",
+                "reason",
+            )?,
+            rate_limited: counter(
+                "turn_unauthenticated_rate_limited_total",
+                "Unauthenticated requests dropped by the per-source rate limit",
+            )?,
+        })
+    }
+
+    /// Metrics in a private registry (tests, tools).
+    pub fn unregistered() -> Self {
+        Self::register(&Registry::new()).expect("fresh registry has no name clashes")
+    }
+}
