@@ -540,8 +540,18 @@ impl Engine {
                 return;
             };
             peer.dirty = false;
+            // str0m's pacer releases written packets on a timeout at `now`:
+            // run those here rather than waiting for the next timer pass.
+            let mut due_now = 4;
             loop {
                 match peer.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) if t <= now && due_now > 0 => {
+                        due_now -= 1;
+                        if peer.rtc.handle_input(Input::Timeout(now)).is_err() {
+                            peer.timeout = t;
+                            break;
+                        }
+                    }
                     Ok(Output::Timeout(t)) => {
                         peer.timeout = t;
                         break;
