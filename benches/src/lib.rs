@@ -329,6 +329,7 @@ impl FanoutHarness {
                     tcp: vec![],
                 },
                 ice_servers: vec![],
+                turn: None,
                 max_relay_bytes: 64 * 1024,
             },
             metrics.clone(),

@@ -20,6 +20,7 @@ fuzz_target!(|input: (String, Vec<Vec<u8>>)| {
             tcp: vec![],
         },
         ice_servers: vec![],
+        turn: None,
         max_relay_bytes: 1024,
     };
     let mut engine = Engine::new(config, Metrics::new());

@@ -15,7 +15,8 @@ macro_rules! retype {
         if let Ok(Some(v)) = $m.get::<$ty>() {
             if v.check().is_ok() {
                 let mut buf = Vec::new();
-                let mut b = MessageBuilder::new(&mut buf, $m.class(), $m.method(), $m.transaction_id());
+                let mut b =
+                    MessageBuilder::new(&mut buf, $m.class(), $m.method(), $m.transaction_id());
                 b.add(&v);
                 // No larger than the attribute was in the parsed message.
                 b.finish(None, false).expect("one decoded attribute fits");
@@ -40,7 +41,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = SendIndication::from_message(&m);
     let _ = DataIndication::from_message(&m);
-    let _ = (m.message_integrity(), m.message_integrity_sha256(), m.fingerprint());
+    let _ = (
+        m.message_integrity(),
+        m.message_integrity_sha256(),
+        m.fingerprint(),
+    );
     let _ = m.verify_integrity(KEY);
     let _ = m.verify_integrity_sha256(KEY);
     let _ = m.verify_integrity_sha256_truncated(KEY, 16);

@@ -40,6 +40,8 @@ pub struct Config {
     pub signaling: SignalingConfig,
     /// ICE servers handed to clients in `joined`.
     pub ice: IceConfig,
+    /// The embedded TURN relay.
+    pub turn: TurnConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -160,6 +162,47 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// `[turn]`: the TURN relay embedded in the SFU process. Clients get
+/// ephemeral TURN REST credentials for it in `joined.ice_servers`; it relays
+/// only to the SFU's own media address. For anything else run the
+/// standalone `turn-server`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// Run the embedded relay.
+    pub enabled: bool,
+    /// UDP listeners.
+    pub udp: Vec<SocketAddr>,
+    /// TCP listeners (for clients whose UDP is blocked).
+    pub tcp: Vec<SocketAddr>,
+    /// REALM.
+    pub realm: String,
+    /// TURN REST secret; empty: a random one per process (credentials then
+    /// only work against this process, which is all the SFU needs).
+    pub secret: String,
+    /// Lifetime of the credentials handed to clients (s).
+    pub credential_ttl_s: u64,
+    /// Relay ports.
+    pub port_min: u16,
+    /// Relay ports.
+    pub port_max: u16,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            udp: vec![([127, 0, 0, 1], 3478).into()],
+            tcp: vec![([127, 0, 0, 1], 3478).into()],
+            realm: "sfu.local".into(),
+            secret: String::new(),
+            credential_ttl_s: 86_400,
+            port_min: 49152,
+            port_max: 65535,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -267,7 +310,7 @@ impl Config {
     }
 }
 
-const SECTIONS: &[&str] = &["http", "media", "auth", "signaling", "ice", "log"];
+const SECTIONS: &[&str] = &["http", "media", "auth", "signaling", "ice", "turn", "log"];
 
 /// An environment value is TOML if it parses as a TOML value, else a string
 /// (so `SFU_HTTP_LISTEN=0.0.0.0:80` and `SFU_MEDIA_ANNOUNCE=["1.2.3.4"]` both work).

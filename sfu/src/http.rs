@@ -34,6 +34,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// To the engine task.
     pub commands: mpsc::Sender<Command>,
+    /// Embedded TURN credentials for WHIP/WHEP `Link` headers.
+    pub turn: Option<crate::turn::TurnCredentials>,
     conn_ids: Arc<AtomicU64>,
 }
 
@@ -44,12 +46,14 @@ impl AppState {
         auth: TokenAuthority,
         metrics: Metrics,
         commands: mpsc::Sender<Command>,
+        turn: Option<crate::turn::TurnCredentials>,
     ) -> Self {
         Self {
             config,
             auth,
             metrics,
             commands,
+            turn,
             conn_ids: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -199,7 +203,11 @@ async fn ask<T>(
     rx.await.map_err(|_| unavailable())
 }
 
-fn session_response(state: &AppState, result: Result<(String, String), SessionError>) -> Response {
+fn session_response(
+    state: &AppState,
+    identity: &str,
+    result: Result<(String, String), SessionError>,
+) -> Response {
     match result {
         Ok((session, answer)) => {
             let mut response = (
@@ -211,7 +219,8 @@ fn session_response(state: &AppState, result: Result<(String, String), SessionEr
                 answer,
             )
                 .into_response();
-            for server in &state.config.ice.servers {
+            let turn = state.turn.as_ref().map(|t| t.ice_server(identity));
+            for server in state.config.ice.servers.iter().chain(&turn) {
                 for url in &server.urls {
                     let mut link = format!("<{url}>; rel=\"ice-server\"");
                     if let (Some(u), Some(c)) = (&server.username, &server.credential) {
@@ -252,6 +261,7 @@ async fn whip(
         Ok(o) => o,
         Err(r) => return r.into_response(),
     };
+    let identity = grants.identity.clone();
     match ask(&state, |reply| Command::Whip {
         grants,
         offer,
@@ -259,7 +269,7 @@ async fn whip(
     })
     .await
     {
-        Ok(result) => session_response(&state, result),
+        Ok(result) => session_response(&state, &identity, result),
         Err(r) => r.into_response(),
     }
 }
@@ -279,6 +289,7 @@ async fn whep(
         Ok(o) => o,
         Err(r) => return r.into_response(),
     };
+    let identity = grants.identity.clone();
     match ask(&state, |reply| Command::Whep {
         grants,
         target,
@@ -287,7 +298,7 @@ async fn whep(
     })
     .await
     {
-        Ok(result) => session_response(&state, result),
+        Ok(result) => session_response(&state, &identity, result),
         Err(r) => r.into_response(),
     }
 }

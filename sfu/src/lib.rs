@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod room;
 pub mod server;
 pub mod signal;
+pub mod turn;

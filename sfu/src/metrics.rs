@@ -126,6 +126,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for components that add their own metrics (the embedded TURN relay).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

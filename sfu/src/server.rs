@@ -26,11 +26,14 @@ pub struct Server {
     pub udp_addr: SocketAddr,
     /// Bound ICE-TCP address, if enabled.
     pub tcp_addr: Option<SocketAddr>,
+    /// Bound UDP addresses of the embedded TURN relay, if enabled.
+    pub turn_addrs: Vec<SocketAddr>,
     /// The metrics registry.
     pub metrics: Metrics,
     commands: mpsc::Sender<Command>,
     shutdown: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
+    turn: Option<crate::turn::EmbeddedTurn>,
 }
 
 impl Server {
@@ -77,11 +80,25 @@ impl Server {
             udp: announce(udp_addr),
             tcp: tcp_addr.map(announce).unwrap_or_default(),
         };
+        let turn = if config.turn.enabled {
+            let turn = crate::turn::start(
+                &config.turn,
+                udp_addr,
+                &config.media.announce,
+                metrics.registry(),
+            )?;
+            info!(udp = ?turn.service.udp_addrs, "embedded TURN relay listening");
+            Some(turn)
+        } else {
+            None
+        };
+        let turn_credentials = turn.as_ref().map(|t| t.credentials.clone());
         let engine = Engine::new(
             EngineConfig {
                 media: config.media.clone(),
                 local,
                 ice_servers: config.ice.servers.clone(),
+                turn: turn_credentials.clone(),
                 max_relay_bytes: config.signaling.max_relay_bytes,
             },
             metrics.clone(),
@@ -91,7 +108,13 @@ impl Server {
         if let Some(l) = tcp {
             tasks.push(tokio::spawn(ice_tcp::accept_loop(l, commands.clone())));
         }
-        let state = AppState::new(config.clone(), auth, metrics.clone(), commands.clone());
+        let state = AppState::new(
+            config.clone(),
+            auth,
+            metrics.clone(),
+            commands.clone(),
+            turn_credentials,
+        );
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(http, router(state)).with_graceful_shutdown(async {
@@ -106,6 +129,11 @@ impl Server {
             http_addr,
             udp_addr,
             tcp_addr,
+            turn_addrs: turn
+                .as_ref()
+                .map(|t| t.service.udp_addrs.clone())
+                .unwrap_or_default(),
+            turn,
             metrics,
             commands,
             shutdown: Some(shutdown),
@@ -128,6 +156,9 @@ impl Server {
         }
         for t in self.tasks.drain(..) {
             let _ = t.await;
+        }
+        if let Some(turn) = self.turn.take() {
+            turn.service.stop();
         }
     }
 }

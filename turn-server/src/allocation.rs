@@ -220,6 +220,12 @@ pub struct Allocated {
     pub address_error: Option<(AddressFamily, TurnError)>,
     /// The client asked for DONT-FRAGMENT: set DF on the relay sockets.
     pub dont_fragment: bool,
+    /// This answers a retransmitted Allocate (same 5-tuple, transaction
+    /// and user): the allocation existed already and its relay sockets are
+    /// bound. The shell must not bind them again (that would fail and send
+    /// it to [`crate::table::AllocationTable::bind_failed`]); it only
+    /// repeats the answer.
+    pub retransmission: bool,
 }
 
 /// Slab handle: index plus generation, so a stale timer or index entry can

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,8 @@ pub struct TurnConfig {
     pub server: ServerSection,
     /// Client-facing listeners.
     pub listen: ListenSection,
+    /// Certificate of the TLS listeners.
+    pub tls: TlsSection,
     /// Relayed transport addresses.
     pub relay: RelaySection,
     /// Credentials.
@@ -71,13 +73,63 @@ impl Default for ServerSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ListenSection {
     /// UDP listeners.
+    #[serde(deserialize_with = "socket_addrs")]
     pub udp: Vec<SocketAddr>,
+    /// TCP listeners (RFC 8656 §3.1: STUN and ChannelData framed on a stream).
+    #[serde(deserialize_with = "socket_addrs")]
+    pub tcp: Vec<SocketAddr>,
+    /// TLS-over-TCP listeners (any port, 443 included); need `[tls]`.
+    #[serde(deserialize_with = "socket_addrs")]
+    pub tls: Vec<SocketAddr>,
+}
+
+/// Listener addresses, with an error that names the bad one.
+fn socket_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|a| {
+            a.parse().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{a}` is not an IP:port address (like \"0.0.0.0:3478\" or \"[::]:443\"; \
+                     host names are not resolved)"
+                ))
+            })
+        })
+        .collect()
 }
 
 impl Default for ListenSection {
     fn default() -> Self {
         Self {
             udp: vec![([127, 0, 0, 1], 3478).into()],
+            tcp: vec![([127, 0, 0, 1], 3478).into()],
+            tls: Vec::new(),
+        }
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// Without `cert`/`key`: serve a self-signed development certificate
+    /// generated at start for the TLS listeners' addresses and `localhost`.
+    pub dev_cert: bool,
+    /// Seconds a client has to complete the TLS handshake.
+    pub handshake_timeout_s: u64,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            dev_cert: false,
+            handshake_timeout_s: 10,
         }
     }
 }
@@ -147,6 +199,10 @@ pub struct LimitsSection {
     pub unauthenticated_per_s: f64,
     /// Burst of unauthenticated requests per source.
     pub unauthenticated_burst: f64,
+    /// TCP and TLS client connections open at once, all listeners together.
+    pub max_connections: usize,
+    /// Seconds a TCP/TLS connection without an allocation may stay silent.
+    pub connection_idle_timeout_s: u64,
 }
 
 impl Default for LimitsSection {
@@ -161,6 +217,8 @@ impl Default for LimitsSection {
             bandwidth_bytes_per_s: 4_000_000,
             unauthenticated_per_s: 50.0,
             unauthenticated_burst: 200.0,
+            max_connections: 100_000,
+            connection_idle_timeout_s: 60,
         }
     }
 }
@@ -174,7 +232,7 @@ pub struct MetricsSection {
 }
 
 const SECTIONS: &[&str] = &[
-    "server", "listen", "relay", "auth", "policy", "limits", "metrics",
+    "server", "listen", "tls", "relay", "auth", "policy", "limits", "metrics",
 ];
 
 impl TurnConfig {
@@ -226,8 +284,50 @@ impl TurnConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if self.listen.udp.is_empty() {
-            return invalid("listen.udp needs at least one address".into());
+        let listen = &self.listen;
+        if listen.udp.is_empty() && listen.tcp.is_empty() && listen.tls.is_empty() {
+            return invalid("listen: configure at least one udp, tcp or tls address".into());
+        }
+        // SO_REUSEPORT would let a second listener on the same port share
+        // (and silently split) its connections: refuse duplicates, and a
+        // port serving both plain TCP and TLS.
+        let streams = listen.tcp.iter().map(|a| ("tcp", a));
+        let streams: Vec<_> = streams
+            .chain(listen.tls.iter().map(|a| ("tls", a)))
+            .collect();
+        for (i, (kind_a, a)) in streams.iter().enumerate() {
+            for (kind_b, b) in &streams[i + 1..] {
+                if a.port() != 0 && a.port() == b.port() && overlapping_ips(a.ip(), b.ip()) {
+                    return invalid(format!(
+                        "listen: {a} ({kind_a}) and {b} ({kind_b}) would share one TCP port"
+                    ));
+                }
+            }
+        }
+        for (i, a) in listen.udp.iter().enumerate() {
+            if listen.udp[i + 1..]
+                .iter()
+                .any(|b| a.port() != 0 && a.port() == b.port() && overlapping_ips(a.ip(), b.ip()))
+            {
+                return invalid(format!("listen.udp: {a} is listed twice"));
+            }
+        }
+        let tls = &self.tls;
+        if tls.cert.is_some() != tls.key.is_some() {
+            return invalid("tls: cert and key go together (set both or neither)".into());
+        }
+        if !listen.tls.is_empty() && tls.cert.is_none() && !tls.dev_cert {
+            return invalid(
+                "listen.tls needs tls.cert and tls.key (or tls.dev_cert = true for a \
+                 self-signed development certificate)"
+                    .into(),
+            );
+        }
+        if tls.handshake_timeout_s == 0 {
+            return invalid("tls.handshake_timeout_s must be above 0".into());
+        }
+        if self.limits.connection_idle_timeout_s == 0 {
+            return invalid("limits.connection_idle_timeout_s must be above 0".into());
         }
         if self.relay.ips.is_empty() || self.relay.ips.iter().any(|ip| ip.is_unspecified()) {
             return invalid("relay.ips needs concrete addresses (not 0.0.0.0 or ::)".into());
@@ -251,6 +351,22 @@ impl TurnConfig {
         Ok(())
     }
 
+    /// Every address clients reach the server on (the policy denies
+    /// relaying to them).
+    pub fn listen_ips(&self) -> Vec<IpAddr> {
+        let l = &self.listen;
+        let mut ips: Vec<IpAddr> = l
+            .udp
+            .iter()
+            .chain(&l.tcp)
+            .chain(&l.tls)
+            .map(|a| a.ip())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ips
+    }
+
     /// Lifetime defaults as durations.
     pub fn lifetimes(&self) -> (Duration, Duration) {
         (
@@ -258,6 +374,14 @@ impl TurnConfig {
             Duration::from_secs(self.limits.max_lifetime_s),
         )
     }
+}
+
+/// True if listeners on `a` and `b` with one port would collide (equal, or
+/// one is the wildcard of the same family, or `::` which may be dual-stack).
+fn overlapping_ips(a: IpAddr, b: IpAddr) -> bool {
+    a == b
+        || (a.is_unspecified() && (a.is_ipv4() == b.is_ipv4() || a.is_ipv6()))
+        || (b.is_unspecified() && (a.is_ipv4() == b.is_ipv4() || b.is_ipv6()))
 }
 
 #[cfg(test)]
@@ -289,6 +413,54 @@ mod tests {
     }
 
     #[test]
+    fn stream_listeners_and_tls() {
+        let users = "[auth]\nusers = { a = \"b\" }\n";
+        let c = load(users, &[]).unwrap();
+        assert_eq!(c.listen.tcp, vec!["127.0.0.1:3478".parse().unwrap()]);
+        assert!(c.listen.tls.is_empty() && !c.tls.dev_cert);
+        let c = load(
+            users,
+            &[
+                ("TURN_LISTEN_TLS", "[\"0.0.0.0:443\"]"),
+                ("TURN_TLS_CERT", "/etc/turn/cert.pem"),
+                ("TURN_TLS_KEY", "/etc/turn/key.pem"),
+                ("TURN_LIMITS_CONNECTION_IDLE_TIMEOUT_S", "30"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen.tls, vec!["0.0.0.0:443".parse().unwrap()]);
+        assert_eq!(c.tls.cert.as_deref(), Some(Path::new("/etc/turn/cert.pem")));
+        assert_eq!(c.limits.connection_idle_timeout_s, 30);
+        // A TLS listener needs a certificate or the development one.
+        let e = load(
+            &format!("{users}[listen]\ntls = [\"127.0.0.1:5349\"]\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("listen.tls needs tls.cert"), "{e}");
+        let dev = format!("{users}[listen]\ntls = [\"127.0.0.1:5349\"]\n[tls]\ndev_cert = true\n");
+        assert!(load(&dev, &[]).is_ok());
+        let e = load(&format!("{users}[tls]\ncert = \"c.pem\"\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("cert and key go together"), "{e}");
+        // One port can't be plain TCP and TLS (SO_REUSEPORT would split it).
+        let e = load(&dev, &[("TURN_LISTEN_TCP", "[\"0.0.0.0:5349\"]")]).unwrap_err();
+        assert!(e.to_string().contains("would share one TCP port"), "{e}");
+        let e = load(
+            &format!("{users}[listen]\ntcp = [\"127.0.0.1:3478\", \"127.0.0.1:3478\"]\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("would share"), "{e}");
+        // Port 0 (tests) never collides.
+        let zero = format!(
+            "{users}[listen]\ntcp = [\"127.0.0.1:0\"]\ntls = [\"127.0.0.1:0\"]\n[tls]\ndev_cert = true\n"
+        );
+        assert!(load(&zero, &[]).is_ok());
+        let e = load(&format!("{users}[tls]\nhandshake_timeout_s = 0\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("handshake_timeout_s"), "{e}");
+    }
+
+    #[test]
     fn clear_errors() {
         let users = "[auth]\nusers = { a = \"b\" }\n";
         let e = load(
@@ -305,6 +477,10 @@ mod tests {
         assert!(e.to_string().contains("udpp"), "{e}");
         let e = load(users, &[("TURN_NOPE_X", "1")]).unwrap_err();
         assert!(e.to_string().contains("TURN_NOPE_X"), "{e}");
+        let e = load(&format!("{users}[listen]\nudp = []\ntcp = []\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("at least one"), "{e}");
+        let e = load(&format!("{users}[listen]\ntcp = [\"localhost:80\"]\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("localhost:80"), "{e}");
         let missing =
             TurnConfig::load(Some(Path::new("/nonexistent.toml")), Vec::new()).unwrap_err();
         assert!(matches!(missing, ConfigError::Read { .. }));

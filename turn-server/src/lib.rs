@@ -20,8 +20,12 @@ pub mod port_pool;
 pub mod quota;
 pub mod rate_limit;
 pub mod server;
+#[cfg(test)]
+mod server_tests;
 pub mod service;
+pub mod stream;
 pub mod stun;
 pub mod table;
+pub mod tls;
 pub mod turn_error;
 pub mod worker;

@@ -8,8 +8,8 @@ use turn_server::config::TurnConfig;
 use turn_server::credentials::mint_rest_credentials;
 use turn_server::service::{serve_metrics, TurnService};
 
-/// TURN relay (RFC 8656): UDP listener, long-term and REST credentials,
-/// deny-by-default peer policy, quotas.
+/// TURN relay (RFC 8656): UDP, TCP and TLS listeners, long-term and REST
+/// credentials, deny-by-default peer policy, quotas.
 #[derive(Parser)]
 #[command(
     version,
@@ -67,7 +67,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(addr) = config.metrics.listen {
         serve_metrics(addr, registry.clone())?;
     }
-    tracing::info!(udp = ?service.udp_addrs, realm = %config.server.realm, "turn-server listening");
+    tracing::info!(
+        udp = ?service.udp_addrs,
+        tcp = ?service.tcp_addrs,
+        tls = ?service.tls_addrs,
+        realm = %config.server.realm,
+        "turn-server listening"
+    );
     let (tx, rx) = std::sync::mpsc::channel();
     ctrlc_channel(tx);
     let _ = rx.recv();

@@ -1,7 +1,7 @@
 //! TURN metrics, registered into a caller's Prometheus registry (the SFU's
 //! own when embedded, so there is one registry per process).
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Every metric the relay exports.
 #[derive(Clone)]
@@ -28,6 +28,10 @@ pub struct TurnMetrics {
     pub dropped: IntCounterVec,
     /// Unauthenticated requests dropped by the per-source rate limit.
     pub rate_limited: IntCounter,
+    /// Open TCP/TLS client connections, by transport (`tcp`, `tls`).
+    pub connections: IntGaugeVec,
+    /// TCP/TLS client connections closed, by reason.
+    pub connections_closed: IntCounterVec,
 }
 
 impl TurnMetrics {
@@ -86,6 +90,19 @@ impl TurnMetrics {
             rate_limited: counter(
                 "turn_unauthenticated_rate_limited_total",
                 "Unauthenticated requests dropped by the per-source rate limit",
+            )?,
+            connections: {
+                let g = IntGaugeVec::new(
+                    Opts::new("turn_connections", "Open TCP/TLS client connections"),
+                    &["transport"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            connections_closed: vec(
+                "turn_connections_closed_total",
+                "TCP/TLS client connections closed, by reason",
+                "reason",
             )?,
         })
     }

@@ -6,11 +6,21 @@
 //! `Arc` is handed to every table: an atomic counter for the total and a
 //! sharded `DashMap` for the per-user counts (touched only on Allocate and
 //! on deletion, never per packet).
+//!
+//! It is also where the rest of the server-wide allocation state lives,
+//! because it is the one object every table of a server already shares:
+//! relay port ownership and the EVEN-PORT reservation registry
+//! ([`SharedPorts`], see [`crate::port_pool`]), so a RESERVATION-TOKEN
+//! issued by one worker's table can be claimed in another's. Tables that
+//! share a `SharedQuotas` must therefore belong to one server (the same
+//! relay IPs, disjoint port slices); independent servers get their own.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+
+use crate::port_pool::SharedPorts;
 
 /// The limits. `usize::MAX` means unlimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +56,7 @@ pub struct SharedQuotas {
     limits: QuotaLimits,
     total: AtomicUsize,
     per_user: DashMap<Box<str>, usize>,
+    ports: SharedPorts,
 }
 
 impl SharedQuotas {
@@ -55,7 +66,13 @@ impl SharedQuotas {
             limits,
             total: AtomicUsize::new(0),
             per_user: DashMap::new(),
+            ports: SharedPorts::new(),
         })
+    }
+
+    /// Relay port ownership and EVEN-PORT reservations, server-wide.
+    pub fn ports(&self) -> &SharedPorts {
+        &self.ports
     }
 
     /// The configured limits.

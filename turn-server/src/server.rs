@@ -3,6 +3,16 @@
 //! authenticates (stateless nonces, long-term and REST credentials) and
 //! drives the [`AllocationTable`]. Relay sockets are opened and closed
 //! through [`RelaySockets`], the one thing the I/O shell lends it.
+//!
+//! Time is injected: every handler takes the `Instant` it runs at. Unix
+//! time (nonce timestamps, REST credential expiry) comes from the system
+//! clock unless [`TurnServer::with_unix_time_at`] pins it to the injected
+//! `Instant`s, which tests and simulations do.
+//!
+//! Every answer to a request that was not authenticated (Binding, 400,
+//! 401, 420, 438) costs its source a token of the per-source rate limit;
+//! without one the request is dropped silently. Answers that are signed
+//! with a verified key, and relayed data, are never limited.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -66,9 +76,31 @@ pub struct ServerConfig {
     pub software: Option<String>,
 }
 
+/// Where Unix time comes from.
+#[derive(Clone, Copy, Debug)]
+enum UnixClock {
+    /// The system clock (production).
+    System,
+    /// Derived from the injected `Instant`s: `at` is Unix second `unix`.
+    Pinned { at: Instant, unix: u64 },
+}
+
+impl UnixClock {
+    fn unix(self, now: Instant) -> u64 {
+        match self {
+            Self::System => unix_now(),
+            Self::Pinned { at, unix } => match now.checked_duration_since(at) {
+                Some(after) => unix.saturating_add(after.as_secs()),
+                None => unix.saturating_sub(at.saturating_duration_since(now).as_secs()),
+            },
+        }
+    }
+}
+
 /// The protocol state of one worker.
 pub struct TurnServer {
     config: ServerConfig,
+    clock: UnixClock,
     table: AllocationTable,
     credentials: Arc<Credentials>,
     nonces: Arc<NonceKey>,
@@ -89,8 +121,6 @@ enum Auth<'m> {
     },
     /// Answer with this error (401/438/400), unauthenticated.
     Reject(u16, &'static str),
-    /// Drop silently (rate limited).
-    Drop,
 }
 
 fn unix_now() -> u64 {
@@ -112,6 +142,7 @@ impl TurnServer {
     ) -> Self {
         Self {
             config,
+            clock: UnixClock::System,
             table,
             credentials,
             nonces,
@@ -120,6 +151,16 @@ impl TurnServer {
             out: Vec::with_capacity(2048),
             expired: Vec::new(),
         }
+    }
+
+    /// Takes Unix time from the injected clock instead of the system's:
+    /// the `Instant` `at` is Unix second `unix`, and the `now` passed to
+    /// every handler moves it on. For tests and simulations, so nonce
+    /// expiry (438) and REST credential expiry follow injected time.
+    #[must_use]
+    pub fn with_unix_time_at(mut self, at: Instant, unix: u64) -> Self {
+        self.clock = UnixClock::Pinned { at, unix };
+        self
     }
 
     /// The allocation table (for stats and tests).
@@ -165,6 +206,10 @@ impl TurnServer {
         match stun::packet_kind(data) {
             PacketKind::ChannelData => self.channel_data_from_client(now, &tuple, data),
             PacketKind::Stun => match Message::parse(data) {
+                // RFC 8489 §7.3: a wrong FINGERPRINT means it is not STUN.
+                Ok(msg) if msg.fingerprint().is_some() && !msg.verify_fingerprint() => {
+                    self.drop("bad_fingerprint")
+                }
                 Ok(msg) => self.message_from_client(now, tuple, msg, sockets),
                 Err(_) => self.drop("malformed"),
             },
@@ -241,7 +286,11 @@ impl TurnServer {
             Class::Indication if method == Method::SEND => self.send_indication(now, &tuple, msg),
             Class::Request => {
                 if let Some(unknown) = msg.unknown_comprehension_required() {
+                    if !self.admit(now, &tuple) {
+                        return None;
+                    }
                     return self.error(
+                        now,
                         &tuple,
                         &msg,
                         420,
@@ -251,6 +300,9 @@ impl TurnServer {
                     );
                 }
                 if method == Method::BINDING {
+                    if !self.admit(now, &tuple) {
+                        return None;
+                    }
                     return self.binding(&tuple, &msg);
                 }
                 let known = [
@@ -260,7 +312,10 @@ impl TurnServer {
                     Method::CHANNEL_BIND,
                 ];
                 if !known.contains(&method) {
-                    return self.error(&tuple, &msg, 400, "Bad Request", None, None);
+                    if !self.admit(now, &tuple) {
+                        return None;
+                    }
+                    return self.error(now, &tuple, &msg, 400, "Bad Request", None, None);
                 }
                 match self.authenticate(now, &tuple, &msg) {
                     Auth::Ok {
@@ -271,12 +326,16 @@ impl TurnServer {
                     } => {
                         let result =
                             self.request(now, &tuple, &msg, username, &quota_user, key, sockets);
-                        self.respond(&tuple, &msg, result, key, sha256)
+                        self.respond(now, &tuple, &msg, result, key, sha256)
                     }
+                    // Challenges and failures are unauthenticated answers:
+                    // rate limited per source like everything above.
                     Auth::Reject(code, reason) => {
-                        self.error(&tuple, &msg, code, reason, None, None)
+                        if !self.admit(now, &tuple) {
+                            return None;
+                        }
+                        self.error(now, &tuple, &msg, code, reason, None, None)
                     }
-                    Auth::Drop => None,
                 }
             }
             // Responses and other indications have no business here.
@@ -290,6 +349,12 @@ impl TurnServer {
         tuple: &FiveTuple,
         msg: Message<'a>,
     ) -> Option<Transmit<'a>> {
+        // RFC 8489 §6.3.2: an indication with an unknown
+        // comprehension-required attribute is discarded. (No allocation
+        // unless there is one.)
+        if msg.unknown_comprehension_required().is_some() {
+            return self.drop("unknown_attribute");
+        }
         let (Ok(Some(XorPeerAddress(peer))), Ok(Some(Data(payload)))) =
             (msg.get::<XorPeerAddress>(), msg.get::<Data>())
         else {
@@ -337,11 +402,8 @@ impl TurnServer {
         let has_sha1 = msg.message_integrity().is_some();
         let has_sha256 = msg.message_integrity_sha256().is_some();
         if !has_sha1 && !has_sha256 {
-            // The first request of every client: challenge, within the rate limit.
-            if !self.limiter.try_acquire(tuple.client.ip(), now) {
-                self.metrics.rate_limited.inc();
-                return Auth::Drop;
-            }
+            // The first request of every client: challenge (the caller
+            // applies the rate limit).
             return Auth::Reject(401, "Unauthorized");
         }
         let (Ok(Some(Username(username))), Ok(Some(Realm(realm))), Ok(Some(attrs::Nonce(nonce)))) = (
@@ -352,16 +414,19 @@ impl TurnServer {
             self.auth_failure("missing_attributes");
             return Auth::Reject(400, "Bad Request");
         };
-        let unix = unix_now();
+        let unix = self.clock.unix(now);
         match self.nonces.check(nonce, tuple.client, unix) {
             NonceCheck::Valid => {}
             NonceCheck::Stale => {
                 self.auth_failure("stale_nonce");
                 return Auth::Reject(438, "Stale Nonce");
             }
+            // Not ours (a restart with a new key, another server, another
+            // client address): 438 too, so the client retries with the
+            // fresh nonce instead of giving up on its password (nonce.rs).
             NonceCheck::Invalid => {
                 self.auth_failure("bad_nonce");
-                return Auth::Reject(401, "Unauthorized");
+                return Auth::Reject(438, "Stale Nonce");
             }
         }
         if realm != self.config.realm {
@@ -541,6 +606,11 @@ impl TurnServer {
             .map(|t| ReservationToken(t.0));
         req.dont_fragment = matches!(msg.get::<DontFragment>(), Ok(Some(_)));
         let mut allocated = self.table.allocate(*tuple, &req, now)?;
+        if allocated.retransmission {
+            // Its relay sockets are bound already: binding them again would
+            // fail and move the allocation to another port.
+            return Ok(Success::Allocated(allocated, tuple.client));
+        }
         // Bind every relay socket; a taken port makes the table pick another.
         for _attempt in 0..16 {
             let failed = allocated
@@ -562,6 +632,7 @@ impl TurnServer {
 
     fn respond<'a>(
         &'a mut self,
+        now: Instant,
         tuple: &FiveTuple,
         msg: &Message<'_>,
         result: Result<Success, TurnError>,
@@ -572,7 +643,7 @@ impl TurnServer {
             Ok(s) => s,
             Err(e) => {
                 let reason = e.reason_phrase();
-                return self.error(tuple, msg, e.code(), reason, None, Some((key, sha256)));
+                return self.error(now, tuple, msg, e.code(), reason, None, Some((key, sha256)));
             }
         };
         self.out.clear();
@@ -619,8 +690,10 @@ impl TurnServer {
 
     /// An error response; 401 and 438 carry a fresh NONCE and the REALM;
     /// errors to authenticated requests are signed with the request's key.
+    #[allow(clippy::too_many_arguments)]
     fn error<'a>(
         &'a mut self,
+        now: Instant,
         tuple: &FiveTuple,
         msg: &Message<'_>,
         code: u16,
@@ -628,7 +701,8 @@ impl TurnServer {
         unknown: Option<&[u16]>,
         signed: Option<(SessionKey, bool)>,
     ) -> Option<Transmit<'a>> {
-        let nonce = matches!(code, 401 | 438).then(|| self.nonces.issue(tuple.client, unix_now()));
+        let unix = self.clock.unix(now);
+        let nonce = matches!(code, 401 | 438).then(|| self.nonces.issue(tuple.client, unix));
         self.out.clear();
         let mut b = MessageBuilder::new(
             &mut self.out,
@@ -658,6 +732,16 @@ impl TurnServer {
             to: Destination::Client(*tuple),
             data: &self.out,
         })
+    }
+
+    /// May `tuple`'s source get one more unauthenticated answer? Counts
+    /// the refusals.
+    fn admit(&mut self, now: Instant, tuple: &FiveTuple) -> bool {
+        if self.limiter.try_acquire(tuple.client.ip(), now) {
+            return true;
+        }
+        self.metrics.rate_limited.inc();
+        false
     }
 
     fn auth_failure(&self, reason: &str) {

@@ -1,12 +1,15 @@
 //! Starting the relay: workers per listener, shared credentials, nonces and
-//! quotas, and (standalone) a `/metrics` endpoint.
+//! quotas, TLS configuration, and (standalone) a `/metrics` endpoint.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use mio::net::UdpSocket;
 use prometheus::Registry;
+use rustls::pki_types::CertificateDer;
 
 use crate::address_policy::AddressPolicy;
 use crate::bandwidth::BandwidthLimit;
@@ -17,14 +20,50 @@ use crate::nonce::NonceKey;
 use crate::quota::{QuotaLimits, SharedQuotas};
 use crate::rate_limit::{RateLimitConfig, RateLimiter};
 use crate::server::{ServerConfig, TurnServer};
+use crate::stream::StreamTimeouts;
 use crate::table::{split_port_range, AllocationTable, TableConfig};
-use crate::worker::{self, WorkerHandle};
+use crate::tls;
+use crate::worker::{self, StreamLimits, StreamListener, WorkerHandle, WorkerSockets};
 
 /// A running relay.
 pub struct TurnService {
-    /// Bound UDP listener addresses.
+    /// Bound UDP listener addresses (port 0 resolved).
     pub udp_addrs: Vec<SocketAddr>,
+    /// Bound TCP listener addresses.
+    pub tcp_addrs: Vec<SocketAddr>,
+    /// Bound TLS listener addresses.
+    pub tls_addrs: Vec<SocketAddr>,
+    tls_chain: Vec<CertificateDer<'static>>,
     workers: Vec<WorkerHandle>,
+}
+
+/// Binds `count` SO_REUSEPORT sockets on `addr` with `bind`; the first
+/// resolves port 0 and the others share its port. A port another socket
+/// already holds is refused by a probe first.
+fn bind_group<S>(
+    kind: &str,
+    addr: SocketAddr,
+    count: usize,
+    probe: socket2::Type,
+    bind: impl Fn(SocketAddr) -> std::io::Result<S>,
+    local: impl Fn(&S) -> std::io::Result<SocketAddr>,
+) -> anyhow::Result<(SocketAddr, Vec<S>)> {
+    let fail = |e: std::io::Error| {
+        let why = match e.kind() {
+            std::io::ErrorKind::AddrInUse => "the port is in use".to_string(),
+            _ => e.to_string(),
+        };
+        anyhow::anyhow!("cannot bind TURN {kind} listener {addr}: {why}")
+    };
+    worker::probe_free(addr, probe).map_err(fail)?;
+    let mut bound = addr;
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = bind(bound).map_err(fail)?;
+        bound = local(&socket).map_err(fail)?;
+        sockets.push(socket);
+    }
+    Ok((bound, sockets))
 }
 
 impl TurnService {
@@ -36,6 +75,18 @@ impl TurnService {
         extra_allow: &[SocketAddr],
     ) -> anyhow::Result<TurnService> {
         config.validate()?;
+        let tls = if config.listen.tls.is_empty() {
+            None
+        } else {
+            let setup = tls::setup(&config.tls, &config.listen.tls)?;
+            if setup.dev {
+                tracing::warn!(
+                    "TLS listeners use a self-signed DEVELOPMENT certificate (tls.dev_cert); \
+                     configure tls.cert and tls.key for production"
+                );
+            }
+            Some(setup)
+        };
         let metrics = TurnMetrics::register(registry).context("registering TURN metrics")?;
         let mut credentials = Credentials::new();
         for (user, password) in &config.auth.users {
@@ -46,7 +97,7 @@ impl TurnService {
         }
         let credentials = Arc::new(credentials);
         let nonces = Arc::new(NonceKey::random());
-        let server_ips: Vec<_> = config.listen.udp.iter().map(|a| a.ip()).collect();
+        let server_ips = config.listen_ips();
         let mut policy =
             AddressPolicy::from_config(&config.policy.allow, &config.policy.deny, &server_ips)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -69,67 +120,138 @@ impl TurnService {
             bytes_per_second: config.limits.bandwidth_bytes_per_s,
             burst_bytes: config.limits.bandwidth_bytes_per_s,
         });
-        let parts = threads * config.listen.udp.len();
-        let mut workers = Vec::new();
+        // `threads` workers per UDP listener (one group if there is none);
+        // every worker also gets a listener of each TCP/TLS address.
+        let groups = config.listen.udp.len().max(1);
+        let parts = threads * groups;
+
+        // Bind everything before starting anything: a bad address or a
+        // taken port fails the start cleanly.
         let mut udp_addrs = Vec::new();
-        for (l, listen) in config.listen.udp.iter().enumerate() {
-            // The first socket resolves port 0; the others share its port.
-            let mut bound = *listen;
-            for w in 0..threads {
-                let socket = worker::udp_socket(bound, true)
-                    .with_context(|| format!("cannot bind TURN UDP {bound}"))?;
-                bound = socket.local_addr()?;
-                let index = l * threads + w;
-                let (port_min, port_max) =
-                    split_port_range(config.relay.port_min, config.relay.port_max, parts, index)
-                        .context("relay port range too small for the number of workers")?;
-                let table = AllocationTable::new(
-                    TableConfig {
-                        relay_ips: config.relay.ips.clone(),
-                        port_min,
-                        port_max,
-                        default_lifetime,
-                        max_lifetime,
-                        max_permissions_per_allocation: config
-                            .limits
-                            .max_permissions_per_allocation,
-                        max_channels_per_allocation: config.limits.max_channels_per_allocation,
-                        bandwidth,
-                        ..TableConfig::default()
-                    },
-                    policy.clone(),
-                    quotas.clone(),
-                    Instant::now(),
-                )
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let limiter = RateLimiter::new(
-                    RateLimitConfig {
-                        per_second: config.limits.unauthenticated_per_s,
-                        burst: config.limits.unauthenticated_burst,
-                        ..RateLimitConfig::default()
-                    },
-                    Instant::now(),
-                );
-                let server = TurnServer::new(
-                    ServerConfig {
-                        realm: config.server.realm.clone(),
-                        software: (!config.server.software.is_empty())
-                            .then(|| config.server.software.clone()),
-                    },
-                    table,
-                    credentials.clone(),
-                    nonces.clone(),
-                    limiter,
-                    metrics.clone(),
-                );
-                workers.push(worker::spawn(format!("turn-{index}"), socket, server)?);
-            }
+        let mut udp_sockets: Vec<Option<UdpSocket>> = Vec::new();
+        for listen in &config.listen.udp {
+            let (bound, sockets) = bind_group(
+                "UDP",
+                *listen,
+                threads,
+                socket2::Type::DGRAM,
+                |a| worker::udp_socket(a, true),
+                |s| s.local_addr(),
+            )?;
             udp_addrs.push(bound);
+            udp_sockets.extend(sockets.into_iter().map(Some));
         }
-        Ok(TurnService { udp_addrs, workers })
+        udp_sockets.resize_with(parts, || None);
+        let mut stream_sockets: Vec<Vec<StreamListener>> = (0..parts).map(|_| Vec::new()).collect();
+        let mut tcp_addrs = Vec::new();
+        let mut tls_addrs = Vec::new();
+        let tls_config = tls.as_ref().map(|t| t.config.clone());
+        let stream_addrs = config.listen.tcp.iter().map(|a| (*a, None));
+        let stream_addrs =
+            stream_addrs.chain(config.listen.tls.iter().map(|a| (*a, tls_config.clone())));
+        for (listen, tls) in stream_addrs {
+            let kind = if tls.is_some() { "TLS" } else { "TCP" };
+            let (bound, sockets) = bind_group(
+                kind,
+                listen,
+                parts,
+                socket2::Type::STREAM,
+                worker::tcp_listener,
+                |s| s.local_addr(),
+            )?;
+            if tls.is_some() {
+                tls_addrs.push(bound);
+            } else {
+                tcp_addrs.push(bound);
+            }
+            for (per_worker, listener) in stream_sockets.iter_mut().zip(sockets) {
+                per_worker.push(StreamListener {
+                    listener,
+                    tls: tls.clone(),
+                });
+            }
+        }
+        let limits = StreamLimits {
+            open: Arc::new(AtomicUsize::new(0)),
+            max_connections: config.limits.max_connections,
+            timeouts: StreamTimeouts {
+                handshake: Duration::from_secs(config.tls.handshake_timeout_s),
+                idle: Duration::from_secs(config.limits.connection_idle_timeout_s),
+            },
+        };
+
+        let mut workers = Vec::new();
+        let sockets = udp_sockets.into_iter().zip(stream_sockets);
+        for (index, (udp, streams)) in sockets.enumerate() {
+            let (port_min, port_max) =
+                split_port_range(config.relay.port_min, config.relay.port_max, parts, index)
+                    .context("relay port range too small for the number of workers")?;
+            let table = AllocationTable::new(
+                TableConfig {
+                    relay_ips: config.relay.ips.clone(),
+                    port_min,
+                    port_max,
+                    default_lifetime,
+                    max_lifetime,
+                    max_permissions_per_allocation: config.limits.max_permissions_per_allocation,
+                    max_channels_per_allocation: config.limits.max_channels_per_allocation,
+                    bandwidth,
+                    ..TableConfig::default()
+                },
+                policy.clone(),
+                quotas.clone(),
+                Instant::now(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let limiter = RateLimiter::new(
+                RateLimitConfig {
+                    per_second: config.limits.unauthenticated_per_s,
+                    burst: config.limits.unauthenticated_burst,
+                    ..RateLimitConfig::default()
+                },
+                Instant::now(),
+            );
+            let server = TurnServer::new(
+                ServerConfig {
+                    realm: config.server.realm.clone(),
+                    software: (!config.server.software.is_empty())
+                        .then(|| config.server.software.clone()),
+                },
+                table,
+                credentials.clone(),
+                nonces.clone(),
+                limiter,
+                metrics.clone(),
+            );
+            let sockets = WorkerSockets {
+                udp,
+                streams,
+                limits: limits.clone(),
+            };
+            match worker::spawn(format!("turn-{index}"), sockets, server, metrics.clone()) {
+                Ok(w) => workers.push(w),
+                Err(e) => {
+                    workers.into_iter().for_each(WorkerHandle::stop);
+                    return Err(anyhow::anyhow!("cannot start TURN worker {index}: {e}"));
+                }
+            }
+        }
+        Ok(TurnService {
+            udp_addrs,
+            tcp_addrs,
+            tls_addrs,
+            tls_chain: tls.map(|t| t.chain).unwrap_or_default(),
+            workers,
+        })
     }
 
-    /// Stops every worker (allocations end with them).
+    /// The certificate chain the TLS listeners serve (leaf first; empty
+    /// without TLS). Clients of a development certificate trust its leaf.
+    pub fn tls_certificates(&self) -> &[CertificateDer<'static>] {
+        &self.tls_chain
+    }
+
+    /// Stops every worker (allocations and connections end with them).
     pub fn stop(self) {
         for w in self.workers {
             w.stop();

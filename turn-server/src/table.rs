@@ -29,12 +29,28 @@
 //!
 //! # Ports
 //!
-//! The table owns a port pool (`port_pool`) per relay IP (CSPRNG picks, no reuse while
-//! in use). The shell binds the socket after `allocate` and calls
+//! The table picks relay ports (CSPRNG, no reuse while in use) from its
+//! slice `port_min..=port_max` of each relay IP. Which ports are taken is
+//! server-wide state, in the [`SharedQuotas`] every table of a server
+//! shares (see [`crate::port_pool`]): tables of several workers get
+//! disjoint slices ([`split_port_range`]) so their picks do not compete,
+//! and a port released by any table is free for its slice's owner again.
+//! The shell binds the socket after `allocate` and calls
 //! [`AllocationTable::bind_failed`] if the port turns out to be taken by
-//! another process; the port is quarantined and another picked. Tables of
-//! several workers sharing a relay IP should get disjoint port ranges
-//! ([`split_port_range`]) so they never pick the same port.
+//! another process; the port is quarantined and another picked.
+//!
+//! # EVEN-PORT reservations
+//!
+//! EVEN-PORT with R=1 takes an even port and its successor and registers
+//! the successor under a RESERVATION-TOKEN in the shared registry, so a
+//! later Allocate carrying the token is served by whichever table its
+//! 5-tuple lands in (SO_REUSEPORT picks the worker by hash, and a client
+//! claims from a different port than it reserved from). The claiming table
+//! may thus hold a port outside its own slice; releasing it goes to the
+//! shared port space like any other. The reserving table keeps a timer per
+//! reservation and drops it (freeing the port) when it expires unclaimed.
+//! Only Allocate, deletion and bind failures take the shared lock; the
+//! relay paths below never do.
 //!
 //! # Quotas
 //!
@@ -52,11 +68,12 @@ use std::collections::{BinaryHeap, HashMap};
 /// authentication and quotas.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
+use rand::SeedableRng;
 
 use crate::address_policy::{AddressPolicy, DenyReason, PolicyDecision};
 use crate::allocation::{
@@ -69,7 +86,7 @@ use crate::channel::{
 };
 use crate::five_tuple::{canonical, FiveTuple};
 use crate::permission::{Permission, DEFAULT_MAX_PERMISSIONS, PERMISSION_LIFETIME};
-use crate::port_pool::{Parity, PortPool};
+use crate::port_pool::{ClaimError, Parity, PortPool};
 use crate::quota::{QuotaExceeded, SharedQuotas};
 use crate::turn_error::TurnError;
 
@@ -323,15 +340,6 @@ enum TimerKey {
 }
 
 #[derive(Debug)]
-struct Reservation {
-    relay: SocketAddr,
-    pool: usize,
-    /// Only the user who reserved may claim the port.
-    username: Box<str>,
-    expires: u64,
-}
-
-#[derive(Debug)]
 struct Slot {
     generation: u32,
     alloc: Option<Allocation>,
@@ -359,7 +367,14 @@ pub struct AllocationTable {
     /// path knows the allocation from the permission lookup already, and
     /// the key is 24 bytes smaller.
     channels_by_peer: Map<(AllocId, SocketAddr), PeerChannel>,
-    reservations: Map<ReservationToken, Reservation>,
+    /// Reservations this table made, with their expiry (table ms), for
+    /// their timers. The reservations themselves (relay, owner, claim)
+    /// are in the shared registry; an entry here whose reservation was
+    /// claimed, possibly by another table, is dropped when its timer fires.
+    reservations: Map<ReservationToken, u64>,
+    /// How many of this table's reservations the registry still holds
+    /// (decremented by whoever claims, cancels or expires one).
+    reserved: Arc<AtomicUsize>,
     timers: BinaryHeap<Reverse<(u64, TimerKey)>>,
     bandwidth_drops: u64,
     allocations_created: u64,
@@ -411,6 +426,7 @@ impl AllocationTable {
             channels: Map::default(),
             channels_by_peer: Map::default(),
             reservations: Map::default(),
+            reserved: Arc::new(AtomicUsize::new(0)),
             timers: BinaryHeap::new(),
             bandwidth_drops: 0,
             allocations_created: 0,
@@ -559,8 +575,8 @@ impl AllocationTable {
             };
             heap.push(Reverse((a.scheduled, TimerKey::Allocation(id))));
         }
-        for (token, r) in &self.reservations {
-            heap.push(Reverse((r.expires, TimerKey::Reservation(*token))));
+        for (token, expires) in &self.reservations {
+            heap.push(Reverse((*expires, TimerKey::Reservation(*token))));
         }
         self.timers = BinaryHeap::from(heap);
     }
@@ -590,7 +606,7 @@ impl AllocationTable {
     pub fn expire_into(&mut self, now: Instant, closed: &mut Vec<SocketAddr>) {
         let now_ms = self.now_ms(now);
         for pool in &mut self.pools {
-            pool.release_quarantined(now_ms);
+            pool.release_quarantined(now_ms, self.quotas.ports());
         }
         while let Some(&Reverse((t, key))) = self.timers.peek() {
             if t > now_ms {
@@ -619,10 +635,9 @@ impl AllocationTable {
                     }
                 }
                 TimerKey::Reservation(token) => {
-                    let due = self
-                        .reservations
-                        .get(&token)
-                        .is_some_and(|r| r.expires == t && r.expires <= now_ms);
+                    // Our entry is due: drop it, and the reservation too
+                    // unless it has been claimed meanwhile.
+                    let due = self.reservations.get(&token) == Some(&t);
                     if due {
                         self.cancel_reservation(token);
                     }
@@ -649,7 +664,7 @@ impl AllocationTable {
             if AddressFamily::of(self.pools[i].ip()) != family {
                 continue;
             }
-            if let Some(port) = self.pools[i].pick(&mut self.rng, parity) {
+            if let Some(port) = self.pools[i].pick(self.quotas.ports(), &mut self.rng, parity) {
                 self.next_pool[family.index()] = (i + 1) % n;
                 return Some((i, SocketAddr::new(self.pools[i].ip(), port)));
             }
@@ -661,68 +676,61 @@ impl AllocationTable {
         self.pools.iter().position(|p| p.ip() == relay.ip())
     }
 
-    fn release_port(&mut self, relay: SocketAddr) {
-        if let Some(i) = self.pool_of(relay) {
-            self.pools[i].release(relay.port());
-        }
+    /// Returns a relay port to the server's port space, wherever it came
+    /// from (this table's slice, or another's through a reservation).
+    fn release_port(&self, relay: SocketAddr) {
+        self.quotas.ports().release(relay);
     }
 
-    fn new_token(&mut self) -> ReservationToken {
-        loop {
-            let mut t = [0u8; 8];
-            self.rng.fill_bytes(&mut t);
-            let token = ReservationToken(t);
-            if !self.reservations.contains_key(&token) {
-                return token;
-            }
-        }
-    }
-
-    /// Reserves `relay.port() + 1` (already free, checked by the pick) for
-    /// `username`; returns the token.
+    /// Registers `relay.port() + 1` (taken with `relay` by the
+    /// [`Parity::EvenPair`] pick) as reserved for `username`; returns the
+    /// token.
     fn reserve_next(
         &mut self,
-        pool: usize,
         relay: SocketAddr,
         username: &str,
         now_ms: u64,
     ) -> Option<ReservationToken> {
         let port = relay.port().checked_add(1)?;
-        if !self.pools[pool].take(port) {
-            return None;
-        }
-        let token = self.new_token();
         let expires = now_ms.saturating_add(ms(self.config.reservation_lifetime));
-        self.reservations.insert(
-            token,
-            Reservation {
-                relay: SocketAddr::new(relay.ip(), port),
-                pool,
-                username: username.into(),
-                expires,
-            },
+        let expires_at = self.instant(expires);
+        let token = self.quotas.ports().reserve(
+            &mut self.rng,
+            SocketAddr::new(relay.ip(), port),
+            username,
+            expires_at,
+            &self.reserved,
         );
+        self.reservations.insert(token, expires);
         self.timers
             .push(Reverse((expires, TimerKey::Reservation(token))));
         Some(token)
     }
 
+    /// Forgets this table's reservation `token`, releasing its port unless
+    /// it was claimed.
     fn cancel_reservation(&mut self, token: ReservationToken) {
-        if let Some(r) = self.reservations.remove(&token) {
-            self.pools[r.pool].release(r.relay.port());
+        if self.reservations.remove(&token).is_some() {
+            self.quotas.ports().cancel(token, &self.reserved);
         }
     }
 
     // ----- Allocate -----------------------------------------------------
 
-    fn answer(&self, a: &Allocation, now_ms: u64) -> Allocated {
+    fn answer(&self, a: &Allocation, now_ms: u64, retransmission: bool) -> Allocated {
         let remaining_ms = a.expires.saturating_sub(now_ms);
         Allocated {
             relays: a.relays,
             lifetime: Duration::from_secs(remaining_ms.div_ceil(1000)),
-            reservation_token: a.reservation.filter(|t| self.reservations.contains_key(t)),
+            reservation_token: a.reservation.filter(|t| {
+                self.quotas
+                    .ports()
+                    .reserved_relay(*t, &self.reserved)
+                    .is_some()
+            }),
             address_error: None,
             dont_fragment: a.dont_fragment,
+            retransmission,
         }
     }
 
@@ -752,7 +760,7 @@ impl AllocationTable {
                 Some(a)
                     if a.transaction_id == req.transaction_id && *a.username == *req.username =>
                 {
-                    Ok(self.answer(a, now_ms))
+                    Ok(self.answer(a, now_ms, true))
                 }
                 _ => Err(TurnError::AllocationMismatch),
             };
@@ -794,17 +802,13 @@ impl AllocationTable {
             }
         }
         // A reservation is checked before the quota so an invalid token
-        // costs nothing.
+        // costs nothing. The token may come from any table of this server
+        // (the shared registry).
         if let Some(token) = req.reservation_token {
-            let valid = self
-                .reservations
-                .get(&token)
-                .is_some_and(|r| r.expires > now_ms && *r.username == *req.username);
-            if !valid {
-                return Err(TurnError::InsufficientCapacity(
-                    "unknown or expired reservation token",
-                ));
-            }
+            self.quotas
+                .ports()
+                .check_claim(token, req.username, now)
+                .map_err(claim_error)?;
         }
         self.quotas
             .acquire(req.quota_user)
@@ -814,10 +818,16 @@ impl AllocationTable {
         let mut reservation = None;
         let mut address_error = None;
         if let Some(token) = req.reservation_token {
-            // Validated above; the port moves from the reservation to the
-            // allocation without ever being free.
-            if let Some(r) = self.reservations.remove(&token) {
-                relays.set(AddressFamily::of(r.relay.ip()), Some(r.relay));
+            // The port moves from the reservation to this allocation without
+            // ever being free. Another worker may have claimed the token
+            // since the check above (the same client retrying through
+            // another 5-tuple): then this one loses.
+            match self.quotas.ports().claim(token, req.username, now) {
+                Ok(relay) => relays.set(AddressFamily::of(relay.ip()), Some(relay)),
+                Err(e) => {
+                    self.quotas.release(req.quota_user);
+                    return Err(claim_error(e));
+                }
             }
         } else {
             let parity = match req.even_port {
@@ -835,10 +845,10 @@ impl AllocationTable {
                     continue;
                 }
                 match self.pick_port(family, parity) {
-                    Some((pool, relay)) => {
+                    Some((_, relay)) => {
                         relays.set(family, Some(relay));
                         if parity == Parity::EvenPair {
-                            reservation = self.reserve_next(pool, relay, req.username, now_ms);
+                            reservation = self.reserve_next(relay, req.username, now_ms);
                         }
                     }
                     None => {
@@ -914,6 +924,7 @@ impl AllocationTable {
             reservation_token: reservation,
             address_error,
             dont_fragment: req.dont_fragment,
+            retransmission: false,
         })
     }
 
@@ -955,14 +966,18 @@ impl AllocationTable {
         // Forget the failed address: indexes keyed by it go with it.
         self.detach_family(id, family);
         let until = now_ms.saturating_add(ms(self.config.bind_failure_quarantine));
-        if let Some(pool) = self.pool_of(relay) {
+        match self.pool_of(relay) {
             // Still marked taken: it stays out of use until released.
-            self.pools[pool].quarantine(relay.port(), until);
+            Some(pool) => self.pools[pool].quarantine(relay.port(), until),
+            // A claimed port on a relay IP this table does not serve
+            // (tables of one server normally share their relay IPs).
+            None => self.release_port(relay),
         }
         let reserved_here = old_reservation.filter(|t| {
-            self.reservations.get(t).is_some_and(|r| {
-                r.relay.ip() == relay.ip() && r.relay.port() == relay.port().wrapping_add(1)
-            })
+            self.quotas
+                .ports()
+                .reserved_relay(*t, &self.reserved)
+                .is_some_and(|r| r.ip() == relay.ip() && r.port() == relay.port().wrapping_add(1))
         });
         let parity = match (even, reserved_here.is_some()) {
             (false, _) => Parity::Any,
@@ -974,7 +989,7 @@ impl AllocationTable {
         } else {
             self.pick_port(family, parity)
         };
-        let Some((pool, new_relay)) = picked else {
+        let Some((_, new_relay)) = picked else {
             if let Some(a) = self.alloc(id) {
                 if a.relays.is_empty() {
                     self.delete(id);
@@ -982,7 +997,7 @@ impl AllocationTable {
                 }
             }
             // A dual allocation keeps its other family.
-            let answer = self.alloc(id).map(|a| self.answer(a, now_ms));
+            let answer = self.alloc(id).map(|a| self.answer(a, now_ms, false));
             return match answer {
                 Some(mut answer) => {
                     answer.address_error = Some((
@@ -997,14 +1012,14 @@ impl AllocationTable {
         let mut new_reservation = old_reservation;
         if let Some(t) = reserved_here {
             self.cancel_reservation(t);
-            new_reservation = self.reserve_next(pool, new_relay, &username, now_ms);
+            new_reservation = self.reserve_next(new_relay, &username, now_ms);
         }
         self.by_relay.insert(new_relay, id);
         if let Some(a) = self.alloc_mut(id) {
             a.relays.set(family, Some(new_relay));
             a.reservation = new_reservation;
         }
-        let answer = self.alloc(id).map(|a| self.answer(a, now_ms));
+        let answer = self.alloc(id).map(|a| self.answer(a, now_ms, false));
         answer.ok_or(TurnError::AllocationMismatch)
     }
 
@@ -1430,13 +1445,25 @@ impl AllocationTable {
             allocations: self.live,
             permissions: self.permissions.len(),
             channels: self.channels.len(),
-            reservations: self.reservations.len(),
-            ports_in_use: self.pools.iter().map(PortPool::in_use).sum(),
+            reservations: self.reserved.load(Ordering::Acquire),
+            // Ports this table holds: its allocations' relayed addresses
+            // (claimed ones from other slices included), its reservations
+            // not yet claimed, its quarantine.
+            ports_in_use: self.by_relay.len()
+                + self.reserved.load(Ordering::Acquire)
+                + self.pools.iter().map(PortPool::quarantined).sum::<usize>(),
             ports_total: self.pools.iter().map(PortPool::capacity).sum(),
             bandwidth_drops: self.bandwidth_drops,
             allocations_created: self.allocations_created,
             timer_entries: self.timers.len(),
         }
+    }
+
+    /// Whether relayed address `relay` has a live permission for `peer_ip`
+    /// at `now` (tests and debugging: read-only, charges no bandwidth).
+    #[doc(hidden)]
+    pub fn has_permission(&self, relay: SocketAddr, peer_ip: IpAddr, now: Instant) -> bool {
+        self.permitted(canonical(relay), peer_ip, self.now_ms(now))
     }
 
     /// Verifies every index against the slab (tests and debugging): each
@@ -1464,8 +1491,7 @@ impl AllocationTable {
                 if self.by_relay.get(&relay) != Some(&id) {
                     return Err(format!("by_relay misses {relay}"));
                 }
-                let pool = self.pool_of(relay).ok_or("relay outside pools")?;
-                if !self.pools[pool].is_used(relay.port()) {
+                if !self.quotas.ports().is_used(relay) {
                     return Err(format!("relay port {relay} not marked used"));
                 }
             }
@@ -1557,6 +1583,15 @@ fn slot_mut(slots: &mut [Slot], id: AllocId) -> Option<&mut Allocation> {
         return None;
     }
     slot.alloc.as_mut()
+}
+
+/// RFC 8656 §7.2: a RESERVATION-TOKEN that cannot be honoured is 508.
+fn claim_error(e: ClaimError) -> TurnError {
+    TurnError::InsufficientCapacity(match e {
+        ClaimError::Unknown => "unknown reservation token",
+        ClaimError::Expired => "expired reservation token",
+        ClaimError::WrongUser => "reservation token of another user",
+    })
 }
 
 fn canon_tuple(t: &FiveTuple) -> FiveTuple {

@@ -1468,3 +1468,270 @@ fn expired_allocations_are_not_revived_before_collection() {
     assert!(f.table.expire(f.at(600.0)).is_empty(), "old timer is stale");
     f.check();
 }
+
+// ----- EVEN-PORT reservations across the tables of one server -----------
+
+/// Two worker tables of one server: shared quotas (and with them the port
+/// space and reservation registry), disjoint slices of one relay IP.
+struct Pair {
+    a: AllocationTable,
+    b: AllocationTable,
+    quotas: Arc<SharedQuotas>,
+    t0: Instant,
+}
+
+fn pair_with(a: (u16, u16), b: (u16, u16), limits: QuotaLimits) -> Pair {
+    let t0 = Instant::now();
+    let quotas = SharedQuotas::new(limits);
+    let table = |(lo, hi): (u16, u16), seed: u64| {
+        AllocationTable::with_rng(
+            TableConfig {
+                relay_ips: vec![ip("192.0.2.10")],
+                port_min: lo,
+                port_max: hi,
+                ..config()
+            },
+            Arc::new(AddressPolicy::new()),
+            quotas.clone(),
+            t0,
+            StdRng::seed_from_u64(seed),
+        )
+        .expect("valid config")
+    };
+    Pair {
+        a: table(a, 11),
+        b: table(b, 12),
+        quotas,
+        t0,
+    }
+}
+
+fn pair() -> Pair {
+    pair_with((50000, 50003), (50004, 50007), QuotaLimits::default())
+}
+
+fn at(t0: Instant, secs: f64) -> Instant {
+    t0 + Duration::from_secs_f64(secs)
+}
+
+impl Pair {
+    fn check(&self) {
+        for t in [&self.a, &self.b] {
+            if let Err(e) = t.check_invariants() {
+                panic!("invariant broken: {e}");
+            }
+        }
+    }
+}
+
+fn reserve_pair(
+    t: &mut AllocationTable,
+    client: u16,
+    now: Instant,
+) -> (SocketAddr, ReservationToken) {
+    let mut req = AllocateRequest::new(txid(1), "alice", key());
+    req.even_port = Some(true);
+    let a = t.allocate(tuple(client), &req, now).expect("EVEN-PORT R=1");
+    (
+        a.relays.v4.expect("relay"),
+        a.reservation_token.expect("token"),
+    )
+}
+
+fn claim_req(user: &str, token: ReservationToken) -> AllocateRequest<'_> {
+    AllocateRequest {
+        reservation_token: Some(token),
+        ..AllocateRequest::new(txid(9), user, key())
+    }
+}
+
+fn plain(t: &mut AllocationTable, client: u16, now: Instant) -> Result<SocketAddr, u16> {
+    t.allocate(
+        tuple(client),
+        &AllocateRequest::new(txid(1), "alice", key()),
+        now,
+    )
+    .map(|a| a.relays.v4.expect("relay"))
+    .map_err(|e| e.code())
+}
+
+#[test]
+fn reservation_made_in_one_table_is_claimed_in_another() {
+    let mut p = pair();
+    let (rtp, token) = reserve_pair(&mut p.a, 1, p.t0);
+    assert_eq!(rtp.port() % 2, 0);
+    assert!((50000..=50003).contains(&rtp.port()), "{rtp}");
+    assert_eq!(p.a.stats().reservations, 1);
+    assert_eq!(p.a.stats().ports_in_use, 2);
+    // The RTCP Allocate comes from another client port and lands in B.
+    let rtcp =
+        p.b.allocate(tuple(2), &claim_req("alice", token), at(p.t0, 1.0))
+            .expect("claim in the other table");
+    let rtcp = rtcp.relays.v4.expect("relay");
+    assert_eq!(rtcp, SocketAddr::new(rtp.ip(), rtp.port() + 1));
+    assert_eq!(p.b.get_by_relay(rtcp).map(|a| *a.tuple()), Some(tuple(2)));
+    assert_eq!(p.a.stats().reservations, 0, "claimed: no longer A's");
+    assert_eq!(p.a.stats().ports_in_use, 1);
+    assert_eq!(p.b.stats().ports_in_use, 1);
+    assert_eq!(p.quotas.allocations(), 2);
+    p.check();
+    // A's reservation timer finds it claimed and releases nothing: A's
+    // slice has exactly two ports left.
+    p.a.expire(at(p.t0, 31.0));
+    assert_eq!(p.a.stats().ports_in_use, 1);
+    let others: Vec<SocketAddr> = (3..=4)
+        .map(|c| plain(&mut p.a, c, at(p.t0, 31.0)).expect("free port"))
+        .collect();
+    assert!(!others.contains(&rtcp) && !others.contains(&rtp));
+    assert_eq!(plain(&mut p.a, 5, at(p.t0, 31.0)), Err(508));
+    // B's allocation ends: the port goes back to the shared space, where
+    // A's next pick finds it.
+    assert!(matches!(
+        p.b.refresh(&tuple(2), "alice", Some(0), None, at(p.t0, 32.0)),
+        Ok(RefreshOutcome::Deleted { .. })
+    ));
+    assert_eq!(p.b.stats().ports_in_use, 0);
+    assert_eq!(plain(&mut p.a, 5, at(p.t0, 32.0)), Ok(rtcp));
+    p.check();
+}
+
+#[test]
+fn unclaimed_reservation_expires_and_frees_its_port() {
+    let mut p = pair_with((50000, 50001), (50002, 50003), QuotaLimits::default());
+    let (rtp, token) = reserve_pair(&mut p.a, 1, p.t0);
+    assert_eq!(rtp.port(), 50000);
+    assert_eq!(plain(&mut p.a, 2, p.t0), Err(508), "50001 is reserved");
+    assert_eq!(p.a.next_expiry(), Some(at(p.t0, 30.0)));
+    p.a.expire(at(p.t0, 30.0));
+    assert_eq!(p.a.stats().reservations, 0);
+    assert_eq!(p.a.stats().ports_in_use, 1);
+    assert_eq!(
+        p.b.allocate(tuple(3), &claim_req("alice", token), at(p.t0, 30.0))
+            .map_err(|e| e.code()),
+        Err(508)
+    );
+    assert_eq!(p.quotas.allocations(), 1, "a refused claim holds no quota");
+    assert_eq!(
+        plain(&mut p.a, 2, at(p.t0, 30.0)),
+        Ok(SocketAddr::new(rtp.ip(), 50001))
+    );
+    p.check();
+}
+
+#[test]
+fn claim_after_expiry_is_refused_even_before_the_owner_collects_it() {
+    let mut p = pair_with((50000, 50001), (50002, 50003), QuotaLimits::default());
+    let (_, token) = reserve_pair(&mut p.a, 1, p.t0);
+    // A has not run its timer; B must still see the token as expired, and
+    // the port must come free either way.
+    assert_eq!(
+        p.b.allocate(tuple(3), &claim_req("alice", token), at(p.t0, 30.0))
+            .map_err(|e| e.code()),
+        Err(508)
+    );
+    p.a.expire(at(p.t0, 30.0));
+    assert_eq!(p.a.stats().reservations, 0);
+    assert_eq!(
+        plain(&mut p.a, 2, at(p.t0, 30.0)),
+        Ok(sa("192.0.2.10:50001"))
+    );
+    p.check();
+}
+
+#[test]
+fn a_token_is_claimed_once_across_tables() {
+    let mut p = pair();
+    let (rtp, token) = reserve_pair(&mut p.a, 1, p.t0);
+    let first =
+        p.b.allocate(tuple(2), &claim_req("alice", token), p.t0)
+            .expect("claim");
+    assert_eq!(first.relays.v4.map(|r| r.port()), Some(rtp.port() + 1));
+    for (table, client) in [(&mut p.a, 3), (&mut p.b, 4)] {
+        assert_eq!(
+            table
+                .allocate(tuple(client), &claim_req("alice", token), p.t0)
+                .map_err(|e| e.code()),
+            Err(508)
+        );
+    }
+    // A retransmission of the claim on its own 5-tuple is still answered.
+    let again =
+        p.b.allocate(tuple(2), &claim_req("alice", token), p.t0)
+            .expect("retransmission");
+    assert_eq!(again.relays, first.relays);
+    assert_eq!(p.quotas.allocations(), 2);
+    p.check();
+}
+
+#[test]
+fn another_user_cannot_claim_a_reservation() {
+    let mut p = pair();
+    let (rtp, token) = reserve_pair(&mut p.a, 1, p.t0);
+    assert_eq!(
+        p.b.allocate(tuple(2), &claim_req("mallory", token), p.t0)
+            .map_err(|e| e.code()),
+        Err(508)
+    );
+    assert_eq!(p.quotas.allocations(), 1);
+    assert_eq!(p.quotas.user_allocations("mallory"), 0);
+    assert_eq!(p.a.stats().reservations, 1, "still held for alice");
+    let claimed =
+        p.b.allocate(tuple(3), &claim_req("alice", token), p.t0)
+            .expect("owner's claim");
+    assert_eq!(claimed.relays.v4.map(|r| r.port()), Some(rtp.port() + 1));
+    p.check();
+}
+
+#[test]
+fn a_quota_refusal_does_not_consume_the_token() {
+    let mut p = pair_with(
+        (50000, 50003),
+        (50004, 50007),
+        QuotaLimits {
+            max_allocations: 100,
+            max_allocations_per_user: 1,
+        },
+    );
+    let (rtp, token) = reserve_pair(&mut p.a, 1, p.t0);
+    assert_eq!(
+        p.b.allocate(tuple(2), &claim_req("alice", token), p.t0)
+            .map_err(|e| e.code()),
+        Err(486)
+    );
+    assert_eq!(p.a.stats().reservations, 1);
+    p.a.remove(&tuple(1));
+    let claimed =
+        p.b.allocate(tuple(2), &claim_req("alice", token), at(p.t0, 1.0))
+            .expect("claim once the quota allows");
+    assert_eq!(claimed.relays.v4.map(|r| r.port()), Some(rtp.port() + 1));
+    p.check();
+}
+
+#[test]
+fn concurrent_claims_of_one_token_have_one_winner() {
+    for round in 0..50u64 {
+        let mut p = pair();
+        let (_, token) = reserve_pair(&mut p.a, 1, p.t0);
+        let t0 = p.t0;
+        let Pair { a, b, quotas, .. } = p;
+        let results: Vec<Result<Allocated, TurnError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = [(a, 2u16), (b, 3u16)]
+                .into_iter()
+                .map(|(mut t, client)| {
+                    s.spawn(move || t.allocate(tuple(client), &claim_req("alice", token), t0))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("claimer"))
+                .collect()
+        });
+        let wins = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "round {round}: {results:?}");
+        assert_eq!(
+            quotas.allocations(),
+            2,
+            "round {round}: loser's quota returned"
+        );
+    }
+}

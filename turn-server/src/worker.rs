@@ -1,26 +1,51 @@
-//! One relay worker: a thread with a mio poll loop owning a SO_REUSEPORT
-//! client socket, the relay sockets of the allocations made on it, and its
-//! share of the protocol state. The kernel hashes each client's 5-tuple to
-//! one worker's socket, so an allocation never crosses threads.
+//! One relay worker: a thread with a mio poll loop owning its client
+//! sockets, the relay sockets of the allocations made on it, and its share
+//! of the protocol state. Nothing crosses threads on the hot path:
+//!
+//! * UDP: a SO_REUSEPORT client socket per worker; the kernel hashes each
+//!   client's 5-tuple to one worker's socket.
+//! * TCP and TLS: a SO_REUSEPORT listener per worker and address; the
+//!   kernel spreads incoming connections over the workers' listeners, and
+//!   a connection (with its allocation, relay socket and TLS session)
+//!   stays on the worker that accepted it for its whole life. No acceptor
+//!   thread, channel or waker hand-off: the same model as UDP, and peer
+//!   data for a TCP client never needs to find another thread.
+//!
+//! Per connection the sans-IO [`StreamConn`] frames, decrypts and queues;
+//! this shell only reads (in [`READ_CHUNK`]s, with a per-event budget so a
+//! fast sender cannot starve the others), writes (batched at the end of
+//! each event round, at once past [`FLUSH_THRESHOLD`](crate::stream::FLUSH_THRESHOLD)),
+//! applies the timers and, when a connection closes, frees its allocation
+//! through [`TurnServer::client_closed`].
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::debug;
 
 use crate::five_tuple::{ClientTransport, FiveTuple};
+use crate::metrics::TurnMetrics;
 use crate::server::{Destination, RelaySockets, Transmit, TurnServer};
+use crate::stream::{CloseReason, Outbound, StreamConn, StreamTimeouts, READ_CHUNK};
 
 const CLIENT: Token = Token(0);
 const WAKER: Token = Token(1);
-const FIRST_RELAY: usize = 2;
+const FIRST_LISTENER: usize = 2;
+/// Tokens from here on name relay sockets, from [`CONN_BASE`] connections.
+const RELAY_BASE: usize = 1 << (usize::BITS - 2);
+const CONN_BASE: usize = 2 << (usize::BITS - 2);
+/// Bytes read from one connection per readiness event before the others
+/// get a turn (the rest is read in the next round).
+const READ_BUDGET: usize = 4 * READ_CHUNK;
+/// How often the connection timers are checked.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A non-blocking UDP socket bound to `addr`, with SO_REUSEPORT if `shared`.
 pub fn udp_socket(addr: SocketAddr, shared: bool) -> std::io::Result<UdpSocket> {
@@ -36,9 +61,72 @@ pub fn udp_socket(addr: SocketAddr, shared: bool) -> std::io::Result<UdpSocket> 
     Ok(UdpSocket::from_std(socket.into()))
 }
 
+/// A non-blocking TCP listener on `addr` with SO_REUSEADDR (restarts while
+/// old connections linger in TIME_WAIT) and SO_REUSEPORT (one per worker).
+pub fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Fails with `AddrInUse` if another socket already holds `addr`.
+///
+/// SO_REUSEPORT lets sockets of the same user share a port silently, so a
+/// second server started on a taken port would quietly split its traffic
+/// with the first. A probe without SO_REUSEPORT is refused by the kernel
+/// in that case (port 0 needs no probe).
+pub fn probe_free(addr: SocketAddr, transport: Type) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let protocol = if transport == Type::STREAM {
+        Protocol::TCP
+    } else {
+        Protocol::UDP
+    };
+    let socket = Socket::new(Domain::for_address(addr), transport, Some(protocol))?;
+    if transport == Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
+    socket.bind(&addr.into())
+}
+
+/// A TCP or TLS listener of a worker.
+pub struct StreamListener {
+    /// The SO_REUSEPORT listener.
+    pub listener: TcpListener,
+    /// TLS configuration; `None` for plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Limits shared by every worker's stream connections.
+#[derive(Clone)]
+pub struct StreamLimits {
+    /// Connections open in all workers together.
+    pub open: Arc<AtomicUsize>,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Handshake and idle timeouts.
+    pub timeouts: StreamTimeouts,
+}
+
+/// What a worker serves.
+pub struct WorkerSockets {
+    /// The UDP client socket, if UDP is configured.
+    pub udp: Option<UdpSocket>,
+    /// TCP and TLS listeners.
+    pub streams: Vec<StreamListener>,
+    /// Limits of stream connections.
+    pub limits: StreamLimits,
+}
+
 /// The relay sockets of one worker, registered in its poll.
 struct Relays {
-    registry: mio::Registry,
+    registry: Registry,
     sockets: Vec<Option<(SocketAddr, UdpSocket)>>,
     free: Vec<usize>,
     by_addr: HashMap<SocketAddr, usize>,
@@ -51,7 +139,7 @@ impl RelaySockets for Relays {
         let mut socket = udp_socket(addr, false)?;
         let slot = self.free.pop().unwrap_or(self.sockets.len());
         self.registry
-            .register(&mut socket, Token(FIRST_RELAY + slot), Interest::READABLE)?;
+            .register(&mut socket, Token(RELAY_BASE + slot), Interest::READABLE)?;
         if slot == self.sockets.len() {
             self.sockets.push(None);
         }
@@ -68,6 +156,85 @@ impl RelaySockets for Relays {
             self.free.push(slot);
         }
     }
+}
+
+impl Relays {
+    fn send(&self, relay: SocketAddr, peer: SocketAddr, data: &[u8]) {
+        let Some(Some((_, socket))) = self.by_addr.get(&relay).map(|&s| &self.sockets[s]) else {
+            return;
+        };
+        if let Err(e) = socket.send_to(data, peer) {
+            debug!("relay send: {e}");
+        }
+    }
+}
+
+/// One accepted TCP/TLS connection.
+struct Conn {
+    socket: TcpStream,
+    core: StreamConn,
+    /// Queued in `Conns::dirty` for the end-of-round flush.
+    dirty: bool,
+    /// Queued in `Conns::doomed`.
+    doomed: bool,
+}
+
+/// A worker's stream connections.
+struct Conns {
+    slots: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    by_tuple: HashMap<FiveTuple, usize, foldhash::fast::RandomState>,
+    /// Connections with bytes queued, flushed at the end of the round.
+    dirty: Vec<usize>,
+    /// Connections to close once the current event is handled.
+    doomed: Vec<(usize, CloseReason)>,
+    /// Connections with unread input left by the read budget.
+    backlog: Vec<usize>,
+}
+
+impl Conns {
+    fn get(&mut self, slot: usize) -> Option<&mut Conn> {
+        self.slots.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    fn doom(&mut self, slot: usize, reason: CloseReason) {
+        if let Some(conn) = self.get(slot) {
+            if !conn.doomed {
+                conn.doomed = true;
+                self.doomed.push((slot, reason));
+            }
+        }
+    }
+
+    /// Queues `data` for the connection of `tuple` (peer data, answers).
+    fn send(&mut self, tuple: &FiveTuple, data: &[u8]) {
+        let Some(&slot) = self.by_tuple.get(tuple) else {
+            return;
+        };
+        let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        match queue(conn, data) {
+            Ok(()) => {
+                if !conn.dirty && !conn.core.outbound().pending().is_empty() {
+                    conn.dirty = true;
+                    self.dirty.push(slot);
+                }
+            }
+            Err(reason) => self.doom(slot, reason),
+        }
+    }
+}
+
+/// Queues `data` on `conn`, writing at once if enough has piled up.
+fn queue(conn: &mut Conn, data: &[u8]) -> Result<(), CloseReason> {
+    let out = conn.core.outbound();
+    out.send(data)?;
+    if out.wants_flush() {
+        out.flush_to(&mut conn.socket)
+            .map_err(|_| CloseReason::Io)?;
+    }
+    Ok(())
 }
 
 /// A running worker's handle.
@@ -88,15 +255,21 @@ impl WorkerHandle {
     }
 }
 
-/// Starts a worker thread serving `client` with `server`.
-pub fn spawn(name: String, client: UdpSocket, server: TurnServer) -> std::io::Result<WorkerHandle> {
+/// Starts a worker thread serving `sockets` with `server`.
+pub fn spawn(
+    name: String,
+    sockets: WorkerSockets,
+    server: TurnServer,
+    metrics: TurnMetrics,
+) -> std::io::Result<WorkerHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let stop = Arc::new(AtomicBool::new(false));
     let stop_flag = stop.clone();
+    let mut worker = Worker::new(&poll, sockets, server, metrics)?;
     let thread = std::thread::Builder::new()
         .name(name)
-        .spawn(move || run(poll, client, server, &stop_flag))?;
+        .spawn(move || worker.run(poll, &stop_flag))?;
     Ok(WorkerHandle {
         stop,
         waker,
@@ -104,87 +277,406 @@ pub fn spawn(name: String, client: UdpSocket, server: TurnServer) -> std::io::Re
     })
 }
 
-fn run(mut poll: Poll, mut client: UdpSocket, mut server: TurnServer, stop: &AtomicBool) {
-    let Ok(registry) = poll.registry().try_clone() else {
-        return;
-    };
-    if registry
-        .register(&mut client, CLIENT, Interest::READABLE)
-        .is_err()
-    {
-        return;
-    }
-    let Ok(local) = client.local_addr() else {
-        return;
-    };
-    let mut relays = Relays {
-        registry,
-        sockets: Vec::new(),
-        free: Vec::new(),
-        by_addr: HashMap::new(),
-    };
-    let mut events = Events::with_capacity(256);
-    let mut buf = vec![0u8; 65_536];
-    while !stop.load(Ordering::Acquire) {
-        let now = Instant::now();
-        let timeout = server
-            .poll_timeout()
-            .map(|t| t.saturating_duration_since(now))
-            .unwrap_or(Duration::from_secs(1))
-            .min(Duration::from_secs(1));
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
-            if e.kind() != ErrorKind::Interrupted {
-                debug!("poll: {e}");
+struct Worker {
+    server: TurnServer,
+    relays: Relays,
+    udp: Option<(UdpSocket, SocketAddr)>,
+    listeners: Vec<StreamListener>,
+    conns: Conns,
+    registry: Registry,
+    limits: StreamLimits,
+    metrics: TurnMetrics,
+    buf: Vec<u8>,
+}
+
+impl Worker {
+    fn new(
+        poll: &Poll,
+        sockets: WorkerSockets,
+        server: TurnServer,
+        metrics: TurnMetrics,
+    ) -> std::io::Result<Self> {
+        let registry = poll.registry().try_clone()?;
+        let udp = match sockets.udp {
+            Some(mut socket) => {
+                registry.register(&mut socket, CLIENT, Interest::READABLE)?;
+                let local = socket.local_addr()?;
+                Some((socket, local))
             }
-            continue;
+            None => None,
+        };
+        let mut listeners = sockets.streams;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            registry.register(
+                &mut l.listener,
+                Token(FIRST_LISTENER + i),
+                Interest::READABLE,
+            )?;
         }
-        for event in events.iter() {
-            match event.token() {
-                CLIENT => loop {
-                    let (n, from) = match client.recv_from(&mut buf) {
-                        Ok(r) => r,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(_) => continue,
-                    };
-                    let tuple = FiveTuple::new(from, local, ClientTransport::Udp);
-                    let out = server.handle_client(Instant::now(), tuple, &buf[..n], &mut relays);
-                    send(out, &client, &relays);
-                },
-                WAKER => {}
-                Token(t) => {
-                    let slot = t - FIRST_RELAY;
-                    while let Some(Some((relay, socket))) = relays.sockets.get(slot) {
-                        let relay = *relay;
-                        let (n, peer) = match socket.recv_from(&mut buf) {
-                            Ok(r) => r,
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                            Err(_) => continue,
-                        };
-                        let out = server.handle_peer(Instant::now(), relay, peer, &buf[..n]);
-                        send(out, &client, &relays);
+        Ok(Self {
+            server,
+            relays: Relays {
+                registry: registry.try_clone()?,
+                sockets: Vec::new(),
+                free: Vec::new(),
+                by_addr: HashMap::new(),
+            },
+            udp,
+            listeners,
+            conns: Conns {
+                slots: Vec::new(),
+                free: Vec::new(),
+                by_tuple: HashMap::default(),
+                dirty: Vec::new(),
+                doomed: Vec::new(),
+                backlog: Vec::new(),
+            },
+            registry,
+            limits: sockets.limits,
+            metrics,
+            buf: vec![0u8; READ_CHUNK],
+        })
+    }
+
+    fn run(&mut self, mut poll: Poll, stop: &AtomicBool) {
+        let mut events = Events::with_capacity(256);
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        while !stop.load(Ordering::Acquire) {
+            let now = Instant::now();
+            let timeout = if self.conns.backlog.is_empty() {
+                self.server
+                    .poll_timeout()
+                    .unwrap_or(next_sweep)
+                    .min(next_sweep)
+                    .saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    debug!("poll: {e}");
+                }
+                continue;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    CLIENT => self.read_udp(),
+                    WAKER => {}
+                    Token(t) if t >= CONN_BASE => {
+                        let slot = t - CONN_BASE;
+                        if event.is_writable() {
+                            self.flush(slot);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_conn(slot);
+                        }
                     }
+                    Token(t) if t >= RELAY_BASE => self.read_relay(t - RELAY_BASE),
+                    Token(t) => self.accept(t - FIRST_LISTENER),
+                }
+                self.close_doomed();
+            }
+            for slot in std::mem::take(&mut self.conns.backlog) {
+                self.read_conn(slot);
+                self.close_doomed();
+            }
+            self.flush_dirty();
+            let now = Instant::now();
+            self.server.handle_timeout(now, &mut self.relays);
+            if now >= next_sweep {
+                self.sweep(now);
+                next_sweep = now + SWEEP_EVERY;
+            }
+        }
+        // Allocations end with the worker; close their connections too.
+        let open: Vec<usize> = (0..self.conns.slots.len()).collect();
+        for slot in open {
+            self.conns.doom(slot, CloseReason::Shutdown);
+        }
+        self.close_doomed();
+    }
+
+    fn read_udp(&mut self) {
+        let Some((client, local)) = &self.udp else {
+            return;
+        };
+        loop {
+            let (n, from) = match client.recv_from(&mut self.buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => continue,
+            };
+            let Some(data) = self.buf.get(..n) else {
+                continue;
+            };
+            let tuple = FiveTuple::new(from, *local, ClientTransport::Udp);
+            let out = self
+                .server
+                .handle_client(Instant::now(), tuple, data, &mut self.relays);
+            deliver(out, Some(client), &self.relays, &mut self.conns);
+        }
+    }
+
+    fn read_relay(&mut self, slot: usize) {
+        let udp = self.udp.as_ref().map(|(s, _)| s);
+        while let Some(Some((relay, socket))) = self.relays.sockets.get(slot) {
+            let relay = *relay;
+            let (n, peer) = match socket.recv_from(&mut self.buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => continue,
+            };
+            let Some(data) = self.buf.get(..n) else {
+                continue;
+            };
+            let out = self.server.handle_peer(Instant::now(), relay, peer, data);
+            deliver(out, udp, &self.relays, &mut self.conns);
+        }
+    }
+
+    fn accept(&mut self, index: usize) {
+        let Some(l) = self.listeners.get(index) else {
+            return;
+        };
+        loop {
+            let (mut socket, from) = match l.listener.accept() {
+                Ok(r) => r,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and the like: the sweep retries every second.
+                    debug!("accept: {e}");
+                    return;
+                }
+            };
+            let transport = if l.tls.is_some() {
+                ClientTransport::Tls
+            } else {
+                ClientTransport::Tcp
+            };
+            let open = self.limits.open.fetch_add(1, Ordering::AcqRel);
+            if open >= self.limits.max_connections {
+                self.limits.open.fetch_sub(1, Ordering::AcqRel);
+                self.closed_metric(CloseReason::Limit);
+                continue;
+            }
+            let _ = socket.set_nodelay(true);
+            let Ok(local) = socket.local_addr() else {
+                self.limits.open.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            };
+            let tuple = FiveTuple::new(from, local, transport);
+            let core = match StreamConn::new(tuple, l.tls.as_ref(), Instant::now()) {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!("TLS session for {tuple}: {e}");
+                    self.limits.open.fetch_sub(1, Ordering::AcqRel);
+                    continue;
+                }
+            };
+            let slot = self.conns.free.pop().unwrap_or(self.conns.slots.len());
+            let token = Token(CONN_BASE + slot);
+            if let Err(e) =
+                self.registry
+                    .register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)
+            {
+                debug!("register {tuple}: {e}");
+                self.conns.free.push(slot);
+                self.limits.open.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            if slot == self.conns.slots.len() {
+                self.conns.slots.push(None);
+            }
+            self.conns.slots[slot] = Some(Conn {
+                socket,
+                core,
+                dirty: false,
+                doomed: false,
+            });
+            // The kernel never has two live connections on one 4-tuple.
+            if let Some(old) = self.conns.by_tuple.insert(tuple, slot) {
+                self.conns.doom(old, CloseReason::Shutdown);
+            }
+            self.metrics
+                .connections
+                .with_label_values(&[transport.as_str()])
+                .inc();
+            debug!("accepted {tuple}");
+        }
+    }
+
+    /// Reads what `slot`'s socket has (up to the budget) and handles
+    /// every complete frame.
+    fn read_conn(&mut self, slot: usize) {
+        let udp = self.udp.as_ref().map(|(s, _)| s);
+        let Some(conn) = self.conns.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if conn.doomed {
+            return;
+        }
+        let Conn { socket, core, .. } = conn;
+        let tuple = *core.tuple();
+        let server = &mut self.server;
+        let relays = &mut self.relays;
+        let mut read = 0;
+        let result = loop {
+            if read >= READ_BUDGET {
+                self.conns.backlog.push(slot);
+                break Ok(());
+            }
+            let n = match socket.read(&mut self.buf) {
+                Ok(0) => break Err(CloseReason::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break Err(CloseReason::Io),
+            };
+            read += n;
+            let Some(wire) = self.buf.get(..n) else {
+                break Err(CloseReason::Io);
+            };
+            let now = Instant::now();
+            let mut on_frame = |frame: &[u8], out: &mut Outbound| -> Result<(), CloseReason> {
+                let Some(t) = server.handle_client(now, tuple, frame, relays) else {
+                    return Ok(());
+                };
+                match t.to {
+                    Destination::Client(to) if to == tuple => {
+                        out.send(t.data)?;
+                        if out.wants_flush() {
+                            out.flush_to(socket).map_err(|_| CloseReason::Io)?;
+                        }
+                    }
+                    Destination::Client(to) if to.transport == ClientTransport::Udp => {
+                        if let Some(udp) = udp {
+                            let _ = udp.send_to(t.data, to.client);
+                        }
+                    }
+                    // The protocol layer answers requests on their own
+                    // 5-tuple; nothing else reaches a client from here.
+                    Destination::Client(to) => debug!("unroutable answer to {to}"),
+                    Destination::Peer { relay, peer } => relays.send(relay, peer, t.data),
+                }
+                Ok(())
+            };
+            if let Err(reason) = core.receive(now, wire, &mut on_frame) {
+                break Err(reason);
+            }
+        };
+        let queued = !conn.core.outbound().pending().is_empty();
+        match result {
+            Ok(()) => {
+                if queued && !conn.dirty {
+                    conn.dirty = true;
+                    self.conns.dirty.push(slot);
                 }
             }
+            Err(reason) => self.conns.doom(slot, reason),
         }
-        server.handle_timeout(Instant::now(), &mut relays);
+    }
+
+    fn flush(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
+        if conn.doomed {
+            return;
+        }
+        if conn.core.outbound().flush_to(&mut conn.socket).is_err() {
+            self.conns.doom(slot, CloseReason::Io);
+        }
+    }
+
+    /// Writes what the round queued. What the socket does not take now is
+    /// written on its next writable event.
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.conns.dirty);
+        for &slot in &dirty {
+            if let Some(conn) = self.conns.get(slot) {
+                conn.dirty = false;
+            }
+            self.flush(slot);
+        }
+        // `flush` queues nothing new: keep the vector's allocation.
+        dirty.clear();
+        self.conns.dirty = dirty;
+        self.close_doomed();
+    }
+
+    /// Closes every doomed connection and frees its allocation at once.
+    fn close_doomed(&mut self) {
+        while let Some((slot, reason)) = self.conns.doomed.pop() {
+            let Some(mut conn) = self.conns.slots.get_mut(slot).and_then(Option::take) else {
+                continue;
+            };
+            let tuple = *conn.core.tuple();
+            if self.conns.by_tuple.get(&tuple) == Some(&slot) {
+                self.conns.by_tuple.remove(&tuple);
+            }
+            // Best effort: a TLS alert or close_notify, what was queued.
+            conn.core.close();
+            let _ = conn.core.outbound().flush_to(&mut conn.socket);
+            let _ = self.registry.deregister(&mut conn.socket);
+            drop(conn);
+            self.server.client_closed(&tuple, &mut self.relays);
+            self.conns.free.push(slot);
+            self.limits.open.fetch_sub(1, Ordering::AcqRel);
+            self.metrics
+                .connections
+                .with_label_values(&[tuple.transport.as_str()])
+                .dec();
+            self.closed_metric(reason);
+            debug!("closed {tuple}: {}", reason.as_str());
+        }
+    }
+
+    fn closed_metric(&self, reason: CloseReason) {
+        self.metrics
+            .connections_closed
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// Timers of every connection, and a retry of the listeners (an
+    /// `accept` that failed for lack of descriptors gets no new event).
+    fn sweep(&mut self, now: Instant) {
+        for slot in 0..self.conns.slots.len() {
+            let Some(Some(conn)) = self.conns.slots.get(slot) else {
+                continue;
+            };
+            let has_allocation = self.server.table().get(conn.core.tuple()).is_some();
+            if let Some(reason) = conn
+                .core
+                .check_timers(now, &self.limits.timeouts, has_allocation)
+            {
+                self.conns.doom(slot, reason);
+            }
+        }
+        self.close_doomed();
+        for index in 0..self.listeners.len() {
+            self.accept(index);
+        }
     }
 }
 
-fn send(out: Option<Transmit<'_>>, client: &UdpSocket, relays: &Relays) {
+/// Sends one output of the protocol layer where it goes.
+fn deliver(out: Option<Transmit<'_>>, udp: Option<&UdpSocket>, relays: &Relays, conns: &mut Conns) {
     let Some(t) = out else {
         return;
     };
-    let result = match t.to {
-        Destination::Client(tuple) => client.send_to(t.data, tuple.client),
-        Destination::Peer { relay, peer } => match relays.by_addr.get(&relay) {
-            Some(&slot) => match &relays.sockets[slot] {
-                Some((_, socket)) => socket.send_to(t.data, peer),
-                None => return,
-            },
-            None => return,
+    match t.to {
+        Destination::Client(tuple) => match tuple.transport {
+            ClientTransport::Udp => {
+                if let Some(udp) = udp {
+                    if let Err(e) = udp.send_to(t.data, tuple.client) {
+                        debug!("send: {e}");
+                    }
+                }
+            }
+            ClientTransport::Tcp | ClientTransport::Tls => conns.send(&tuple, t.data),
         },
-    };
-    if let Err(e) = result {
-        debug!("send: {e}");
+        Destination::Peer { relay, peer } => relays.send(relay, peer, t.data),
     }
 }

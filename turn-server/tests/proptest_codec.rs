@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use proptest::prelude::*;
 use turn_server::stun::attributes::*;
+use turn_server::stun::channel_data::{MAX_CHANNEL, MIN_CHANNEL};
 use turn_server::stun::framing::{next_frame_len, next_frame_len_capped, Framing};
 use turn_server::stun::{
     attr, channel_data, encode_data_indication, Class, DataIndication, Integrity, Message,
@@ -79,7 +80,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         any::<u32>().prop_map(Spec::Lifetime),
         any::<u8>().prop_map(Spec::Transport),
         bytes(300).prop_map(Spec::Data),
-        (0x4000u16..=0x4FFF).prop_map(Spec::Channel),
+        (MIN_CHANNEL..=MAX_CHANNEL).prop_map(Spec::Channel),
         any::<bool>().prop_map(Spec::EvenPort),
         Just(Spec::DontFragment),
         any::<[u8; 8]>().prop_map(Spec::Token),
@@ -388,7 +389,7 @@ fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
         (proptest::collection::vec(spec(), 0..4), any::<bool>())
             .prop_map(|(s, fp)| Frame::Stun(s, fp)),
-        (0x4000u16..=0x4FFF, bytes(100)).prop_map(|(c, d)| Frame::ChannelData(c, d)),
+        (MIN_CHANNEL..=MAX_CHANNEL, bytes(100)).prop_map(|(c, d)| Frame::ChannelData(c, d)),
     ]
 }
 
@@ -520,7 +521,7 @@ proptest! {
 
     #[test]
     fn channel_data_round_trip(
-        channel in 0x4000u16..=0x4FFF,
+        channel in MIN_CHANNEL..=MAX_CHANNEL,
         data in bytes(2000),
         pad in any::<bool>(),
         prefix in bytes(3),

@@ -61,6 +61,8 @@ pub struct EngineConfig {
     pub local: LocalAddrs,
     /// Handed to clients.
     pub ice_servers: Vec<IceServer>,
+    /// The embedded TURN relay's credentials, minted per participant.
+    pub turn: Option<crate::turn::TurnCredentials>,
     /// Maximum relay payload size.
     pub max_relay_bytes: usize,
 }
@@ -148,6 +150,7 @@ impl Engine {
     /// A client joined over signaling connection `conn` with verified grants.
     pub fn join(&mut self, conn: ConnId, grants: Grants, auto_subscribe: bool, now: Instant) {
         let room_name = grants.room.clone();
+        let grants_identity = grants.identity.clone();
         self.replace_identity(&room_name, &grants.identity, "", now);
         let id = random_id("PA_");
         let mut participant = Participant::new(id.clone(), grants, Access::Signaling(conn), now);
@@ -160,7 +163,7 @@ impl Engine {
             room: room_name.clone(),
             participant: me,
             participants: room.others(&id),
-            ice_servers: self.config.ice_servers.clone(),
+            ice_servers: self.ice_servers(&grants_identity),
         };
         self.signals.push_back(Signal::Message(conn, joined));
         self.deliver(deliveries);
@@ -262,6 +265,16 @@ impl Engine {
         if code.is_fatal() {
             self.signals.push_back(Signal::Close(conn));
         }
+    }
+
+    /// The configured ICE servers plus the embedded relay with fresh
+    /// credentials for `identity`.
+    pub fn ice_servers(&self, identity: &str) -> Vec<IceServer> {
+        let mut servers = self.config.ice_servers.clone();
+        if let Some(turn) = &self.config.turn {
+            servers.push(turn.ice_server(identity));
+        }
+        servers
     }
 
     // ------------------------------------------------------------------
@@ -1417,6 +1430,7 @@ mod tests {
                 tcp: vec![],
             },
             ice_servers: vec![],
+            turn: None,
             max_relay_bytes: 1024,
         };
         (Engine::new(config, metrics.clone()), metrics)

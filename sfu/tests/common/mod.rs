@@ -22,6 +22,8 @@ pub async fn start_server(peer_timeout_ms: u64) -> Server {
     config.media.tcp_listen = "127.0.0.1:0".parse().unwrap();
     config.media.peer_timeout_ms = peer_timeout_ms;
     config.auth.key = KEY.into();
+    config.turn.udp = vec!["127.0.0.1:0".parse().unwrap()];
+    config.turn.tcp = vec![];
     Server::start(config).await.expect("server starts")
 }
 

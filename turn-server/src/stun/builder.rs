@@ -235,7 +235,8 @@ impl<'b> MessageBuilder<'b> {
         self.add(&Data(data))
     }
 
-    /// CHANNEL-NUMBER (0x4000..=0x4FFF, else an error).
+    /// CHANNEL-NUMBER (see [`channel_data::is_valid_channel`](super::channel_data::is_valid_channel);
+    /// others are an error).
     pub fn channel_number(&mut self, channel: u16) -> &mut Self {
         self.add(&ChannelNumber(channel))
     }

@@ -25,7 +25,8 @@ pub const MAX_CHANNEL: u16 = 0x7FFE;
 /// Size of the ChannelData header.
 pub const HEADER_LEN: usize = 4;
 
-/// True for channel numbers a client may bind (0x4000..=0x4FFF).
+/// True for channel numbers a client may bind: [`MIN_CHANNEL`]..=[`MAX_CHANNEL`]
+/// (RFC 8656's 0x4000..=0x4FFF widened to RFC 5766's range, see above).
 pub const fn is_valid_channel(channel: u16) -> bool {
     channel >= MIN_CHANNEL && channel <= MAX_CHANNEL
 }
@@ -124,6 +125,9 @@ mod tests {
         let padded = [0x4f, 0xff, 0x00, 0x01, 9, 0, 0, 0];
         assert_eq!(parse(&padded), Ok((0x4fff, &[9u8][..])));
         assert_eq!(parse(&[0x40, 0, 0, 0]), Ok((0x4000, &[][..])));
+        // RFC 5766's range, kept for coturn-era clients.
+        assert_eq!(parse(&[0x50, 0x00, 0, 0]), Ok((0x5000, &[][..])));
+        assert_eq!(parse(&[0x7f, 0xfe, 0, 0]), Ok((0x7ffe, &[][..])));
     }
 
     #[test]

@@ -87,7 +87,8 @@ pub enum AttrError {
         family: u8,
     },
     /// A numeric field out of its valid range (channel number outside
-    /// 0x4000..=0x4FFF, error class outside 3..=6, ...).
+    /// [`MIN_CHANNEL`](super::channel_data::MIN_CHANNEL)..=[`MAX_CHANNEL`](super::channel_data::MAX_CHANNEL),
+    /// error class outside 3..=6, ...).
     #[error("attribute {attr:#06x}: value out of range")]
     OutOfRange {
         /// The attribute's type.

@@ -41,7 +41,9 @@ pub fn next_frame_len(buf: &[u8]) -> Framing {
 ///
 /// Invalid: first two bits 0b10/0b11; a STUN length not a multiple of 4 or
 /// a wrong magic cookie (checked once 8 bytes are present); a channel
-/// number outside 0x4000..=0x4FFF; a frame longer than `max_len`.
+/// number outside [`MIN_CHANNEL`](super::channel_data::MIN_CHANNEL)..=
+/// [`MAX_CHANNEL`](super::channel_data::MAX_CHANNEL); a frame longer than
+/// `max_len`.
 pub fn next_frame_len_capped(buf: &[u8], max_len: usize) -> Framing {
     let Some(&[b0, b1, l0, l1]) = buf.first_chunk::<4>() else {
         // Even the first byte alone can already be rejected.
