@@ -253,51 +253,55 @@ async fn whip(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let grants = match http_grants(&state, &headers, &room, "whip") {
-        Ok(g) => g,
-        Err(r) => return r.into_response(),
-    };
-    let offer = match sdp_body(&headers, &body) {
-        Ok(o) => o,
-        Err(r) => return r.into_response(),
-    };
-    let identity = grants.identity.clone();
-    match ask(&state, |reply| Command::Whip {
-        grants,
-        offer,
-        reply,
-    })
-    .await
-    {
-        Ok(result) => session_response(&state, &identity, result),
-        Err(r) => r.into_response(),
-    }
+    start_session(state, room, SessionKind::Whip, headers, body).await
 }
 
-async fn whep(
+/// What a WHIP/WHEP POST starts.
+enum SessionKind {
+    /// Publishing.
+    Whip,
+    /// Viewing the room, or one participant (id or identity).
+    Whep(Option<String>),
+}
+
+async fn start_session(
     state: AppState,
     room: String,
-    target: Option<String>,
+    kind: SessionKind,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let grants = match http_grants(&state, &headers, &room, "whep") {
-        Ok(g) => g,
-        Err(r) => return r.into_response(),
+    let role = match kind {
+        SessionKind::Whip => "whip",
+        SessionKind::Whep(_) => "whep",
     };
-    let offer = match sdp_body(&headers, &body) {
-        Ok(o) => o,
+    let (grants, offer) = match http_grants(&state, &headers, &room, role)
+        .and_then(|g| Ok((g, sdp_body(&headers, &body)?)))
+    {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
     let identity = grants.identity.clone();
-    match ask(&state, |reply| Command::Whep {
-        grants,
-        target,
-        offer,
-        reply,
-    })
-    .await
-    {
+    let result = match kind {
+        SessionKind::Whip => {
+            ask(&state, |reply| Command::Whip {
+                grants,
+                offer,
+                reply,
+            })
+            .await
+        }
+        SessionKind::Whep(target) => {
+            let whep = |reply| Command::Whep {
+                grants,
+                target,
+                offer,
+                reply,
+            };
+            ask(&state, whep).await
+        }
+    };
+    match result {
         Ok(result) => session_response(&state, &identity, result),
         Err(r) => r.into_response(),
     }
@@ -309,7 +313,7 @@ async fn whep_room(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    whep(state, room, None, headers, body).await
+    start_session(state, room, SessionKind::Whep(None), headers, body).await
 }
 
 async fn whep_participant(
@@ -318,7 +322,14 @@ async fn whep_participant(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    whep(state, room, Some(participant), headers, body).await
+    start_session(
+        state,
+        room,
+        SessionKind::Whep(Some(participant)),
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn end_session(State(state): State<AppState>, Path(session): Path<String>) -> Response {
