@@ -86,7 +86,7 @@ pub fn start(
         .iter()
         .flat_map(public)
         .map(|a| format!("turn:{a}?transport=udp"));
-    let tcp = config.tcp.iter().filter(|a| a.port() != 0).flat_map(public);
+    let tcp = service.tcp_addrs.iter().flat_map(public);
     let urls = udp
         .chain(tcp.map(|a| format!("turn:{a}?transport=tcp")))
         .collect();

@@ -701,8 +701,8 @@ impl TurnServer {
         unknown: Option<&[u16]>,
         signed: Option<(SessionKey, bool)>,
     ) -> Option<Transmit<'a>> {
-        let unix = self.clock.unix(now);
-        let nonce = matches!(code, 401 | 438).then(|| self.nonces.issue(tuple.client, unix));
+        let nonce = matches!(code, 401 | 438)
+            .then(|| self.nonces.issue(tuple.client, self.clock.unix(now)));
         self.out.clear();
         let mut b = MessageBuilder::new(
             &mut self.out,

@@ -121,6 +121,11 @@ pub struct Outbound {
 impl Outbound {
     /// Queues one message (encrypted first on TLS).
     pub fn send(&mut self, data: &[u8]) -> Result<(), CloseReason> {
+        // Checked before queueing, so the queue never passes the cap (TLS
+        // adds its record overhead on top).
+        if self.pending().len() + data.len() > MAX_WRITE_QUEUE {
+            return Err(CloseReason::WriteQueueFull);
+        }
         match &mut self.tls {
             None => self.queue.extend_from_slice(data),
             Some(tls) => {
@@ -137,9 +142,6 @@ impl Outbound {
                     drain_tls(tls, &mut self.queue)?;
                 }
             }
-        }
-        if self.pending().len() > MAX_WRITE_QUEUE {
-            return Err(CloseReason::WriteQueueFull);
         }
         Ok(())
     }
@@ -479,6 +481,10 @@ mod tests {
             }
         }
         assert_eq!(result, Err(CloseReason::WriteQueueFull));
+        assert!(conn.outbound().pending().len() <= MAX_WRITE_QUEUE);
+        // Exactly full: not one byte more.
+        assert_eq!(conn.outbound().pending().len(), MAX_WRITE_QUEUE);
+        assert_eq!(conn.outbound().send(&[0]), Err(CloseReason::WriteQueueFull));
         // A reader that drains it keeps the connection usable.
         let mut conn = StreamConn::new(tuple(), None, Instant::now()).unwrap();
         let mut sink = Vec::new();

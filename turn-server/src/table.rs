@@ -317,9 +317,12 @@ pub struct TableStats {
     pub permissions: usize,
     /// Live channel bindings.
     pub channels: usize,
-    /// Held EVEN-PORT reservations.
+    /// EVEN-PORT reservations this table made that are still held (not
+    /// yet claimed, here or in another table, nor expired).
     pub reservations: usize,
-    /// Relay ports taken (allocations, reservations, quarantine).
+    /// Relay ports this table holds: its allocations' relayed addresses
+    /// (including ports claimed from another table's reservation), its
+    /// held reservations and its quarantine.
     pub ports_in_use: usize,
     /// Relay ports configured.
     pub ports_total: usize,
@@ -656,7 +659,7 @@ impl AllocationTable {
     }
 
     /// Picks a port of `family`, rotating over the relay IPs of the family.
-    fn pick_port(&mut self, family: AddressFamily, parity: Parity) -> Option<(usize, SocketAddr)> {
+    fn pick_port(&mut self, family: AddressFamily, parity: Parity) -> Option<SocketAddr> {
         let n = self.pools.len();
         let start = self.next_pool[family.index()];
         for k in 0..n {
@@ -666,7 +669,7 @@ impl AllocationTable {
             }
             if let Some(port) = self.pools[i].pick(self.quotas.ports(), &mut self.rng, parity) {
                 self.next_pool[family.index()] = (i + 1) % n;
-                return Some((i, SocketAddr::new(self.pools[i].ip(), port)));
+                return Some(SocketAddr::new(self.pools[i].ip(), port));
             }
         }
         None
@@ -845,7 +848,7 @@ impl AllocationTable {
                     continue;
                 }
                 match self.pick_port(family, parity) {
-                    Some((_, relay)) => {
+                    Some(relay) => {
                         relays.set(family, Some(relay));
                         if parity == Parity::EvenPair {
                             reservation = self.reserve_next(relay, req.username, now_ms);
@@ -989,7 +992,7 @@ impl AllocationTable {
         } else {
             self.pick_port(family, parity)
         };
-        let Some((_, new_relay)) = picked else {
+        let Some(new_relay) = picked else {
             if let Some(a) = self.alloc(id) {
                 if a.relays.is_empty() {
                     self.delete(id);

@@ -44,6 +44,9 @@ const CONN_BASE: usize = 2 << (usize::BITS - 2);
 /// Bytes read from one connection per readiness event before the others
 /// get a turn (the rest is read in the next round).
 const READ_BUDGET: usize = 4 * READ_CHUNK;
+/// Datagrams read from one UDP socket (client or relay) per turn: a peer
+/// flooding its relay port cannot hold the worker in one loop.
+const DATAGRAM_BUDGET: usize = 256;
 /// How often the connection timers are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -188,8 +191,6 @@ struct Conns {
     dirty: Vec<usize>,
     /// Connections to close once the current event is handled.
     doomed: Vec<(usize, CloseReason)>,
-    /// Connections with unread input left by the read budget.
-    backlog: Vec<usize>,
 }
 
 impl Conns {
@@ -214,6 +215,9 @@ impl Conns {
         let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
+        if conn.doomed {
+            return;
+        }
         match queue(conn, data) {
             Ok(()) => {
                 if !conn.dirty && !conn.core.outbound().pending().is_empty() {
@@ -283,6 +287,8 @@ struct Worker {
     udp: Option<(UdpSocket, SocketAddr)>,
     listeners: Vec<StreamListener>,
     conns: Conns,
+    /// Sockets left readable by a read budget, read again next round.
+    backlog: Vec<Token>,
     registry: Registry,
     limits: StreamLimits,
     metrics: TurnMetrics,
@@ -329,8 +335,8 @@ impl Worker {
                 by_tuple: HashMap::default(),
                 dirty: Vec::new(),
                 doomed: Vec::new(),
-                backlog: Vec::new(),
             },
+            backlog: Vec::new(),
             registry,
             limits: sockets.limits,
             metrics,
@@ -343,7 +349,7 @@ impl Worker {
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         while !stop.load(Ordering::Acquire) {
             let now = Instant::now();
-            let timeout = if self.conns.backlog.is_empty() {
+            let timeout = if self.backlog.is_empty() {
                 self.server
                     .poll_timeout()
                     .unwrap_or(next_sweep)
@@ -359,25 +365,21 @@ impl Worker {
                 continue;
             }
             for event in events.iter() {
-                match event.token() {
-                    CLIENT => self.read_udp(),
-                    WAKER => {}
-                    Token(t) if t >= CONN_BASE => {
-                        let slot = t - CONN_BASE;
-                        if event.is_writable() {
-                            self.flush(slot);
-                        }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_conn(slot);
-                        }
-                    }
-                    Token(t) if t >= RELAY_BASE => self.read_relay(t - RELAY_BASE),
-                    Token(t) => self.accept(t - FIRST_LISTENER),
+                let token = event.token();
+                if token.0 >= CONN_BASE && event.is_writable() {
+                    self.flush(token.0 - CONN_BASE);
+                }
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                if readable || token.0 < CONN_BASE {
+                    self.read(token);
                 }
                 self.close_doomed();
             }
-            for slot in std::mem::take(&mut self.conns.backlog) {
-                self.read_conn(slot);
+            let mut backlog = std::mem::take(&mut self.backlog);
+            backlog.sort_unstable();
+            backlog.dedup();
+            for token in backlog {
+                self.read(token);
                 self.close_doomed();
             }
             self.flush_dirty();
@@ -396,14 +398,25 @@ impl Worker {
         self.close_doomed();
     }
 
+    /// Reads what the socket of `token` has, within its budget.
+    fn read(&mut self, token: Token) {
+        match token {
+            CLIENT => self.read_udp(),
+            WAKER => {}
+            Token(t) if t >= CONN_BASE => self.read_conn(t - CONN_BASE),
+            Token(t) if t >= RELAY_BASE => self.read_relay(t - RELAY_BASE),
+            Token(t) => self.accept(t - FIRST_LISTENER),
+        }
+    }
+
     fn read_udp(&mut self) {
         let Some((client, local)) = &self.udp else {
             return;
         };
-        loop {
+        for _ in 0..DATAGRAM_BUDGET {
             let (n, from) = match client.recv_from(&mut self.buf) {
                 Ok(r) => r,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(_) => continue,
             };
             let Some(data) = self.buf.get(..n) else {
@@ -415,15 +428,20 @@ impl Worker {
                 .handle_client(Instant::now(), tuple, data, &mut self.relays);
             deliver(out, Some(client), &self.relays, &mut self.conns);
         }
+        // Budget spent before WouldBlock: more may be waiting.
+        self.backlog.push(CLIENT);
     }
 
     fn read_relay(&mut self, slot: usize) {
         let udp = self.udp.as_ref().map(|(s, _)| s);
-        while let Some(Some((relay, socket))) = self.relays.sockets.get(slot) {
+        for _ in 0..DATAGRAM_BUDGET {
+            let Some(Some((relay, socket))) = self.relays.sockets.get(slot) else {
+                return;
+            };
             let relay = *relay;
             let (n, peer) = match socket.recv_from(&mut self.buf) {
                 Ok(r) => r,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(_) => continue,
             };
             let Some(data) = self.buf.get(..n) else {
@@ -432,6 +450,7 @@ impl Worker {
             let out = self.server.handle_peer(Instant::now(), relay, peer, data);
             deliver(out, udp, &self.relays, &mut self.conns);
         }
+        self.backlog.push(Token(RELAY_BASE + slot));
     }
 
     fn accept(&mut self, index: usize) {
@@ -523,7 +542,7 @@ impl Worker {
         let mut read = 0;
         let result = loop {
             if read >= READ_BUDGET {
-                self.conns.backlog.push(slot);
+                self.backlog.push(Token(CONN_BASE + slot));
                 break Ok(());
             }
             let n = match socket.read(&mut self.buf) {

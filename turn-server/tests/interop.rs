@@ -22,7 +22,10 @@ realm = "interop.test"
 workers = 2
 [listen]
 udp = ["127.0.0.1:0"]
-tcp = []
+tcp = ["127.0.0.1:0"]
+tls = ["127.0.0.1:0"]
+[tls]
+dev_cert = true
 [auth]
 users = {{ test = "test123" }}
 secrets = ["{SECRET}"]
@@ -88,6 +91,10 @@ impl Drop for Peer {
 
 /// Runs turnutils_uclient (bounded by a timeout) and returns its output.
 fn uclient(relay: SocketAddr, peer_port: u16, extra: &[&str]) -> String {
+    uclient_at(relay.port(), peer_port, extra)
+}
+
+fn uclient_at(port: u16, peer_port: u16, extra: &[&str]) -> String {
     require("turnutils_uclient");
     let mut args: Vec<String> = [
         "60",
@@ -112,7 +119,7 @@ fn uclient(relay: SocketAddr, peer_port: u16, extra: &[&str]) -> String {
         "-r".into(),
         peer_port.to_string(),
         "-p".into(),
-        relay.port().to_string(),
+        port.to_string(),
         "127.0.0.1".into(),
     ]);
     let out = std::process::Command::new("timeout")
@@ -176,6 +183,27 @@ fn coturn_uclient_relays_without_loss_with_rest_credentials() {
         !refused.contains("Total lost packets 0"),
         "a wrong REST secret was accepted:\n{refused}"
     );
+    relay.stop();
+}
+
+#[test]
+fn coturn_uclient_relays_without_loss_over_tcp_and_tls() {
+    let (relay, _) = start_relay();
+    let peer_port = free_udp_port();
+    let _peer = Peer::start(peer_port);
+    let auth = ["-u", "test", "-w", "test123"];
+    let tcp = uclient_at(
+        relay.tcp_addrs[0].port(),
+        peer_port,
+        &[&["-t"][..], &auth].concat(),
+    );
+    assert_no_loss(&tcp);
+    let tls = uclient_at(
+        relay.tls_addrs[0].port(),
+        peer_port,
+        &[&["-t", "-S"][..], &auth].concat(),
+    );
+    assert_no_loss(&tls);
     relay.stop();
 }
 

@@ -1,0 +1,756 @@
+//! TCP and TLS client transports over real sockets on 127.0.0.1 with
+//! ephemeral ports: a blocking Rust client (plain TCP, or rustls trusting
+//! the server's development certificate) allocates with long-term
+//! credentials and relays to a UDP echo peer, with Send/Data indications
+//! and padded ChannelData; malformed streams close only their own
+//! connection; closing a connection frees its allocation at once.
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use prometheus::Registry;
+use turn_server::config::TurnConfig;
+use turn_server::service::TurnService;
+use turn_server::stun::attributes::{
+    Data, ErrorCode, Nonce, Realm, XorPeerAddress, XorRelayedAddress,
+};
+use turn_server::stun::channel_data;
+use turn_server::stun::credentials::long_term_key_md5;
+use turn_server::stun::framing::{next_frame_len, Framing};
+use turn_server::stun::{
+    encode_send_indication, Class, Integrity, Message, MessageBuilder, Method,
+};
+
+const USER: &str = "test";
+const PASSWORD: &str = "test123";
+const REALM: &str = "bench.local";
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn config() -> TurnConfig {
+    let mut c = TurnConfig::default();
+    c.server.realm = REALM.into();
+    c.server.workers = 2;
+    c.listen.udp = vec!["127.0.0.1:0".parse().unwrap()];
+    c.listen.tcp = vec!["127.0.0.1:0".parse().unwrap()];
+    c.listen.tls = vec!["127.0.0.1:0".parse().unwrap()];
+    c.tls.dev_cert = true;
+    c.auth.users = BTreeMap::from([(USER.to_string(), PASSWORD.to_string())]);
+    c.policy.allow = vec!["127.0.0.1/32".into()];
+    c.limits.bandwidth_bytes_per_s = 0;
+    c
+}
+
+struct Server {
+    service: Option<TurnService>,
+    registry: Registry,
+}
+
+impl Server {
+    fn start(config: TurnConfig) -> Server {
+        let registry = Registry::new();
+        let service = TurnService::start(&config, &registry, &[]).expect("server starts");
+        Server {
+            service: Some(service),
+            registry,
+        }
+    }
+
+    fn service(&self) -> &TurnService {
+        self.service.as_ref().expect("running")
+    }
+
+    fn tcp(&self) -> SocketAddr {
+        self.service().tcp_addrs[0]
+    }
+
+    fn tls(&self) -> SocketAddr {
+        self.service().tls_addrs[0]
+    }
+
+    /// A metric's value (summed over labels matching `label`, if given).
+    fn metric(&self, name: &str, label: Option<(&str, &str)>) -> i64 {
+        let mut total = 0.0;
+        for family in self.registry.gather() {
+            if family.name() != name {
+                continue;
+            }
+            for m in family.get_metric() {
+                let matches = label.is_none_or(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == k && l.value() == v)
+                });
+                if matches {
+                    total += m.get_gauge().get_value() + m.get_counter().get_value();
+                }
+            }
+        }
+        total as i64
+    }
+
+    /// Waits until `name` (with `label`) reaches `want`.
+    fn wait_metric(&self, name: &str, label: Option<(&str, &str)>, want: i64) {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while self.metric(name, label) != want {
+            assert!(
+                Instant::now() < deadline,
+                "{name} {label:?} stayed at {} (want {want})",
+                self.metric(name, label)
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.service.take() {
+            s.stop();
+        }
+    }
+}
+
+/// A UDP peer that echoes every datagram to its sender.
+fn echo_peer() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    addr
+}
+
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// A blocking TURN client on one stream.
+struct Client {
+    stream: Box<dyn Stream>,
+    inbuf: Vec<u8>,
+    key: Vec<u8>,
+    nonce: String,
+    tid: u8,
+}
+
+impl Client {
+    fn tcp(server: SocketAddr) -> Client {
+        let stream = TcpStream::connect(server).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client::new(Box::new(stream))
+    }
+
+    fn tls(server: SocketAddr, root: &rustls::pki_types::CertificateDer<'static>) -> Client {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root.clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        // The development certificate names the listener's IP address.
+        let name = rustls::pki_types::ServerName::IpAddress(server.ip().into());
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let tcp = TcpStream::connect(server).unwrap();
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client::new(Box::new(rustls::StreamOwned::new(conn, tcp)))
+    }
+
+    fn new(stream: Box<dyn Stream>) -> Client {
+        Client {
+            stream,
+            inbuf: Vec::new(),
+            key: long_term_key_md5(USER, REALM, PASSWORD).to_vec(),
+            nonce: String::new(),
+            tid: 0,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    /// The next frame from the server, or `None` if it closed the stream.
+    fn read_frame(&mut self) -> Option<Vec<u8>> {
+        loop {
+            match next_frame_len(&self.inbuf) {
+                Framing::Complete(n) => return Some(self.inbuf.drain(..n).collect()),
+                Framing::NeedMore => {}
+                Framing::Invalid => panic!("server sent an invalid frame: {:?}", self.inbuf),
+            }
+            let mut buf = [0u8; 8192];
+            match self.stream.read(&mut buf) {
+                Ok(0) => return None,
+                Ok(n) => self.inbuf.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    fn next_tid(&mut self) -> [u8; 12] {
+        self.tid = self.tid.wrapping_add(1);
+        let mut tid: [u8; 12] = rand::random();
+        tid[0] = self.tid;
+        tid
+    }
+
+    /// Sends a request built by `add` (authenticated once a nonce is known)
+    /// and returns the response's bytes, skipping indications and
+    /// ChannelData that arrive in between.
+    fn request(&mut self, method: Method, add: impl Fn(&mut MessageBuilder<'_>)) -> Vec<u8> {
+        let tid = self.next_tid();
+        let mut buf = Vec::new();
+        let mut b = MessageBuilder::new(&mut buf, Class::Request, method, tid);
+        add(&mut b);
+        if !self.nonce.is_empty() {
+            b.username(USER).realm(REALM).nonce(&self.nonce);
+        }
+        let integrity = (!self.nonce.is_empty()).then_some(Integrity::Sha1(&self.key));
+        b.finish(integrity, true).unwrap();
+        self.write(&buf);
+        loop {
+            let frame = self.read_frame().expect("server closed the connection");
+            let Ok(msg) = Message::parse(&frame) else {
+                continue;
+            };
+            if msg.transaction_id() == tid && msg.class() != Class::Indication {
+                return frame;
+            }
+        }
+    }
+
+    /// Request with the 401 → credentials dance; panics on an error answer.
+    fn authed(&mut self, method: Method, add: impl Fn(&mut MessageBuilder<'_>)) -> Vec<u8> {
+        for _ in 0..3 {
+            let frame = self.request(method, &add);
+            let msg = Message::parse(&frame).unwrap();
+            if msg.class() == Class::Success {
+                assert!(msg.verify_integrity(&self.key), "response integrity");
+                return frame;
+            }
+            let code = msg.get::<ErrorCode>().unwrap().unwrap().code;
+            assert!(code == 401 || code == 438, "error {code}");
+            assert_eq!(msg.get::<Realm>().unwrap().unwrap().0, REALM);
+            self.nonce = msg.get::<Nonce>().unwrap().unwrap().0.to_string();
+        }
+        panic!("no success after three tries");
+    }
+
+    fn allocate(&mut self) -> SocketAddr {
+        let frame = self.authed(Method::ALLOCATE, |b| {
+            b.requested_transport(17);
+        });
+        let msg = Message::parse(&frame).unwrap();
+        msg.get::<XorRelayedAddress>().unwrap().unwrap().0
+    }
+
+    fn permit(&mut self, peer: SocketAddr) {
+        self.authed(Method::CREATE_PERMISSION, |b| {
+            b.xor_peer_address(peer);
+        });
+    }
+
+    fn bind(&mut self, channel: u16, peer: SocketAddr) {
+        self.authed(Method::CHANNEL_BIND, |b| {
+            b.channel_number(channel).xor_peer_address(peer);
+        });
+    }
+
+    fn binding(&mut self) {
+        let frame = self.request(Method::BINDING, |_| {});
+        assert_eq!(Message::parse(&frame).unwrap().class(), Class::Success);
+    }
+
+    fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) {
+        let mut buf = Vec::new();
+        encode_send_indication(&mut buf, self.next_tid(), peer, data, false).unwrap();
+        self.write(&buf);
+    }
+
+    /// The next Data indication: (peer, data).
+    fn data_indication(&mut self) -> (SocketAddr, Vec<u8>) {
+        loop {
+            let frame = self.read_frame().expect("server closed the connection");
+            let Ok(msg) = Message::parse(&frame) else {
+                continue;
+            };
+            if msg.class() == Class::Indication && msg.method() == Method::DATA {
+                let peer = msg.get::<XorPeerAddress>().unwrap().unwrap().0;
+                return (peer, msg.get::<Data>().unwrap().unwrap().0.to_vec());
+            }
+        }
+    }
+
+    fn send_channel_data(&mut self, channel: u16, data: &[u8]) {
+        let mut buf = Vec::new();
+        channel_data::encode(&mut buf, channel, data, true).unwrap();
+        assert_eq!(buf.len() % 4, 0);
+        self.write(&buf);
+    }
+
+    /// The next ChannelData frame: (channel, data); checks its padding.
+    fn channel_data(&mut self) -> (u16, Vec<u8>) {
+        loop {
+            let frame = self.read_frame().expect("server closed the connection");
+            if frame[0] & 0xC0 != 0x40 {
+                continue;
+            }
+            assert_eq!(frame.len() % 4, 0, "ChannelData over a stream is padded");
+            let (channel, data) = channel_data::parse(&frame).unwrap();
+            assert_eq!(frame.len(), (4 + data.len()).next_multiple_of(4));
+            return (channel, data.to_vec());
+        }
+    }
+
+    /// True once the server has closed the stream (reads EOF or reset).
+    fn closed_by_server(&mut self) -> bool {
+        self.read_frame().is_none()
+    }
+}
+
+/// Allocate → CreatePermission → Send/Data → ChannelBind → ChannelData.
+fn relay_round_trip(client: &mut Client, peer: SocketAddr) {
+    let relay = client.allocate();
+    assert_eq!(relay.ip().to_string(), "127.0.0.1");
+    client.permit(peer);
+    let payload = b"hello over a stream";
+    client.send_indication(peer, payload);
+    let (from, data) = client.data_indication();
+    assert_eq!((from, data.as_slice()), (peer, &payload[..]));
+
+    client.bind(0x4001, peer);
+    // Lengths 1..=9 exercise every padding amount, both ways.
+    for len in 1..=9u8 {
+        let data: Vec<u8> = (0..len).map(|i| i ^ 0x5a).collect();
+        client.send_channel_data(0x4001, &data);
+        let (channel, back) = client.channel_data();
+        assert_eq!((channel, back), (0x4001, data));
+    }
+    let big = vec![0xabu8; 1201];
+    client.send_channel_data(0x4001, &big);
+    assert_eq!(client.channel_data(), (0x4001, big));
+}
+
+#[test]
+fn tcp_allocate_and_relay() {
+    let server = Server::start(config());
+    let peer = echo_peer();
+    let mut client = Client::tcp(server.tcp());
+    relay_round_trip(&mut client, peer);
+    assert_eq!(
+        server.metric("turn_connections", Some(("transport", "tcp"))),
+        1
+    );
+    assert_eq!(server.metric("turn_allocations", None), 1);
+}
+
+#[test]
+fn tls_allocate_and_relay() {
+    let server = Server::start(config());
+    let root = server.service().tls_certificates()[0].clone();
+    let peer = echo_peer();
+    let mut client = Client::tls(server.tls(), &root);
+    relay_round_trip(&mut client, peer);
+    assert_eq!(
+        server.metric("turn_connections", Some(("transport", "tls"))),
+        1
+    );
+    assert_eq!(server.metric("turn_allocations", None), 1);
+}
+
+#[test]
+fn tls_listener_rejects_plain_tcp_and_untrusting_clients() {
+    let server = Server::start(config());
+    // Plain STUN to the TLS port: not a TLS record, closed.
+    let mut plain = Client::tcp(server.tls());
+    let mut buf = Vec::new();
+    MessageBuilder::new(&mut buf, Class::Request, Method::BINDING, [1; 12])
+        .finish(None, false)
+        .unwrap();
+    plain.write(&buf);
+    closes(plain);
+    server.wait_metric("turn_connections_closed_total", Some(("reason", "tls")), 1);
+    // A client trusting another certificate fails its handshake.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let mut wrong = Client::tls(server.tls(), other.cert.der());
+    let mut b = [0u8; 16];
+    let handshake = wrong
+        .stream
+        .write_all(&buf)
+        .and_then(|()| wrong.stream.flush())
+        .and_then(|()| wrong.stream.read(&mut b));
+    assert!(handshake.is_err(), "untrusted certificate accepted");
+    // The listener still serves.
+    let root = server.service().tls_certificates()[0].clone();
+    Client::tls(server.tls(), &root).binding();
+}
+
+/// A raw TCP connection for the bad-input cases.
+fn raw(server: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(server).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+/// Reads (and ignores) until the server closes the stream.
+fn closes(mut c: Client) {
+    let mut buf = [0u8; 1024];
+    loop {
+        match c.stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("connection not closed: {e}"),
+        }
+    }
+}
+
+/// Reads until the server closes `s`; panics if it answers instead.
+fn expect_closed(mut s: TcpStream, case: &str) {
+    let mut buf = [0u8; 1024];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("{case}: server answered {n} bytes instead of closing"),
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("{case}: connection not closed: {e}"),
+    }
+}
+
+fn binding_request(tid: [u8; 12]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    MessageBuilder::new(&mut buf, Class::Request, Method::BINDING, tid)
+        .finish(None, true)
+        .unwrap();
+    buf
+}
+
+#[test]
+fn bad_streams_close_only_their_connection() {
+    let server = Server::start(config());
+    let peer = echo_peer();
+    let mut good = Client::tcp(server.tcp());
+    good.allocate();
+    good.permit(peer);
+    good.bind(0x4002, peer);
+
+    // The good client relays without pause while the bad ones run.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_flag = stop.clone();
+    let good_thread = thread::spawn(move || {
+        let mut rounds = 0u32;
+        while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) || rounds < 20 {
+            let data = rounds.to_be_bytes();
+            good.send_channel_data(0x4002, &data[..1 + (rounds % 4) as usize]);
+            let (_, back) = good.channel_data();
+            assert_eq!(back, &data[..1 + (rounds % 4) as usize]);
+            // The peer has a channel: its answer comes back as ChannelData.
+            good.send_indication(peer, &data);
+            assert_eq!(good.channel_data(), (0x4002, data.to_vec()));
+            rounds += 1;
+        }
+        good.binding();
+        (rounds, good)
+    });
+
+    // 1. A ChannelData header whose length is shorter than what follows:
+    //    the server takes exactly the declared frame; the rest is garbage.
+    let mut s = raw(server.tcp());
+    let mut lie = vec![0x40, 0x02, 0x00, 0x02, 1, 2, 0, 0];
+    lie.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0]);
+    s.write_all(&lie).unwrap();
+    expect_closed(s, "short ChannelData length");
+
+    // 2. A ChannelData length longer than the data before it: what follows,
+    //    a Binding request included, is payload, not a message; the next
+    //    Binding after the declared frame is answered.
+    let mut s = raw(server.tcp());
+    let mut wire = vec![0x40, 0x03, 0x00, 100];
+    let swallowed = binding_request([0xaa; 12]);
+    wire.extend_from_slice(&swallowed);
+    wire.resize(4 + 100, 0x55);
+    wire.extend_from_slice(&binding_request([0xbb; 12]));
+    s.write_all(&wire).unwrap();
+    let mut c = Client::new(Box::new(s));
+    let frame = c.read_frame().expect("answered");
+    let msg = Message::parse(&frame).unwrap();
+    assert_eq!(msg.transaction_id(), [0xbb; 12], "framing stayed in sync");
+    drop(c);
+
+    // 3. Garbage: bytes that are neither STUN nor ChannelData, and a TLS
+    //    ClientHello-like record on the plain port (first bits 0b00, no
+    //    magic cookie).
+    for garbage in [
+        &b"\xff\xfe\xfd garbage"[..],
+        &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc],
+    ] {
+        let mut s = raw(server.tcp());
+        s.write_all(garbage).unwrap();
+        expect_closed(s, "garbage");
+    }
+
+    // 4. A truncated frame, then the client closes: no panic, allocation-less
+    //    connection simply goes.
+    let mut s = raw(server.tcp());
+    s.write_all(&binding_request([0xcc; 12])[..10]).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    expect_closed(s, "truncated then closed");
+
+    // 5. A STUN length no message has (not a multiple of 4, 0xFFFF).
+    let mut s = raw(server.tcp());
+    let mut m = binding_request([0xdd; 12]);
+    m[2] = 0xff;
+    m[3] = 0xff;
+    s.write_all(&m).unwrap();
+    expect_closed(s, "oversized STUN length");
+
+    // 6. The largest STUN length, honestly followed by 65532 bytes of
+    //    nonsense attributes: dropped as malformed, framing kept, the next
+    //    request answered.
+    let mut s = raw(server.tcp());
+    let mut m = vec![0x00, 0x01, 0xff, 0xfc, 0x21, 0x12, 0xa4, 0x42];
+    m.extend_from_slice(&[0xee; 12]);
+    m.resize(20 + 0xfffc, 0xff);
+    m.extend_from_slice(&binding_request([0xef; 12]));
+    s.write_all(&m).unwrap();
+    let mut c = Client::new(Box::new(s));
+    let frame = c.read_frame().expect("answered");
+    assert_eq!(Message::parse(&frame).unwrap().transaction_id(), [0xef; 12]);
+    drop(c);
+
+    // 7. A bad stream from a client that holds an allocation: closing it
+    //    frees the allocation.
+    let mut c = Client::tcp(server.tcp());
+    c.allocate();
+    assert_eq!(server.metric("turn_allocations", None), 2);
+    c.write(&[
+        0x40, 0x00, 0x00, 0x01, 0xc0, 0, 0, 0, 0xc0, 0xc0, 0xc0, 0xc0,
+    ]);
+    assert!(c.closed_by_server());
+    server.wait_metric("turn_allocations", None, 1);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (rounds, good) = good_thread.join().expect("good client never failed");
+    assert!(rounds >= 20);
+    assert_eq!(server.metric("turn_allocations", None), 1);
+    drop(good);
+    server.wait_metric("turn_allocations", None, 0);
+    assert!(server.metric("turn_connections_closed_total", Some(("reason", "framing"))) >= 4);
+}
+
+#[test]
+fn closing_the_connection_frees_the_allocation() {
+    let server = Server::start(config());
+    for tls in [false, true] {
+        let root = server.service().tls_certificates()[0].clone();
+        let mut client = if tls {
+            Client::tls(server.tls(), &root)
+        } else {
+            Client::tcp(server.tcp())
+        };
+        let relay = client.allocate();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        peer.connect(relay).unwrap();
+        client.permit(peer.local_addr().unwrap());
+        // The relay port answers: peer → client.
+        peer.send(b"ping").unwrap();
+        assert_eq!(client.data_indication().1, b"ping");
+        assert_eq!(server.metric("turn_allocations", None), 1);
+
+        drop(client);
+        server.wait_metric("turn_allocations", None, 0);
+        // The relay socket is gone: the kernel answers with ICMP port
+        // unreachable, which the connected socket reports.
+        let mut refused = false;
+        for _ in 0..50 {
+            let _ = peer.send(b"anyone?");
+            let mut b = [0u8; 64];
+            match peer.recv(&mut b) {
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    refused = true;
+                    break;
+                }
+                Ok(_) => panic!("the relay still forwards"),
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        assert!(refused, "relay port still open (tls: {tls})");
+    }
+    server.wait_metric("turn_connections", None, 0);
+}
+
+#[test]
+fn idle_and_handshake_timeouts() {
+    let mut c = config();
+    c.limits.connection_idle_timeout_s = 1;
+    c.tls.handshake_timeout_s = 1;
+    let server = Server::start(c);
+    let started = Instant::now();
+    // Silent TCP connection without an allocation.
+    let idle = raw(server.tcp());
+    // TLS connection that never says hello.
+    let silent_tls = raw(server.tls());
+    // A TCP connection with an allocation outlives the idle timeout.
+    let mut kept = Client::tcp(server.tcp());
+    kept.allocate();
+    expect_closed(idle, "idle");
+    // (rustls may send an alert as it closes.)
+    closes(Client::new(Box::new(silent_tls)));
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // Past the idle timeout: the connection with an allocation is served.
+    thread::sleep(
+        (started + Duration::from_millis(2200)).saturating_duration_since(Instant::now()),
+    );
+    assert_eq!(
+        server.metric(
+            "turn_connections_closed_total",
+            Some(("reason", "idle_timeout"))
+        ),
+        1
+    );
+    assert_eq!(
+        server.metric(
+            "turn_connections_closed_total",
+            Some(("reason", "handshake_timeout"))
+        ),
+        1
+    );
+    kept.binding();
+}
+
+#[test]
+fn connection_limit() {
+    let mut c = config();
+    c.limits.max_connections = 2;
+    let server = Server::start(c);
+    let mut a = Client::tcp(server.tcp());
+    let mut b = Client::tcp(server.tcp());
+    a.binding();
+    b.binding();
+    let third = raw(server.tcp());
+    expect_closed(third, "over the limit");
+    drop(a);
+    server.wait_metric("turn_connections", None, 1);
+    Client::tcp(server.tcp()).binding();
+}
+
+#[test]
+fn client_that_does_not_read_is_disconnected() {
+    let server = Server::start(config());
+    // A small receive window so the server's queue fills fast.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.tcp().into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut client = Client::new(Box::new(stream));
+    let relay = client.allocate();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.permit(peer.local_addr().unwrap());
+    // The peer floods; the client reads nothing.
+    let datagram = vec![0x11u8; 1200];
+    // Within seconds: a flood on the relay port must not hold the worker
+    // in its read loop while the connection waits to be closed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut sent = 0usize;
+    while server.metric(
+        "turn_connections_closed_total",
+        Some(("reason", "write_queue_full")),
+    ) == 0
+    {
+        assert!(Instant::now() < deadline, "still open after {sent} bytes");
+        for _ in 0..256 {
+            let _ = peer.send_to(&datagram, relay);
+            sent += datagram.len();
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    server.wait_metric("turn_allocations", None, 0);
+    // Others are still served.
+    Client::tcp(server.tcp()).binding();
+}
+
+fn start_error(config: &TurnConfig) -> String {
+    match TurnService::start(config, &Registry::new(), &[]) {
+        Ok(s) => {
+            s.stop();
+            panic!("started despite a bad config");
+        }
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn start_errors_are_clear() {
+    // A port held by an ordinary socket.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut c = config();
+    c.listen.tcp = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+    let e = start_error(&c);
+    assert!(
+        e.contains(&format!(
+            "cannot bind TURN TCP listener 127.0.0.1:{port}: the port is in use"
+        )),
+        "{e}"
+    );
+    // A port held by another relay's SO_REUSEPORT listeners: refused too,
+    // not silently shared.
+    let first = Server::start(config());
+    let mut c = config();
+    c.listen.tls = vec![first.tcp()];
+    let e = start_error(&c);
+    assert!(e.contains("TLS listener") && e.contains("in use"), "{e}");
+    let mut c = config();
+    c.listen.udp = first.service().udp_addrs.clone();
+    let e = start_error(&c);
+    assert!(e.contains("UDP listener") && e.contains("in use"), "{e}");
+    // An address that isn't this host's.
+    let mut c = config();
+    c.listen.tcp = vec!["192.0.2.1:3478".parse().unwrap()];
+    let e = start_error(&c);
+    assert!(
+        e.contains("cannot bind TURN TCP listener 192.0.2.1:3478"),
+        "{e}"
+    );
+    // Unreadable certificate, key of another certificate.
+    let mut c = config();
+    c.tls.cert = Some("/nonexistent/turn-cert.pem".into());
+    c.tls.key = Some("/nonexistent/turn-key.pem".into());
+    let e = start_error(&c);
+    assert!(
+        e.contains("cannot read TLS certificate /nonexistent/turn-cert.pem"),
+        "{e}"
+    );
+    let dir = std::env::temp_dir();
+    let (cert_path, key_path) = (
+        dir.join(format!("turn-test-cert-{port}.pem")),
+        dir.join(format!("turn-test-key-{port}.pem")),
+    );
+    let a = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let b = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(&cert_path, a.cert.pem()).unwrap();
+    std::fs::write(&key_path, b.signing_key.serialize_pem()).unwrap();
+    c.tls.cert = Some(cert_path.clone());
+    c.tls.key = Some(key_path.clone());
+    let e = start_error(&c);
+    assert!(e.contains("does not fit certificate"), "{e}");
+    // The right key: a server that serves that certificate.
+    std::fs::write(&key_path, a.signing_key.serialize_pem()).unwrap();
+    c.tls.dev_cert = false;
+    let server = Server::start(c);
+    assert_eq!(server.service().tls_certificates()[0], *a.cert.der());
+    Client::tls(server.tls(), a.cert.der()).binding();
+    let _ = std::fs::remove_file(cert_path);
+    let _ = std::fs::remove_file(key_path);
+}
