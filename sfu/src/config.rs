@@ -22,7 +22,7 @@ pub enum ConfigError {
     #[error("invalid config: {0}")]
     Invalid(String),
     /// An `SFU_*` environment variable does not name a config key.
-    #[error("environment variable {0} does not name a config key (expected SFU_<SECTION>_<KEY>, e.g. SFU_HTTP_LISTEN)")]
+    #[error("{0}")]
     UnknownEnv(String),
 }
 
@@ -253,31 +253,14 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
-        for (name, value) in env {
-            let Some(rest) = name.strip_prefix("SFU_") else {
-                continue;
-            };
-            let lower = rest.to_ascii_lowercase();
-            let (section, key) = lower
-                .split_once('_')
-                .ok_or_else(|| ConfigError::UnknownEnv(name.clone()))?;
-            if !SECTIONS.contains(&section) {
-                return Err(ConfigError::UnknownEnv(name));
-            }
-            let entry = table
-                .entry(section.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            let toml::Value::Table(section_table) = entry else {
-                return Err(ConfigError::Invalid(format!("[{section}] is not a table")));
-            };
-            section_table.insert(key.to_string(), env_value(&value));
-        }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        let config: Config =
+            turn_server::config::layered(text, "SFU_", SECTIONS, env).map_err(|e| {
+                if e.starts_with("environment variable") {
+                    ConfigError::UnknownEnv(e)
+                } else {
+                    ConfigError::Invalid(e)
+                }
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -311,16 +294,6 @@ impl Config {
 }
 
 const SECTIONS: &[&str] = &["http", "media", "auth", "signaling", "ice", "turn", "log"];
-
-/// An environment value is TOML if it parses as a TOML value, else a string
-/// (so `SFU_HTTP_LISTEN=0.0.0.0:80` and `SFU_MEDIA_ANNOUNCE=["1.2.3.4"]` both work).
-fn env_value(raw: &str) -> toml::Value {
-    let doc = format!("v = {raw}");
-    doc.parse::<toml::Table>()
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
-}
 
 #[cfg(test)]
 mod tests {

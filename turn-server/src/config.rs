@@ -248,35 +248,8 @@ impl TurnConfig {
             })?,
             None => String::new(),
         };
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
-        for (name, value) in env {
-            let Some(rest) = name.strip_prefix("TURN_") else {
-                continue;
-            };
-            let lower = rest.to_ascii_lowercase();
-            let Some((section, key)) = lower.split_once('_').filter(|(s, _)| SECTIONS.contains(s))
-            else {
-                return Err(ConfigError::Invalid(format!(
-                    "environment variable {name} does not name a config key (TURN_<SECTION>_<KEY>)"
-                )));
-            };
-            let entry = table
-                .entry(section.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if let toml::Value::Table(t) = entry {
-                let parsed = format!("v = {value}")
-                    .parse::<toml::Table>()
-                    .ok()
-                    .and_then(|mut t| t.remove("v"))
-                    .unwrap_or(toml::Value::String(value));
-                t.insert(key.to_string(), parsed);
-            }
-        }
-        let config: TurnConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        let config: TurnConfig =
+            layered(&text, "TURN_", SECTIONS, env).map_err(ConfigError::Invalid)?;
         config.validate()?;
         Ok(config)
     }
@@ -382,6 +355,47 @@ fn overlapping_ips(a: IpAddr, b: IpAddr) -> bool {
     a == b
         || (a.is_unspecified() && (a.is_ipv4() == b.is_ipv4() || a.is_ipv6()))
         || (b.is_unspecified() && (a.is_ipv4() == b.is_ipv4() || b.is_ipv6()))
+}
+
+/// The layered loading both the relay and the SFU use: `text` (TOML), then
+/// environment variables `<PREFIX><SECTION>_<KEY>` whose values are TOML
+/// values when they parse as such, strings otherwise (so
+/// `TURN_SERVER_REALM=x` and `SFU_MEDIA_ANNOUNCE=["1.2.3.4"]` both work).
+/// Section names contain no `_`; a variable naming an unknown section is an error.
+pub fn layered<T: serde::de::DeserializeOwned>(
+    text: &str,
+    prefix: &str,
+    sections: &[&str],
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, String> {
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = lower.split_once('_').filter(|(s, _)| sections.contains(s))
+        else {
+            return Err(format!(
+                "environment variable {name} does not name a config key ({prefix}<SECTION>_<KEY>)"
+            ));
+        };
+        let entry = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(t) = entry else {
+            return Err(format!("[{section}] is not a table"));
+        };
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value));
+        t.insert(key.to_string(), parsed);
+    }
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.to_string())
 }
 
 #[cfg(test)]
