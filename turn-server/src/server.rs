@@ -256,10 +256,19 @@ impl TurnServer {
         let Ok((channel, payload)) = channel_data::parse(data) else {
             return self.drop("malformed");
         };
-        match self
+        let forward = self
             .table
-            .client_to_peer_via_channel(tuple, channel, payload.len(), now)
-        {
+            .client_to_peer_via_channel(tuple, channel, payload.len(), now);
+        self.to_peer(forward, payload)
+    }
+
+    /// The datagram for a client→peer forwarding decision.
+    fn to_peer<'a>(
+        &self,
+        forward: Result<crate::table::Forward, DropReason>,
+        payload: &'a [u8],
+    ) -> Option<Transmit<'a>> {
+        match forward {
             Ok(f) => {
                 self.count("to_peer", payload.len());
                 Some(Transmit {
@@ -360,22 +369,10 @@ impl TurnServer {
         else {
             return self.drop("malformed");
         };
-        match self
+        let forward = self
             .table
-            .client_to_peer_via_send(tuple, peer, payload.len(), now)
-        {
-            Ok(f) => {
-                self.count("to_peer", payload.len());
-                Some(Transmit {
-                    to: Destination::Peer {
-                        relay: f.relay,
-                        peer: f.peer,
-                    },
-                    data: payload,
-                })
-            }
-            Err(reason) => self.drop_reason(reason),
-        }
+            .client_to_peer_via_send(tuple, peer, payload.len(), now);
+        self.to_peer(forward, payload)
     }
 
     fn binding<'a>(&'a mut self, tuple: &FiveTuple, msg: &Message<'_>) -> Option<Transmit<'a>> {
