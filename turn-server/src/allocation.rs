@@ -215,6 +215,13 @@ pub struct Allocated {
     pub lifetime: Duration,
     /// Token for the reserved port + 1 (EVEN-PORT R=1).
     pub reservation_token: Option<ReservationToken>,
+    /// The address that token reserves. The table marks the port taken
+    /// but no socket holds it until it is claimed (possibly by another
+    /// worker), so the shell should check now that it can be bound (open
+    /// and close a socket) and report a failure to
+    /// [`crate::table::AllocationTable::bind_failed`] like a relayed
+    /// address's: the pair then moves to ports that work.
+    pub reserved: Option<SocketAddr>,
     /// A dual allocation that got only one family: the family that failed
     /// and why (440 or 508), for ADDRESS-ERROR-CODE.
     pub address_error: Option<(AddressFamily, TurnError)>,

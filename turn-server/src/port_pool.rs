@@ -31,7 +31,7 @@
 //! The mutex is taken only when a port is picked, taken or released and
 //! when a reservation is made, claimed or dropped — Allocate, deletion,
 //! bind failure — never on the relay paths, which only use each table's
-//! own hash indexes. Quarantine stays per table (see [`PortPool`]): a worker
+//! own hash indexes. Quarantine stays per table (`PortPool`): a worker
 //! that has nothing due does not touch the lock on its timer path.
 //!
 //! # Reservations
@@ -44,6 +44,17 @@
 //! reserving table keeps a timer per reservation and drops the entry when
 //! it is due, unless it was claimed first; both happen under the mutex, so
 //! a token is claimed at most once and an expired one never.
+//!
+//! A reservation only marks the port here: no socket holds it until the
+//! claim binds it, and the claim may run in another worker, whose shell
+//! cannot take a socket over from this one. Relay ports share the range
+//! with the OS's ephemeral ports and other servers, so before answering the
+//! reserving Allocate the protocol layer checks that the reserved port can
+//! be bound (opens and closes it) and otherwise moves the pair
+//! (`AllocationTable::bind_failed` with the reserved address, which
+//! quarantines it). Only a bind by another process within the round trip
+//! between that answer and the claim can still fail the claim: 508, as
+//! RFC 8656 §7.2 prescribes for a token that cannot be honoured.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -403,6 +414,23 @@ impl SharedPorts {
             .is_some_and(|h| Arc::ptr_eq(&h.owner, owner));
         if mine {
             inner.drop_reservation(&token);
+        }
+        mine
+    }
+
+    /// Takes `owner`'s reservation `token` out of the registry *without*
+    /// releasing its port: the caller keeps the port taken (quarantines it
+    /// because the OS would not let it be bound). `true` if it was held.
+    pub(crate) fn forfeit(&self, token: ReservationToken, owner: &Arc<AtomicUsize>) -> bool {
+        let mut inner = self.lock();
+        let mine = inner
+            .reservations
+            .get(&token)
+            .is_some_and(|h| Arc::ptr_eq(&h.owner, owner));
+        if mine {
+            if let Some(h) = inner.reservations.remove(&token) {
+                h.owner.fetch_sub(1, Ordering::AcqRel);
+            }
         }
         mine
     }

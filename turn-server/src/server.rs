@@ -609,11 +609,26 @@ impl TurnServer {
             return Ok(Success::Allocated(allocated, tuple.client));
         }
         // Bind every relay socket; a taken port makes the table pick another.
+        // An EVEN-PORT reservation is only marked in the table until it is
+        // claimed (by whichever worker the claim reaches), so check now
+        // that its port can be bound at all: a port another process holds
+        // would only fail the claim later. A failed check moves the pair.
         for _attempt in 0..16 {
             let failed = allocated
                 .relays
                 .iter()
-                .find(|addr| sockets.open(*addr, allocated.dont_fragment).is_err());
+                .find(|addr| sockets.open(*addr, allocated.dont_fragment).is_err())
+                .or_else(|| {
+                    allocated
+                        .reserved
+                        .filter(|r| match sockets.open(*r, false) {
+                            Ok(()) => {
+                                sockets.close(*r);
+                                false
+                            }
+                            Err(_) => true,
+                        })
+                });
             let Some(failed) = failed else {
                 self.metrics.allocations_total.inc();
                 return Ok(Success::Allocated(allocated, tuple.client));

@@ -722,15 +722,17 @@ impl AllocationTable {
 
     fn answer(&self, a: &Allocation, now_ms: u64, retransmission: bool) -> Allocated {
         let remaining_ms = a.expires.saturating_sub(now_ms);
+        let reserved = a.reservation.and_then(|t| {
+            self.quotas
+                .ports()
+                .reserved_relay(t, &self.reserved)
+                .map(|r| (t, r))
+        });
         Allocated {
             relays: a.relays,
             lifetime: Duration::from_secs(remaining_ms.div_ceil(1000)),
-            reservation_token: a.reservation.filter(|t| {
-                self.quotas
-                    .ports()
-                    .reserved_relay(*t, &self.reserved)
-                    .is_some()
-            }),
+            reservation_token: reserved.map(|(t, _)| t),
+            reserved: reserved.map(|(_, r)| r),
             address_error: None,
             dont_fragment: a.dont_fragment,
             retransmission,
@@ -925,63 +927,83 @@ impl AllocationTable {
             relays,
             lifetime,
             reservation_token: reservation,
+            reserved: reservation
+                .and_then(|t| self.quotas.ports().reserved_relay(t, &self.reserved)),
             address_error,
             dont_fragment: req.dont_fragment,
             retransmission: false,
         })
     }
 
-    /// The shell could not bind `relay` (another process holds the port):
-    /// the port is quarantined, another one of the same family (and parity)
-    /// is picked and the updated answer returned. Call it before answering
+    /// The shell could not bind `failed` (another process holds the port):
+    /// either one of the allocation's relayed addresses, or the port
+    /// reserved for its RESERVATION-TOKEN ([`Allocated::reserved`], which
+    /// the shell probes so the token names a port that can be bound when
+    /// it is claimed). The port is quarantined and another one of the same
+    /// family (and parity: a new pair if a reservation was involved) is
+    /// picked; the updated answer is returned. Call it before answering
     /// the Allocate. If no port is left — or the port came from a
     /// reservation token, which names one exact port — the allocation is
     /// deleted and 508 returned.
     pub fn bind_failed(
         &mut self,
         tuple: &FiveTuple,
-        relay: SocketAddr,
+        failed: SocketAddr,
         now: Instant,
     ) -> Result<Allocated, TurnError> {
         let tuple = canon_tuple(tuple);
-        let relay = canonical(relay);
+        let failed = canonical(failed);
         let now_ms = self.now_ms(now);
         let id = *self
             .by_tuple
             .get(&tuple)
             .ok_or(TurnError::AllocationMismatch)?;
-        let (family, even, from_reservation, old_reservation, username) = {
+        let family = AddressFamily::of(failed.ip());
+        let (relay, even, from_reservation, old_reservation, username) = {
             let a = self.alloc(id).ok_or(TurnError::AllocationMismatch)?;
-            let family = AddressFamily::of(relay.ip());
-            if a.relays.get(family) != Some(relay) {
-                return Err(TurnError::BadRequest(
-                    "not a relayed address of this allocation",
-                ));
-            }
             (
-                family,
+                a.relays.get(family),
                 a.even_port,
                 a.from_reservation,
                 a.reservation,
                 a.username.clone(),
             )
         };
-        // Forget the failed address: indexes keyed by it go with it.
-        self.detach_family(id, family);
-        let until = now_ms.saturating_add(ms(self.config.bind_failure_quarantine));
-        match self.pool_of(relay) {
-            // Still marked taken: it stays out of use until released.
-            Some(pool) => self.pools[pool].quarantine(relay.port(), until),
-            // A claimed port on a relay IP this table does not serve
-            // (tables of one server normally share their relay IPs).
-            None => self.release_port(relay),
-        }
-        let reserved_here = old_reservation.filter(|t| {
+        let Some(relay) = relay else {
+            return Err(TurnError::BadRequest(
+                "not a relayed address of this allocation",
+            ));
+        };
+        // This family's reservation of relay + 1, if still held.
+        let reserved_here = old_reservation.and_then(|t| {
             self.quotas
                 .ports()
-                .reserved_relay(*t, &self.reserved)
-                .is_some_and(|r| r.ip() == relay.ip() && r.port() == relay.port().wrapping_add(1))
+                .reserved_relay(t, &self.reserved)
+                .filter(|r| r.ip() == relay.ip() && r.port() == relay.port().wrapping_add(1))
+                .map(|r| (t, r))
         });
+        let reserved_failed = reserved_here.is_some_and(|(_, r)| r == failed);
+        if relay != failed && !reserved_failed {
+            return Err(TurnError::BadRequest(
+                "not a relayed address of this allocation",
+            ));
+        }
+        // Forget the relayed address: indexes keyed by it go with it.
+        self.detach_family(id, family);
+        let until = now_ms.saturating_add(ms(self.config.bind_failure_quarantine));
+        if reserved_failed {
+            // The relayed port is fine but its pair is broken: the relayed
+            // port goes back to the pool, the reserved one leaves the
+            // registry still taken and waits out the quarantine.
+            self.release_port(relay);
+            if let Some((t, r)) = reserved_here {
+                self.reservations.remove(&t);
+                self.quotas.ports().forfeit(t, &self.reserved);
+                self.quarantine(r, until);
+            }
+        } else {
+            self.quarantine(relay, until);
+        }
         let parity = match (even, reserved_here.is_some()) {
             (false, _) => Parity::Any,
             (true, false) => Parity::Even,
@@ -993,6 +1015,12 @@ impl AllocationTable {
             self.pick_port(family, parity)
         };
         let Some(new_relay) = picked else {
+            if reserved_failed {
+                // Nothing to move the pair to: no reservation any more.
+                if let Some(a) = self.alloc_mut(id) {
+                    a.reservation = None;
+                }
+            }
             if let Some(a) = self.alloc(id) {
                 if a.relays.is_empty() {
                     self.delete(id);
@@ -1013,8 +1041,12 @@ impl AllocationTable {
             };
         };
         let mut new_reservation = old_reservation;
-        if let Some(t) = reserved_here {
-            self.cancel_reservation(t);
+        if let Some((t, _)) = reserved_here {
+            // Picked before the old reservation goes, so the new pair
+            // cannot reuse its port.
+            if !reserved_failed {
+                self.cancel_reservation(t);
+            }
             new_reservation = self.reserve_next(new_relay, &username, now_ms);
         }
         self.by_relay.insert(new_relay, id);
@@ -1024,6 +1056,17 @@ impl AllocationTable {
         }
         let answer = self.alloc(id).map(|a| self.answer(a, now_ms, false));
         answer.ok_or(TurnError::AllocationMismatch)
+    }
+
+    /// Keeps the already-taken `relay` out of use until `until_ms`.
+    fn quarantine(&mut self, relay: SocketAddr, until_ms: u64) {
+        match self.pool_of(relay) {
+            // Still marked taken: it stays out of use until released.
+            Some(pool) => self.pools[pool].quarantine(relay.port(), until_ms),
+            // A claimed port on a relay IP this table does not serve
+            // (tables of one server normally share their relay IPs).
+            None => self.release_port(relay),
+        }
     }
 
     // ----- Refresh / delete ---------------------------------------------

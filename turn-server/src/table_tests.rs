@@ -1735,3 +1735,79 @@ fn concurrent_claims_of_one_token_have_one_winner() {
         );
     }
 }
+
+#[test]
+fn a_reserved_port_that_cannot_be_bound_moves_the_pair() {
+    let mut p = pair_with((50000, 50003), (50004, 50007), QuotaLimits::default());
+    let mut req = AllocateRequest::new(txid(1), "alice", key());
+    req.even_port = Some(true);
+    let a = p.a.allocate(tuple(1), &req, p.t0).expect("pair");
+    let first = a.relays.v4.expect("relay");
+    let reserved = a.reserved.expect("reserved address to probe");
+    assert_eq!(reserved, SocketAddr::new(first.ip(), first.port() + 1));
+    let old_token = a.reservation_token.expect("token");
+    // The shell could not bind the reserved port: the pair moves.
+    let b = p.a.bind_failed(&tuple(1), reserved, p.t0).expect("moved");
+    let second = b.relays.v4.expect("relay");
+    assert_eq!(second.port() % 2, 0);
+    assert_ne!(second, first);
+    assert_eq!(
+        b.reserved,
+        Some(SocketAddr::new(second.ip(), second.port() + 1))
+    );
+    let new_token = b.reservation_token.expect("new token");
+    assert_ne!(new_token, old_token);
+    assert_eq!(p.a.stats().reservations, 1);
+    // Relay, new reservation, the quarantined reserved port.
+    assert_eq!(p.a.stats().ports_in_use, 3);
+    p.check();
+    // The old token is gone; the new one works from the other table.
+    assert_eq!(
+        p.b.allocate(tuple(2), &claim_req("alice", old_token), p.t0)
+            .map_err(|e| e.code()),
+        Err(508)
+    );
+    let claimed =
+        p.b.allocate(tuple(3), &claim_req("alice", new_token), p.t0)
+            .expect("claim");
+    assert_eq!(claimed.relays.v4, b.reserved);
+    // The first relayed port went back to the pool at once; the bad one
+    // only after the quarantine.
+    assert_eq!(plain(&mut p.a, 4, p.t0), Ok(first));
+    assert_eq!(plain(&mut p.a, 5, p.t0), Err(508));
+    p.a.expire(at(p.t0, 60.0));
+    assert_eq!(plain(&mut p.a, 5, at(p.t0, 60.0)), Ok(reserved));
+    p.check();
+}
+
+#[test]
+fn a_bad_reserved_port_with_no_other_pair_ends_the_allocation() {
+    let mut p = pair_with((50000, 50001), (50002, 50003), QuotaLimits::default());
+    let mut req = AllocateRequest::new(txid(1), "alice", key());
+    req.even_port = Some(true);
+    let a = p.a.allocate(tuple(1), &req, p.t0).expect("pair");
+    let reserved = a.reserved.expect("reserved");
+    assert_eq!(
+        p.a.bind_failed(&tuple(1), reserved, p.t0)
+            .map_err(|e| e.code()),
+        Err(508)
+    );
+    assert!(p.a.get(&tuple(1)).is_none());
+    assert_eq!(p.quotas.allocations(), 0);
+    assert_eq!(p.a.stats().reservations, 0);
+    assert_eq!(p.a.stats().ports_in_use, 1, "the quarantined port");
+    // An address that is neither relayed nor reserved is refused.
+    p.a.allocate(
+        tuple(2),
+        &AllocateRequest::new(txid(1), "alice", key()),
+        p.t0,
+    )
+    .expect("plain");
+    assert_eq!(
+        p.a.bind_failed(&tuple(2), sa("192.0.2.10:50003"), p.t0),
+        Err(TurnError::BadRequest(
+            "not a relayed address of this allocation"
+        ))
+    );
+    p.check();
+}

@@ -42,9 +42,17 @@ unauthenticated_burst = 10000.0
     std::fs::write(&path, text).expect("temp config");
     let config = TurnConfig::load(Some(&path), Vec::new()).expect("config");
     let _ = std::fs::remove_file(&path);
-    let registry = prometheus::Registry::new();
-    let service = TurnService::start(&config, &registry, &[]).expect("relay starts");
-    (service, registry)
+    // Parallel tests bind ephemeral ports at once; a rare collision on a
+    // port-0 bind is retried rather than failing the test.
+    let mut last = None;
+    for _ in 0..3 {
+        let registry = prometheus::Registry::new();
+        match TurnService::start(&config, &registry, &[]) {
+            Ok(service) => return (service, registry),
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("relay starts: {last:?}")
 }
 
 fn free_udp_port() -> u16 {
@@ -99,7 +107,6 @@ fn uclient_at(port: u16, peer_port: u16, extra: &[&str]) -> String {
     let mut args: Vec<String> = [
         "60",
         "turnutils_uclient",
-        "-c",
         "-z",
         "1",
         "-m",
