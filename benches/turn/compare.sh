@@ -239,7 +239,7 @@ start_coturn() { # tag min_port max_port relay_ip...
         --listening-port="$COTURN_PORT" --min-port="$lo" --max-port="$hi" \
         --lt-cred-mech --user=test:test123 --realm=bench.local \
         --no-tls --no-dtls --no-cli --allow-loopback-peers --relay-threads=2 \
-        --log-file="$OUT/coturn-$tag.log" --simple-log >"$OUT/coturn-$tag.out" 2>&1 &
+        --log-file="$OUT/coturn-$tag.log" --simple-log >>"$OUT/coturn-$tag.out" 2>&1 &
     COTURN_PID=$!
     PIDS+=("$COTURN_PID")
     wait_until 15 "coturn on UDP $COTURN_PORT" port_bound udp "$COTURN_PORT"
@@ -279,7 +279,7 @@ unauthenticated_burst = 1000000.0
 listen = "127.0.0.1:$OURS_METRICS_PORT"
 EOF
     RUST_LOG=${OURS_LOG:-warn} "${SRV_PIN[@]}" "$OURS_BIN" --config "$OUT/ours-$tag.toml" \
-        >"$OUT/ours-$tag.log" 2>&1 &
+        >>"$OUT/ours-$tag.log" 2>&1 &
     OURS_PID=$!
     PIDS+=("$OURS_PID")
     wait_until 15 "turn-server on UDP $OURS_PORT (log: $OUT/ours-$tag.log)" port_bound udp "$OURS_PORT"
@@ -330,18 +330,31 @@ check_alloc() { # port peer_port
 } >"$META"
 
 # ---------------------------------------------------------------- loads
-log "starting coturn (UDP/TCP $COTURN_PORT, relay ${COTURN_RELAY[0]}-${COTURN_RELAY[1]}) and turn-server (UDP/TCP $OURS_PORT, relay ${OURS_RELAY[0]}-${OURS_RELAY[1]}); pinning: $PIN"
-start_coturn load "${COTURN_RELAY[@]}" 127.0.0.1
-start_ours load "${OURS_RELAY[@]}" 127.0.0.1
+# Every uclient run gets a freshly started server, alone on its CPU: uclient
+# closes its sockets without deallocating, so allocations of earlier runs
+# would linger (until their lifetime ends) and a new client socket could
+# reuse an old 5-tuple (437 Allocation Mismatch and worse).
+log "coturn: UDP/TCP $COTURN_PORT, relay ${COTURN_RELAY[0]}-${COTURN_RELAY[1]}; turn-server: UDP/TCP $OURS_PORT, relay ${OURS_RELAY[0]}-${OURS_RELAY[1]}; pinning: $PIN"
+up() { # server -> SRV_PID (started, and one allocation made through it)
+    if [[ $1 == ours ]]; then
+        start_ours load "${OURS_RELAY[@]}" 127.0.0.1
+        SRV_PID=$OURS_PID
+        wait_until 20 "a test allocation on turn-server" check_alloc "$OURS_PORT" "$OURS_PEER_PORT"
+    else
+        start_coturn load "${COTURN_RELAY[@]}" 127.0.0.1
+        SRV_PID=$COTURN_PID
+        wait_until 20 "a test allocation on coturn" check_alloc "$COTURN_PORT" "$COTURN_PEER_PORT"
+    fi
+}
 # Each server gets its own peer (echo) process, on the load generator's CPU.
 start_peer "$COTURN_PEER_PORT"
 COTURN_PEER=$PEER_PID
 start_peer "$OURS_PEER_PORT"
 OURS_PEER=$PEER_PID
-wait_until 20 "a test allocation on coturn" check_alloc "$COTURN_PORT" "$COTURN_PEER_PORT"
-wait_until 20 "a test allocation on turn-server" check_alloc "$OURS_PORT" "$OURS_PEER_PORT"
+up ours
 OURS_TCP=1
 port_bound tcp "$OURS_PORT" || OURS_TCP=0
+stop "$SRV_PID"
 echo "ours_tcp='$OURS_TCP'" >>"$META"
 
 printf 'server\tload\trep\tflags\trc\tsent\trecv\tlost\ttransmit_s\tactive_s\twall_s\tsrv_utime\tsrv_stime\tother_srv_ticks\tpeer_ticks\tgen_ticks\tbusy_ticks\tidle_ticks\tto_peer\tto_client\tdrop_srv_client\tdrop_srv_relay\tdrop_peer\tdrop_uclient\n' >"$RUNS"
@@ -358,11 +371,20 @@ load_args() { # load -> uclient arguments
 # One uclient run against one server; appends a row to runs.tsv.
 run_load() { # server load rep -> status 0 if uclient finished with a summary
     local srv=$1 load=$2 rep=$3
-    local pid port peer other peerport
+    local pid port peer peerport
+    up "$srv"
+    pid=$SRV_PID
     if [[ $srv == ours ]]; then
-        pid=$OURS_PID port=$OURS_PORT peer=$OURS_PEER peerport=$OURS_PEER_PORT other=$COTURN_PID
+        port=$OURS_PORT peer=$OURS_PEER peerport=$OURS_PEER_PORT
     else
-        pid=$COTURN_PID port=$COTURN_PORT peer=$COTURN_PEER peerport=$COTURN_PEER_PORT other=$OURS_PID
+        port=$COTURN_PORT peer=$COTURN_PEER peerport=$COTURN_PEER_PORT
+    fi
+    local perf_pid=""
+    if [[ ${PERF_THIS:-0} == 1 ]]; then
+        timeout 120 perf record -F 1999 -g -p "$pid" -o "$OUT/perf-$srv.data" >/dev/null 2>&1 &
+        perf_pid=$!
+        PIDS+=("$perf_pid")
+        sleep 0.5
     fi
     local args
     args="$CFLAG $(load_args "$load")"
@@ -388,7 +410,7 @@ run_load() { # server load rep -> status 0 if uclient finished with a summary
     local s0 p0 o0 b0 t0
     s0=$(ticks "$pid")
     p0=$(ticks "$peer")
-    o0=$(ticks "$other")
+    o0="0 0" # the other server is not running
     b0=$(cpu_busy)
     t0=$EPOCHREALTIME
     # shellcheck disable=SC2086 # word splitting of $args is intended
@@ -412,9 +434,14 @@ run_load() { # server load rep -> status 0 if uclient finished with a summary
     t1=$EPOCHREALTIME
     s1=$(ticks "$pid")
     p1=$(ticks "$peer")
-    o1=$(ticks "$other")
+    o1="0 0"
     b1=$(cpu_busy)
     stop "$dpid"
+    if [[ -n $perf_pid ]]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+        forget "$perf_pid"
+    fi
     local to_peer1=NA to_client1=NA
     if [[ $srv == ours ]]; then
         to_peer1=$(metric "$OURS_METRICS_PORT" 'turn_relayed_packets_total{direction="to_peer"}')
@@ -427,6 +454,7 @@ run_load() { # server load rep -> status 0 if uclient finished with a summary
         --busy0 "$b0" --busy1 "$b1" \
         --metrics0 "$to_peer0 $to_client0" --metrics1 "$to_peer1 $to_client1" \
         --drops "$logf.drops" >>"$RUNS"
+    stop "$pid"
     local last
     last=$(tail -1 "$RUNS")
     log "$(awk -F'\t' '{ printf "%-6s %-6s rep %s rc %s: sent %s recv %s lost %s, transmit %ss, server ticks %s+%s", $1, $2, $3, $5, $6, $7, $8, $9, $12, $13 }' <<<"$last")"
@@ -476,25 +504,15 @@ echo "cflag='$CFLAG'" >>"$META"
 
 if [[ $PERF == 1 ]] && command -v perf >/dev/null; then
     for srv in ours coturn; do
-        if [[ $srv == ours ]]; then pid=$OURS_PID; else pid=$COTURN_PID; fi
         log "perf: steady run on $srv (not counted)"
-        timeout 120 perf record -F 1999 -g -p "$pid" -o "$OUT/perf-$srv.data" >/dev/null 2>&1 &
-        ppid=$!
-        PIDS+=("$ppid")
-        sleep 0.5
-        run_load "$srv" steady perf || true
+        PERF_THIS=1 run_load "$srv" steady perf || true
         sed -i '$ d' "$RUNS" # perf-disturbed run: not in the table
-        kill -INT "$ppid" 2>/dev/null || true
-        wait "$ppid" 2>/dev/null || true
-        forget "$ppid"
         timeout 120 perf report -i "$OUT/perf-$srv.data" --no-children --sort dso,sym --stdio \
             2>/dev/null | grep -v '^$' | head -80 >"$OUT/perf-$srv.txt" || true
     done
 fi
 
 echo "loadavg_after_loads='$(cut -d' ' -f1-3 /proc/loadavg)'" >>"$META"
-stop "$OURS_PID"
-stop "$COTURN_PID"
 stop "$OURS_PEER"
 stop "$COTURN_PEER"
 

@@ -257,9 +257,8 @@ def cmd_section(a):
           "minus the servers, the peers and uclient. "
           f"Load average {meta.get('loadavg_start')} at the start, {meta.get('loadavg_end')} at the end.")
     if meta.get("pin") == "1":
-        w("- Pinned with `taskset`: both servers on CPU 0, `turnutils_uclient` and "
-          "`turnutils_peer` on CPU 1. Only one server carries load at a time; the other idles "
-          "(its CPU during the other's runs is recorded: ≈ 0).")
+        w("- Pinned with `taskset`: the server under test on CPU 0, `turnutils_uclient` and "
+          "`turnutils_peer` on CPU 1.")
     else:
         w("- Not pinned (`taskset` missing or fewer than 2 CPUs).")
     w("")
@@ -293,7 +292,10 @@ def cmd_section(a):
       "can hold one, and away from 40000–49999, which other local tests use.")
     w(f"- Each server has its own `turnutils_peer` ({meta.get('coturn_peer_port')} for coturn, "
       f"{meta.get('ours_peer_port')} for ours), started together with the servers and "
-      "pinned with the load generator; the runs alternate which server goes first.")
+      "pinned with the load generator. Every uclient run gets a freshly started server "
+      "(one allocation made through it first), the only server running: uclient closes its "
+      "sockets without deallocating, and allocations left from an earlier run would let a new "
+      "client socket land on an old 5-tuple. The runs alternate which server goes first.")
     w(f"- Load, identical for both: `turnutils_uclient {cflag + ' ' if cflag else ''}-z 1 -m "
       f"{meta.get('clients')} -n {meta.get('steady_n')} -l 1200 -e 127.0.0.1 -r PEER_PORT -u test "
       f"-w test123 -p PORT 127.0.0.1` (steady), the same with `-t` (TCP to the server, UDP to "
