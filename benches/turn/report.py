@@ -282,7 +282,10 @@ def cmd_section(a):
       f"--listening-port={meta.get('coturn_port')} --min-port={cr[0]} --max-port={cr[1]} --lt-cred-mech "
       "--user=test:test123 --realm=bench.local --no-tls --no-dtls --no-cli "
       "--allow-loopback-peers --relay-threads=2` (plus `--log-file`/`--simple-log` "
-      f"into the output directory), UDP and TCP on {meta.get('coturn_port')}.")
+      f"into the output directory), UDP and TCP on {meta.get('coturn_port')}; `--no-tcp` "
+      "for the UDP loads and the memory runs, because coturn's TCP listener (no "
+      "SO_REUSEADDR) cannot be bound again while the previous instance's connections "
+      "linger in TIME_WAIT.")
     w("- turn-server: `workers = 2`, realm `bench.local`, user `test`/`test123`, UDP and "
       f"TCP on {meta.get('ours_port')}, relay 127.0.0.1:{orr[0]}–{orr[1]}, "
       "`[policy] allow = [\"127.0.0.1/32\"]`, `bandwidth_bytes_per_s = 0`, unauthenticated "
@@ -291,7 +294,7 @@ def cmd_section(a):
     w("- Relay ports above the kernel's ephemeral range (32768–60999), so no client socket "
       "can hold one, and away from 40000–49999, which other local tests use.")
     w(f"- Each server has its own `turnutils_peer` ({meta.get('coturn_peer_port')} for coturn, "
-      f"{meta.get('ours_peer_port')} for ours), started together with the servers and "
+      f"{meta.get('ours_peer_port')} for ours), started once at the beginning and "
       "pinned with the load generator. Every uclient run gets a freshly started server "
       "(one allocation made through it first), the only server running: uclient closes its "
       "sockets without deallocating, and allocations left from an earlier run would let a new "
