@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/dev/token", get(dev_token))
         .merge(whip_whep_routes())
+        .merge(crate::web::routes())
         .with_state(state)
 }
 

@@ -14,3 +14,4 @@ pub mod room;
 pub mod server;
 pub mod signal;
 pub mod turn;
+pub mod web;

@@ -1,0 +1,223 @@
+//! The web client in headless Chromium (Debian `chromium` driven by npm
+//! `playwright-core`, both installed by `scripts/test-deps.sh`): scripts in
+//! `tests/browser/` run against an SFU started here on loopback in
+//! development mode, so the page gets its tokens from `/dev/token` as a user's
+//! would. Each script prints one JSON report line, asserted on here.
+//!
+//! Without `node` or `/usr/bin/chromium` the browser tests are skipped with a
+//! message; the README's test command installs both.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use sfu::config::Config;
+use sfu::server::Server;
+
+/// Chromium tests take both cores: run one at a time.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+/// Whether node (and, for browser scripts, Chromium) exist; explains a skip.
+fn available(needs_browser: bool) -> bool {
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node {
+        eprintln!("SKIPPED: `node` not found (scripts/test-deps.sh installs it)");
+        return false;
+    }
+    if needs_browser && !chromium().exists() {
+        eprintln!(
+            "SKIPPED: {} not found (scripts/test-deps.sh installs Debian's chromium)",
+            chromium().display()
+        );
+        return false;
+    }
+    if needs_browser {
+        let pw = root().join("tests/browser/node_modules/playwright-core");
+        assert!(
+            pw.exists(),
+            "{} missing: run scripts/test-deps.sh",
+            pw.display()
+        );
+    }
+    true
+}
+
+/// An SFU in development mode on ephemeral loopback ports, with the embedded TURN relay.
+async fn dev_server() -> Server {
+    let mut config = Config::default();
+    config.http.listen = "127.0.0.1:0".parse().expect("address");
+    config.media.udp_listen = "127.0.0.1:0".parse().expect("address");
+    config.media.tcp_listen = "127.0.0.1:0".parse().expect("address");
+    config.turn.udp = vec!["127.0.0.1:0".parse().expect("address")];
+    config.turn.tcp = vec![];
+    assert!(config.auth.key.is_empty(), "development mode");
+    Server::start(config).await.expect("server starts")
+}
+
+/// Runs `node tests/browser/{script} {args}`; returns its JSON report.
+async fn node(script: &str, args: &[&str], limit: Duration) -> Value {
+    let dir = root().join("tests/browser");
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(&dir)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(limit, run)
+        .await
+        .unwrap_or_else(|_| panic!("{script} {args:?} took longer than {limit:?}"))
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON report from {script}:\n{stdout}\n{stderr}"));
+    assert!(
+        output.status.success() && report["ok"] == true,
+        "{script} {args:?} failed:\n{report:#}\n{stderr}"
+    );
+    eprintln!("{script} {args:?}: {report}");
+    report
+}
+
+/// One browser scenario of `tests/browser/call.mjs` against a fresh server.
+async fn scenario(name: &str) -> Option<Value> {
+    if !available(true) {
+        return None;
+    }
+    let _one_at_a_time = BROWSER.lock().await;
+    let server = dev_server().await;
+    let base = format!("http://{}", server.http_addr);
+    let artifacts = root().join("target/artifacts");
+    let artifacts = artifacts.to_string_lossy();
+    let args = [
+        "--base",
+        &base,
+        "--scenario",
+        name,
+        "--artifacts",
+        &artifacts,
+    ];
+    let report = node("call.mjs", &args, Duration::from_secs(150)).await;
+    server.stop().await;
+    Some(report)
+}
+
+fn frames(report: &Value) -> Vec<(String, u64)> {
+    report["decoding"]
+        .as_object()
+        .expect("decoding per pair")
+        .iter()
+        .map(|(pair, v)| (pair.clone(), v["frames"].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_client_is_served_from_the_binary() {
+    let server = dev_server().await;
+    let (status, headers, body) = common::http_request(&server, "GET", "/", &[], "").await;
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(status, 200);
+    assert!(header("content-type").starts_with("text/html"));
+    assert!(header("content-security-policy").contains("script-src 'self'"));
+    assert_eq!(header("referrer-policy"), "no-referrer");
+    assert!(body.contains("web/app.js"), "{body}");
+    for (path, kind) in [
+        ("/web/app.js", "text/javascript"),
+        ("/web/e2ee/worker.js", "text/javascript"),
+        ("/web/style.css", "text/css"),
+    ] {
+        let (status, headers, _) = common::http_request(&server, "GET", path, &[], "").await;
+        assert_eq!(status, 200, "{path}");
+        let ct = headers.iter().find(|(k, _)| k == "content-type");
+        assert!(
+            ct.is_some_and(|(_, v)| v.starts_with(kind)),
+            "{path}: {ct:?}"
+        );
+    }
+    let (status, _, _) = common::http_request(&server, "GET", "/web/nope.js", &[], "").await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_sframe_matches_the_vectors_on_webcrypto() {
+    if !available(false) {
+        return;
+    }
+    let report = node("sframe-vectors.mjs", &[], Duration::from_secs(60)).await;
+    assert_eq!(report["header"], 289);
+    assert!(report["web_client"].as_u64().unwrap_or(0) >= 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_person_encrypted_call_chat_files_rotation_reconnect() {
+    let Some(report) = scenario("three").await else {
+        return;
+    };
+    let pairs = frames(&report);
+    assert_eq!(
+        pairs.len(),
+        6,
+        "every participant sees both others: {report}"
+    );
+    assert!(pairs.iter().all(|(_, f)| *f >= 30), "{pairs:?}");
+    let number = report["safety_number"].as_str().unwrap_or_default();
+    assert_eq!(number.split(' ').count(), 6, "safety number {number}");
+    assert_eq!(report["chat"], "delivered");
+    assert_eq!(report["file"]["bytes"], 1024 * 1024);
+    for who in ["bob_kid", "alice_kid"] {
+        let kids = &report["rotation"][who];
+        assert_ne!(kids[0], kids[1], "{who} changed after the leave: {kids}");
+    }
+    assert_eq!(report["reconnect"], "ok");
+    let shot = report["screenshot"].as_str().expect("screenshot path");
+    let png = std::fs::read(Path::new(shot)).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participant_without_keys_receives_but_decodes_nothing() {
+    let Some(report) = scenario("nokeys").await else {
+        return;
+    };
+    let mallory = report["mallory"].as_object().expect("Mallory's view");
+    assert_eq!(mallory.len(), 2);
+    for (who, v) in mallory {
+        assert!(v["packets"].as_u64().unwrap_or(0) >= 100, "{who}: {v}");
+        assert_eq!(v["framesDecoded"], 0, "{who}: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_call_through_the_embedded_turn() {
+    let Some(report) = scenario("relay").await else {
+        return;
+    };
+    assert!(frames(&report).iter().all(|(_, f)| *f >= 30), "{report}");
+    for who in ["Alice", "Bob"] {
+        assert_eq!(report["routes"][who]["pub"], "relay", "{report}");
+        assert_eq!(report["routes"][who]["sub"], "relay", "{report}");
+    }
+}

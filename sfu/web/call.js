@@ -1,0 +1,219 @@
+// The media side of a session: the publish connection (we offer) and the
+// subscribe connection (the server offers), per docs/protocol.md section 5.
+
+/** Codecs allowed under E2EE, in order of preference (VP8 default). */
+function videoCodecs(prefer) {
+  const caps = RTCRtpSender.getCapabilities("video")?.codecs ?? [];
+  const rank = (c) => {
+    const m = c.mimeType.toLowerCase();
+    if (m === `video/${prefer}`) return 0;
+    if (m === "video/vp8" || m === "video/vp9") return 1;
+    if (m === "video/rtx") return 2;
+    return -1; // H.264 and AV1 packetizers need clear bytes: never under E2EE
+  };
+  return caps.filter((c) => rank(c) >= 0).sort((a, b) => rank(a) - rank(b));
+}
+
+function audioCodecs() {
+  return (RTCRtpSender.getCapabilities("audio")?.codecs ?? []).filter((c) => c.mimeType.toLowerCase() === "audio/opus");
+}
+
+/**
+ * Events: "track" (detail {participantId, kind, track, receiver}),
+ * "untrack" (detail {participantId, kind}), "published" (detail {kind, trackId}),
+ * "failed" (a peer connection failed: reconnect).
+ */
+export class Call extends EventTarget {
+  /**
+   * @param {object} o
+   * @param {import("./signaling.js").Signaling} o.signaling
+   * @param {import("./e2ee/transform.js").E2eeTransforms} o.e2ee
+   * @param {RTCIceServer[]} o.iceServers from `joined`
+   * @param {"all"|"relay"} o.iceTransportPolicy
+   * @param {string} o.codec "vp8" or "vp9"
+   */
+  constructor({ signaling, e2ee, iceServers, iceTransportPolicy, codec, selfId }) {
+    super();
+    this.sig = signaling;
+    this.e2ee = e2ee;
+    this.selfId = selfId;
+    this.codec = codec;
+    this.config = { iceServers, iceTransportPolicy, ...e2ee.pcConfig };
+    this.pub = null;
+    this.sub = null;
+    this.senders = {}; // kind -> RTCRtpTransceiver
+    this.trackIds = {}; // kind -> our track id (from track_published)
+    this.remote = new Map(); // mid -> {participantId, kind, trackId, receiver}
+    // One negotiation at a time per connection.
+    this.chains = { pub: Promise.resolve(), sub: Promise.resolve() };
+  }
+
+  #serial(which, fn) {
+    const next = this.chains[which].then(fn).catch((e) => {
+      // The server waits for our answer; without one nothing moves again.
+      console.error(`${which} negotiation failed, reconnecting:`, e);
+      this.dispatchEvent(new Event("failed"));
+    });
+    this.chains[which] = next;
+    return next;
+  }
+
+  #pc(bundlePolicy) {
+    // The subscribe offer has no BUNDLE group once every m-line is stopped,
+    // which "max-bundle" would refuse.
+    const pc = new RTCPeerConnection({ ...this.config, bundlePolicy });
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "failed") this.dispatchEvent(new Event("failed"));
+      this.dispatchEvent(new Event("state"));
+    };
+    return pc;
+  }
+
+  /** Publishes the given tracks ({audio, video}, either may be null) in one offer. */
+  publish(tracks) {
+    return this.#serial("pub", async () => {
+      let added = false;
+      for (const kind of ["audio", "video"]) {
+        const track = tracks[kind];
+        if (!track || this.senders[kind]) continue;
+        if (!this.pub) this.pub = this.#pc("max-bundle");
+        const t = this.pub.addTransceiver(track, { direction: "sendonly" });
+        if (kind === "video") t.setCodecPreferences(videoCodecs(this.codec));
+        else t.setCodecPreferences(audioCodecs());
+        this.e2ee.encrypt(t.sender, kind === "video" ? this.codec : "opus");
+        this.senders[kind] = t;
+        added = true;
+      }
+      if (added) await this.#publishOffer();
+    });
+  }
+
+  /** Replaces the local track of `kind` (null stops sending); publishes it if new. */
+  async setTrack(kind, track) {
+    const t = this.senders[kind];
+    if (t) await t.sender.replaceTrack(track);
+    else if (track) await this.publish({ [kind]: track });
+  }
+
+  async #publishOffer() {
+    const offer = await this.pub.createOffer();
+    await this.pub.setLocalDescription(offer);
+    this.answered = new Promise((resolve) => (this.onPublishAnswer = resolve));
+    const tracks = Object.entries(this.senders).map(([kind, t]) => ({
+      mid: t.mid,
+      source: kind === "video" ? "camera" : "microphone",
+    }));
+    this.sig.send({ type: "publish_offer", sdp: this.pub.localDescription.sdp, tracks });
+    // A refused offer gets an error, not an answer: do not wait forever.
+    await Promise.race([this.answered, new Promise((r) => setTimeout(r, 10000))]);
+  }
+
+  /** Handles a signaling message that concerns media; returns true if it did. */
+  handle(m) {
+    switch (m.type) {
+      case "publish_answer":
+        // Not queued: the offer's own task is waiting for this answer.
+        (this.pub?.setRemoteDescription({ type: "answer", sdp: m.sdp }) ?? Promise.resolve())
+          .catch((e) => console.error("publish answer:", e))
+          .finally(() => this.onPublishAnswer?.());
+        return true;
+      case "subscribe_offer":
+        this.#serial("sub", () => this.#subscribeOffer(m));
+        return true;
+      case "track_published":
+        if (m.track.participant_id === this.selfId) {
+          const kind = Object.keys(this.senders).find((k) => this.senders[k].mid === m.track.mid);
+          if (kind) {
+            this.trackIds[kind] = m.track.id;
+            this.dispatchEvent(new CustomEvent("published", { detail: { kind, trackId: m.track.id } }));
+          }
+        }
+        return false;
+      default:
+        return false;
+    }
+  }
+
+  async #subscribeOffer(m) {
+    if (!this.sub) {
+      this.sub = this.#pc("balanced");
+      this.sub.ontrack = () => {};
+    }
+    await this.sub.setRemoteDescription({ type: "offer", sdp: m.sdp });
+    const wanted = new Map(m.tracks.map((t) => [t.mid, t]));
+    for (const t of this.sub.getTransceivers()) {
+      const info = wanted.get(t.mid);
+      if (info && !this.remote.has(t.mid)) {
+        this.e2ee.decrypt(t.receiver, info.participant_id, info.kind === "video" ? "vp8" : "opus");
+        const entry = { participantId: info.participant_id, kind: info.kind, trackId: info.track_id, receiver: t.receiver };
+        this.remote.set(t.mid, entry);
+        this.dispatchEvent(new CustomEvent("track", { detail: { ...entry, track: t.receiver.track } }));
+      }
+    }
+    for (const [mid, entry] of this.remote) {
+      if (!wanted.has(mid)) {
+        this.remote.delete(mid);
+        this.dispatchEvent(new CustomEvent("untrack", { detail: entry }));
+      }
+    }
+    const answer = await this.sub.createAnswer();
+    await this.sub.setLocalDescription(answer);
+    this.sig.send({ type: "subscribe_answer", sdp: this.sub.localDescription.sdp });
+  }
+
+  /** Tells the others our track of `kind` is (un)muted, once its id is known. */
+  mute(kind, muted) {
+    const id = this.trackIds[kind];
+    if (id) this.sig.send({ type: "mute", track_id: id, muted });
+  }
+
+  /** "new" | "connecting" | "connected" | "failed" ... of the worst connection. */
+  get state() {
+    const order = ["failed", "disconnected", "connecting", "new", "connected"];
+    const states = [this.pub, this.sub].filter(Boolean).map((pc) => pc.connectionState);
+    if (states.length === 0) return "new";
+    return states.sort((a, b) => order.indexOf(a) - order.indexOf(b))[0];
+  }
+
+  /** Per remote participant: video frames decoded, audio received, speaking level. */
+  async stats() {
+    const out = {};
+    if (!this.sub) return out;
+    const report = await this.sub.getStats();
+    for (const s of report.values()) {
+      if (s.type !== "inbound-rtp") continue;
+      const entry = this.remote.get(s.mid);
+      if (!entry) continue;
+      const p = (out[entry.participantId] ??= {});
+      if (s.kind === "video") {
+        p.video = { packetsReceived: s.packetsReceived ?? 0, framesDecoded: s.framesDecoded ?? 0, frameWidth: s.frameWidth, codec: report.get(s.codecId)?.mimeType };
+      } else {
+        p.audio = {
+          packetsReceived: s.packetsReceived ?? 0,
+          totalSamplesReceived: s.totalSamplesReceived ?? 0,
+          concealedSamples: s.concealedSamples ?? 0,
+          totalAudioEnergy: s.totalAudioEnergy ?? 0,
+        };
+      }
+    }
+    return out;
+  }
+
+  /** Audio level (0..1) per remote participant, from the RTP audio-level extension. */
+  levels() {
+    const out = {};
+    for (const e of this.remote.values()) {
+      if (e.kind !== "audio") continue;
+      const src = e.receiver.getSynchronizationSources?.()[0];
+      if (src) out[e.participantId] = src.audioLevel ?? 0;
+    }
+    return out;
+  }
+
+  /** Closes both connections. */
+  close() {
+    this.pub?.close();
+    this.sub?.close();
+    this.pub = this.sub = null;
+  }
+}

@@ -1,0 +1,268 @@
+// Key distribution for end-to-end encryption ("sender keys").
+//
+// - Each session makes an ephemeral ECDH P-256 key pair and announces the
+//   public key to everyone through the SFU's relay (e2ee-hello).
+// - Each sender makes a random 16-byte base key with a random key id (KID).
+//   For every recipient it wraps the base key with AES-GCM under a key
+//   derived from ECDH(own private, recipient public) with HKDF-SHA256, and
+//   relays it (e2ee-key). The SFU only ever sees public keys and wrapped keys.
+// - Newcomers get the current key. When someone leaves, every remaining
+//   sender makes a new key (new KID) and distributes it; it switches to it
+//   once every recipient acknowledged (or after a short timeout), and
+//   receivers keep the previous key for a few seconds.
+// - The safety number is a hash over the sorted public keys of everyone in
+//   the call; if everybody sees the same number, nobody's key was swapped.
+// - Chat and file messages are encrypted with a key derived from the sender's
+//   current base key, so they reach exactly the people who hold its key.
+import { fromB64, randomBytes, toB64, toHex, utf8 } from "./bytes.js";
+
+const subtle = crypto.subtle;
+const ECDH = { name: "ECDH", namedCurve: "P-256" };
+/** How long a sender waits for acknowledgements before switching keys. */
+const SWITCH_AFTER_MS = 1500;
+/** How long a receiver keeps a sender's previous key. */
+const KEEP_PREVIOUS_MS = 10000;
+
+/** Thrown when a message is encrypted under a key we do not (yet) hold. */
+export class MissingKey extends Error {}
+
+function newKid() {
+  // 1 .. 2^31-1: fits the SFrame header in at most 4 bytes and a JS number.
+  const v = new Uint32Array(1);
+  do crypto.getRandomValues(v);
+  while ((v[0] & 0x7fffffff) === 0);
+  return v[0] & 0x7fffffff;
+}
+
+async function chatKeyOf(raw) {
+  const ikm = await subtle.importKey("raw", raw, "HKDF", false, ["deriveKey"]);
+  return subtle.deriveKey(
+    { name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info: utf8("sfu-web chat v1") },
+    ikm,
+    { name: "AES-GCM", length: 128 },
+    false,
+    ["encrypt", "decrypt"],
+  );
+}
+
+/** One participant's E2EE key state. */
+export class KeyManager extends EventTarget {
+  /**
+   * @param {object} o
+   * @param {(to: string[]|"everyone", payload: object) => void} o.send relay sender
+   * @param {Worker} o.worker the encryption worker
+   * @param {boolean} [o.dropKeys] test switch: discard every key received
+   */
+  constructor({ send, worker, dropKeys = false }) {
+    super();
+    this.send = send;
+    this.worker = worker;
+    this.dropKeys = dropKeys;
+    this.peers = new Map(); // id -> {pub: Uint8Array, wrapKeys, keys: Map(kid -> {raw, chat})}
+    this.current = null; // {kid, raw, chat}
+    this.pending = null; // {kid, raw, chat, waiting: Set, timer}
+  }
+
+  /** Starts a session: fresh ECDH pair and media key, hello to everyone. */
+  async start(selfId) {
+    this.selfId = selfId;
+    this.pair = await subtle.generateKey(ECDH, false, ["deriveBits"]);
+    this.pub = new Uint8Array(await subtle.exportKey("raw", this.pair.publicKey));
+    this.current = await this.#makeKey();
+    this.worker.postMessage({ type: "send-key", kid: this.current.kid, key: this.current.raw });
+    this.send("everyone", { kind: "e2ee-hello", v: 1, pub: toB64(this.pub) });
+    this.#changed();
+  }
+
+  /** The KID this participant encrypts with. */
+  get kid() {
+    return this.current?.kid ?? null;
+  }
+
+  async #makeKey() {
+    const raw = randomBytes(16);
+    return { kid: newKid(), raw, chat: await chatKeyOf(raw) };
+  }
+
+  async #wrapKey(peer, direction) {
+    const cached = peer.wrapKeys[direction];
+    if (cached) return cached;
+    const theirs = await subtle.importKey("raw", peer.pub, ECDH, false, []);
+    const shared = await subtle.deriveBits({ name: "ECDH", public: theirs }, this.pair.privateKey, 256);
+    const ikm = await subtle.importKey("raw", shared, "HKDF", false, ["deriveKey"]);
+    // Direction-specific: info names the sender's then the recipient's key.
+    const [from, to] = direction === "out" ? [this.pub, peer.pub] : [peer.pub, this.pub];
+    const info = new Uint8Array([...utf8("sfu-web key wrap v1"), ...from, ...to]);
+    const key = await subtle.deriveKey(
+      { name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info },
+      ikm,
+      { name: "AES-GCM", length: 256 },
+      false,
+      ["encrypt", "decrypt"],
+    );
+    peer.wrapKeys[direction] = key;
+    return key;
+  }
+
+  async #sendKeyTo(id, key) {
+    const peer = this.peers.get(id);
+    if (!peer) return;
+    const iv = randomBytes(12);
+    const wrapped = await subtle.encrypt(
+      { name: "AES-GCM", iv, additionalData: utf8(`e2ee-key ${key.kid}`) },
+      await this.#wrapKey(peer, "out"),
+      key.raw,
+    );
+    this.send([id], { kind: "e2ee-key", kid: key.kid, iv: toB64(iv), wrapped: toB64(new Uint8Array(wrapped)) });
+  }
+
+  /** Handles an e2ee-* relay payload from participant `from`. */
+  async handle(from, p) {
+    if (p.kind === "e2ee-hello") {
+      const pub = fromB64(p.pub);
+      if (pub.length !== 65) return;
+      const known = this.peers.get(from);
+      if (known && toHex(known.pub) === toHex(pub)) return;
+      this.peers.set(from, { pub, wrapKeys: {}, keys: new Map(), acked: new Set() });
+      // They may not have our public key yet (we joined first): tell them.
+      if (!p.reply) this.send([from], { kind: "e2ee-hello", v: 1, pub: toB64(this.pub), reply: true });
+      await this.#sendKeyTo(from, this.current);
+      if (this.pending) {
+        this.pending.waiting.add(from);
+        await this.#sendKeyTo(from, this.pending);
+      }
+      this.#changed();
+    } else if (p.kind === "e2ee-key") {
+      const peer = this.peers.get(from);
+      if (!peer || !Number.isSafeInteger(p.kid)) return;
+      let raw;
+      try {
+        raw = new Uint8Array(
+          await subtle.decrypt(
+            { name: "AES-GCM", iv: fromB64(p.iv), additionalData: utf8(`e2ee-key ${p.kid}`) },
+            await this.#wrapKey(peer, "in"),
+            fromB64(p.wrapped),
+          ),
+        );
+      } catch {
+        return; // not for us, or tampered with
+      }
+      if (this.dropKeys || raw.length !== 16) return;
+      const previous = [...peer.keys.keys()];
+      peer.keys.set(p.kid, { raw, chat: await chatKeyOf(raw) });
+      this.worker.postMessage({ type: "recv-key", participantId: from, kid: p.kid, key: raw });
+      this.send([from], { kind: "e2ee-ack", kid: p.kid });
+      // Older keys of this sender stay usable briefly for frames in flight.
+      for (const kid of previous) {
+        if (kid === p.kid) continue;
+        setTimeout(() => {
+          peer.keys.delete(kid);
+          this.worker.postMessage({ type: "drop-key", participantId: from, kid });
+        }, KEEP_PREVIOUS_MS);
+      }
+      this.#changed();
+      this.dispatchEvent(new CustomEvent("key", { detail: { from, kid: p.kid } }));
+    } else if (p.kind === "e2ee-ack") {
+      const pending = this.pending;
+      if (pending && p.kid === pending.kid) {
+        pending.waiting.delete(from);
+        if (pending.waiting.size === 0) this.#switch();
+      }
+    }
+  }
+
+  /** Someone left: forget them and rotate our key so they cannot follow. */
+  async peerLeft(id) {
+    if (!this.peers.delete(id)) return;
+    this.worker.postMessage({ type: "forget", participantId: id });
+    this.#changed();
+    await this.rotate();
+  }
+
+  /** Makes and distributes a new key; switches when everyone has it. */
+  async rotate() {
+    if (!this.current) return;
+    if (this.pending) clearTimeout(this.pending.timer);
+    const key = await this.#makeKey();
+    key.waiting = new Set(this.peers.keys());
+    this.pending = key;
+    key.timer = setTimeout(() => this.#switch(), SWITCH_AFTER_MS);
+    await Promise.all([...this.peers.keys()].map((id) => this.#sendKeyTo(id, key)));
+    if (key.waiting.size === 0) this.#switch();
+  }
+
+  #switch() {
+    const key = this.pending;
+    if (!key) return;
+    clearTimeout(key.timer);
+    this.pending = null;
+    this.current = key;
+    this.worker.postMessage({ type: "send-key", kid: key.kid, key: key.raw });
+    this.#changed();
+  }
+
+  /** Participants whose public key we know, with whether we hold their key. */
+  peerState() {
+    return [...this.peers].map(([id, p]) => ({ id, haveKey: p.keys.size > 0 }));
+  }
+
+  /** Short fingerprint over every participant's public key, or "" alone. */
+  async safetyNumber() {
+    if (!this.pub) return "";
+    const keys = [this.pub, ...[...this.peers.values()].map((p) => p.pub)].map(toHex).sort();
+    const digest = new Uint8Array(await subtle.digest("SHA-256", utf8(keys.join(""))));
+    const groups = [];
+    for (let i = 0; i < 6; i++) {
+      // 5 bytes -> 5 decimal digits per group, 30 digits in all.
+      let v = 0;
+      for (let j = 0; j < 5; j++) v = v * 256 + digest[i * 5 + j];
+      groups.push(String(v % 100000).padStart(5, "0"));
+    }
+    return groups.join(" ");
+  }
+
+  /** Encrypts bytes for everyone holding our current key. */
+  async seal(bytes, aad) {
+    const key = this.current;
+    const iv = randomBytes(12);
+    const ct = await subtle.encrypt({ name: "AES-GCM", iv, additionalData: utf8(aad) }, key.chat, bytes);
+    return { kid: key.kid, iv: toB64(iv), ct: toB64(new Uint8Array(ct)) };
+  }
+
+  /** Opens what `from` sealed; throws MissingKey if we lack that key. */
+  async open(from, { kid, iv, ct }, aad) {
+    const key = this.peers.get(from)?.keys.get(kid);
+    if (!key) throw new MissingKey(`no key ${kid} from ${from}`);
+    return new Uint8Array(
+      await subtle.decrypt({ name: "AES-GCM", iv: fromB64(iv), additionalData: utf8(aad) }, key.chat, fromB64(ct)),
+    );
+  }
+
+  /**
+   * Like open, but waits up to `ms` for the sender's key to arrive (a message
+   * can overtake the key when someone joins or rotates at that moment).
+   */
+  async openWhenReady(from, sealed, aad, ms = 10000) {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      try {
+        return await this.open(from, sealed, aad);
+      } catch (e) {
+        if (!(e instanceof MissingKey) || Date.now() > deadline) throw e;
+      }
+      await new Promise((resolve) => {
+        const done = () => {
+          this.removeEventListener("key", done);
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.max(0, deadline - Date.now()) + 1);
+        this.addEventListener("key", done);
+      });
+    }
+  }
+
+  #changed() {
+    this.dispatchEvent(new Event("change"));
+  }
+}

@@ -1,0 +1,148 @@
+// DOM rendering: the grid of participants, status badges, chat and files.
+// No logic about calls or keys lives here.
+
+const $ = (id) => document.getElementById(id);
+export { $ };
+
+/** Shows one of the three screens: "join", "call", "left". */
+export function show(screen) {
+  for (const id of ["join", "call", "left"]) $(id).hidden = id !== screen;
+}
+
+/** Sets the connection pill. */
+export function setStatus(state, text) {
+  $("status").dataset.state = state;
+  $("status").textContent = text;
+}
+
+/** Sets the encryption badge: "on", "warn" or "off". */
+export function setE2ee(state, text) {
+  $("e2ee-badge").dataset.state = state;
+  $("e2ee-text").textContent = text;
+}
+
+/** Shows the safety number (empty hides it). */
+export function setSafetyNumber(number) {
+  $("safety").hidden = !number;
+  $("safety-number").textContent = number;
+}
+
+/** A short notice over the grid (empty hides it). */
+export function notice(text) {
+  $("notice").hidden = !text;
+  $("notice").textContent = text || "";
+}
+
+function initials(name) {
+  return (name || "?").trim().split(/\s+/).slice(0, 2).map((w) => w[0]?.toUpperCase() ?? "").join("") || "?";
+}
+
+/** One participant's tile. */
+export function tile(id, { name, self = false }) {
+  let el = document.querySelector(`.tile[data-participant-id="${CSS.escape(id)}"]`);
+  if (!el) {
+    el = document.createElement("div");
+    el.className = "tile no-video" + (self ? " self" : "");
+    el.dataset.participantId = id;
+    el.innerHTML =
+      '<video autoplay playsinline muted></video><audio autoplay></audio><div class="avatar"></div>' +
+      '<div class="label"><span class="lock" title="End-to-end encrypted"><svg class="icon" viewBox="0 0 16 16" aria-hidden="true"><path fill="currentColor" d="M4 7V5a4 4 0 0 1 8 0v2h1.5v8h-11V7H4zm2 0h4V5a2 2 0 0 0-4 0v2z"/></svg></span><span class="name"></span><span class="mic-off" title="Microphone off"><svg class="icon" viewBox="0 0 16 16" aria-hidden="true"><path fill="currentColor" d="M8 1a2.5 2.5 0 0 0-2.5 2.5v4a2.5 2.5 0 0 0 5 0v-4A2.5 2.5 0 0 0 8 1zM3.5 7h1a3.5 3.5 0 0 0 7 0h1a4.5 4.5 0 0 1-4 4.47V14h-1v-2.53A4.5 4.5 0 0 1 3.5 7z"/><path stroke="currentColor" stroke-width="1.5" d="M2 2l12 12"/></svg></span></div>';
+    if (self) el.querySelector(".lock").remove();
+    $("grid").append(el);
+    layout();
+  }
+  el.querySelector(".name").textContent = self ? `${name} (you)` : name;
+  el.querySelector(".avatar").textContent = initials(name);
+  return el;
+}
+
+/** Removes a participant's tile. */
+export function removeTile(id) {
+  document.querySelector(`.tile[data-participant-id="${CSS.escape(id)}"]`)?.remove();
+  layout();
+}
+
+/** Removes every tile. */
+export function clearTiles() {
+  $("grid").replaceChildren();
+}
+
+function layout() {
+  const n = $("grid").children.length;
+  $("grid").style.setProperty("--cols", String(Math.max(1, Math.ceil(Math.sqrt(n)))));
+}
+
+/** Puts a track into a tile; returns the media element's play() promise. */
+export function setTileTrack(el, kind, track) {
+  const media = el.querySelector(kind);
+  media.srcObject = track ? new MediaStream([track]) : null;
+  if (kind === "video") el.classList.toggle("no-video", !track);
+  return track ? media.play() : Promise.resolve();
+}
+
+/** Fills a device <select>. */
+export function fillDevices(select, devices, chosen) {
+  select.replaceChildren(
+    ...devices.map((d) => {
+      const o = document.createElement("option");
+      o.value = d.deviceId;
+      o.textContent = d.label;
+      o.selected = d.deviceId === chosen;
+      return o;
+    }),
+  );
+  select.disabled = devices.length === 0;
+}
+
+function time(ts) {
+  return new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+/** Appends a chat message. */
+export function chatMessage({ name, text, ts, mine }) {
+  const el = document.createElement("div");
+  el.className = "msg" + (mine ? " mine" : "");
+  const who = document.createElement("div");
+  who.className = "who";
+  who.textContent = `${mine ? "You" : name} · ${time(ts)}`;
+  const body = document.createElement("div");
+  body.className = "text";
+  body.textContent = text;
+  el.append(who, body);
+  const log = $("chat-log");
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  log.append(el);
+  if (atBottom || mine) log.scrollTop = log.scrollHeight;
+}
+
+function size(n) {
+  return n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(0)} KB` : `${(n / 1048576).toFixed(1)} MB`;
+}
+
+/** Creates or updates a file transfer entry. */
+export function fileEntry(t, senderName) {
+  let el = document.querySelector(`.file[data-file-id="${CSS.escape(t.id)}"]`);
+  if (!el) {
+    el = document.createElement("div");
+    el.className = "file";
+    el.dataset.fileId = t.id;
+    el.innerHTML = '<div class="desc"></div><progress max="1" value="0"></progress>';
+    $("files").append(el);
+  }
+  el.querySelector(".desc").textContent = `${t.mine ? "You" : senderName} · ${t.name} (${size(t.size)})`;
+  el.querySelector("progress").value = t.size ? t.done / t.size : 1;
+  if (t.ok !== undefined) {
+    el.querySelector("progress").remove();
+    if (t.ok) {
+      const a = document.createElement("a");
+      a.href = t.url;
+      a.download = t.name;
+      a.textContent = t.mine ? "Sent" : "Download";
+      el.append(a);
+    } else {
+      el.classList.add("failed");
+      el.append("Damaged in transit (hash mismatch), discarded");
+    }
+  }
+  return el;
+}
