@@ -80,6 +80,10 @@ pub struct MediaConfig {
     pub peer_timeout_ms: u64,
     /// At most one keyframe request per track per this interval reaches a publisher.
     pub keyframe_interval_ms: u64,
+    /// TEST ONLY: flip one byte of every forwarded payload, so end-to-end
+    /// integrity checks (the loadtest's SFrame verification) can be seen to
+    /// fail. Never enable in production.
+    pub test_corrupt_payload: bool,
 }
 
 impl Default for MediaConfig {
@@ -91,6 +95,7 @@ impl Default for MediaConfig {
             announce: Vec::new(),
             peer_timeout_ms: 8_000,
             keyframe_interval_ms: 500,
+            test_corrupt_payload: false,
         }
     }
 }
@@ -329,6 +334,7 @@ mod tests {
                 ("SFU_HTTP_LISTEN", "127.0.0.1:9000"),
                 ("SFU_MEDIA_ANNOUNCE", "[\"203.0.113.7\"]"),
                 ("SFU_MEDIA_PEER_TIMEOUT_MS", "3000"),
+                ("SFU_MEDIA_TEST_CORRUPT_PAYLOAD", "true"),
                 ("PATH", "/bin"),
             ]),
         )
@@ -339,6 +345,7 @@ mod tests {
             vec!["203.0.113.7".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(c.media.peer_timeout_ms, 3000);
+        assert!(c.media.test_corrupt_payload);
     }
 
     #[test]

@@ -99,6 +99,12 @@ fn random_id(prefix: &str) -> String {
 impl Engine {
     /// An empty engine.
     pub fn new(config: EngineConfig, metrics: Metrics) -> Self {
+        let corrupt_payloads = config.media.test_corrupt_payload;
+        if corrupt_payloads {
+            warn!(
+                "TEST ONLY: media.test_corrupt_payload is on; every forwarded payload is corrupted"
+            );
+        }
         Self {
             config,
             metrics,
@@ -111,7 +117,7 @@ impl Engine {
             dirty: Vec::new(),
             transmits: VecDeque::new(),
             signals: VecDeque::new(),
-            corrupt_payloads: false,
+            corrupt_payloads,
         }
     }
 

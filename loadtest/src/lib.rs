@@ -1,0 +1,19 @@
+//! Load testing for the SFU and its TURN relay: simulated participants on
+//! str0m with SFrame-encrypted synthetic media, verified frame by frame,
+//! measured (latency, loss, jitter, join time) and priced (server CPU per
+//! forwarded packet); and a TURN allocation/relay driver.
+
+pub mod clock;
+pub mod frame;
+pub mod media;
+pub mod packetize;
+pub mod participant;
+pub mod progress;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod server_cost;
+pub mod sframe_keys;
+pub mod signaling;
+pub mod stats;
+pub mod worker;

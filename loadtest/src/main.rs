@@ -1,0 +1,161 @@
+//! `loadtest`: load tests for the SFU (`run`) and its TURN relay (`turn`).
+//! Exit status: 0 pass, 1 could not run, 2 the run failed its checks
+//! (integrity errors or a threshold given on the command line).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use loadtest::report::Thresholds;
+use loadtest::runner::{self, RunOptions};
+use loadtest::scenario::Scenario;
+
+#[derive(Parser)]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Load tests for the SFU and its TURN relay"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulated participants with SFrame-encrypted media against an SFU.
+    Run(Box<RunArgs>),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A TOML scenario (configs/loadtest/*.toml); flags override its values.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Signaling WebSocket URL.
+    #[arg(long)]
+    url: Option<String>,
+    /// HS256 key of the SFU (its auth.key); default: the development key.
+    #[arg(long, env = "LOADTEST_TOKEN_SECRET", hide_env_values = true)]
+    token_secret: Option<String>,
+    /// Rooms.
+    #[arg(long)]
+    rooms: Option<u32>,
+    /// Publishers per room.
+    #[arg(long)]
+    publishers: Option<u32>,
+    /// Receive-only participants per room.
+    #[arg(long)]
+    subscribers: Option<u32>,
+    /// Participants started per second.
+    #[arg(long)]
+    join_rate: Option<f64>,
+    /// Seconds of media after the last participant started.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Video preset: 180p, 360p, 720p or none.
+    #[arg(long)]
+    video: Option<String>,
+    /// Send video as simulcast layers.
+    #[arg(long)]
+    simulcast: bool,
+    /// No audio track.
+    #[arg(long)]
+    no_audio: bool,
+    /// Send frames unencrypted (content still verified).
+    #[arg(long)]
+    no_e2ee: bool,
+    /// Worker threads.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Write the summary as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an HTML report with SVG charts.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Fail if packet or frame loss exceeds this many percent.
+    #[arg(long)]
+    max_loss: Option<f64>,
+    /// Fail if p99 end-to-end latency exceeds this many milliseconds.
+    #[arg(long)]
+    max_p99_latency: Option<f64>,
+    /// Fail if fewer than this percent of the expected tracks are received.
+    #[arg(long)]
+    min_tracks: Option<f64>,
+    /// The SFU's process id (CPU seconds and RSS from /proc).
+    #[arg(long)]
+    sfu_pid: Option<u32>,
+    /// The SFU's metrics URL (forwarded-packet counter), e.g. http://127.0.0.1:7880/metrics.
+    #[arg(long)]
+    sfu_metrics: Option<String>,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn scenario(a: &RunArgs) -> anyhow::Result<Scenario> {
+    let mut s = match &a.scenario {
+        Some(p) => Scenario::from_file(p)?,
+        None => Scenario::default(),
+    };
+    macro_rules! set {
+        ($field:ident, $value:expr) => {
+            if let Some(v) = $value.clone() {
+                s.$field = v;
+            }
+        };
+    }
+    set!(url, a.url);
+    set!(token_secret, a.token_secret);
+    set!(rooms, a.rooms);
+    set!(publishers, a.publishers);
+    set!(subscribers, a.subscribers);
+    set!(join_rate, a.join_rate);
+    set!(duration_secs, a.duration);
+    set!(video, a.video);
+    set!(threads, a.threads);
+    s.simulcast |= a.simulcast;
+    s.audio &= !a.no_audio;
+    s.e2ee &= !a.no_e2ee;
+    s.validate()?;
+    Ok(s)
+}
+
+fn run(a: &RunArgs) -> anyhow::Result<bool> {
+    let s = scenario(a)?;
+    let opts = RunOptions {
+        thresholds: Thresholds {
+            max_loss_pct: a.max_loss,
+            max_p99_latency_ms: a.max_p99_latency,
+            min_tracks_pct: a.min_tracks,
+        },
+        sfu_pid: a.sfu_pid,
+        sfu_metrics: a.sfu_metrics.clone(),
+        quiet: a.quiet,
+    };
+    let summary = runner::run(&s, &opts)?;
+    print!("{}", summary.table());
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&summary)?)?;
+    }
+    if let Some(p) = &a.report {
+        std::fs::write(p, summary.html())?;
+    }
+    Ok(summary.violations.is_empty())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Run(a) => run(a),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

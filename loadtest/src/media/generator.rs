@@ -1,0 +1,215 @@
+//! Sans-IO media generator: which frame of which track is due at a given
+//! instant. Time is injected, so the schedule is unit-tested without sleeping.
+
+use std::time::{Duration, Instant};
+
+use super::preset::{
+    audio_frame_bytes, video_frame_bytes, VideoPreset, AUDIO_CLOCK, AUDIO_FRAME_MS, KEYFRAME_EVERY,
+    VIDEO_CLOCK, VIDEO_FPS,
+};
+
+/// A loop stalled longer than this skips the frames it missed instead of
+/// sending them in a burst (an encoder would not catch up either).
+const MAX_BEHIND: Duration = Duration::from_millis(200);
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Opus-like audio.
+    Audio,
+    /// VP8-like video.
+    Video,
+}
+
+/// One frame to encode and send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameSpec {
+    /// Audio or video.
+    pub kind: Kind,
+    /// Simulcast layer index (0 for audio and single-layer video).
+    pub layer: u8,
+    /// The layer's rid when sent as simulcast.
+    pub rid: Option<&'static str>,
+    /// Frame number within the (track, layer), from 0.
+    pub number: u32,
+    /// Plaintext size in bytes.
+    pub bytes: usize,
+    /// A keyframe (periodic or requested).
+    pub keyframe: bool,
+    /// RTP timestamp in the track's clock.
+    pub rtp_time: u32,
+}
+
+#[derive(Debug)]
+struct Stream {
+    kind: Kind,
+    layer: u8,
+    rid: Option<&'static str>,
+    bitrate: u64,
+    interval: Duration,
+    next_due: Instant,
+    number: u32,
+    keyframe_requested: bool,
+}
+
+/// The frame schedule of one publisher.
+#[derive(Debug)]
+pub struct Generator {
+    streams: Vec<Stream>,
+    /// Frames skipped because the caller was late by more than 200 ms.
+    pub skipped: u64,
+}
+
+impl Generator {
+    /// Audio if `audio`; video at `video` (as simulcast layers if `simulcast`).
+    pub fn new(start: Instant, audio: bool, video: Option<VideoPreset>, simulcast: bool) -> Self {
+        let mut streams = Vec::new();
+        if audio {
+            streams.push(Stream {
+                kind: Kind::Audio,
+                layer: 0,
+                rid: None,
+                bitrate: 0,
+                interval: Duration::from_millis(AUDIO_FRAME_MS),
+                next_due: start,
+                number: 0,
+                keyframe_requested: false,
+            });
+        }
+        if let Some(preset) = video {
+            let layers = if simulcast {
+                preset
+                    .simulcast_layers()
+                    .into_iter()
+                    .map(|(rid, p)| (Some(rid), p))
+                    .collect()
+            } else {
+                vec![(None, preset)]
+            };
+            for (i, (rid, p)) in layers.into_iter().enumerate() {
+                streams.push(Stream {
+                    kind: Kind::Video,
+                    layer: i as u8,
+                    rid,
+                    bitrate: p.bitrate(),
+                    interval: Duration::from_micros(1_000_000 / VIDEO_FPS),
+                    // Audio and video do not start on the same instant.
+                    next_due: start + Duration::from_millis(5),
+                    number: 0,
+                    keyframe_requested: false,
+                });
+            }
+        }
+        Generator {
+            streams,
+            skipped: 0,
+        }
+    }
+
+    /// The rids of the video layers, lowest first (empty without simulcast).
+    pub fn rids(&self) -> Vec<&'static str> {
+        self.streams.iter().filter_map(|s| s.rid).collect()
+    }
+
+    /// When the next frame is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.streams.iter().map(|s| s.next_due).min()
+    }
+
+    /// The next frame due at or before `now`, if any.
+    pub fn poll(&mut self, now: Instant) -> Option<FrameSpec> {
+        let s = self
+            .streams
+            .iter_mut()
+            .filter(|s| s.next_due <= now)
+            .min_by_key(|s| s.next_due)?;
+        if now - s.next_due > MAX_BEHIND {
+            let missed = ((now - s.next_due).as_micros() / s.interval.as_micros()) as u32;
+            s.number += missed;
+            s.next_due += s.interval * missed;
+            self.skipped += u64::from(missed);
+        }
+        let number = s.number;
+        s.number = s.number.wrapping_add(1);
+        s.next_due += s.interval;
+        let spec = match s.kind {
+            Kind::Audio => FrameSpec {
+                kind: Kind::Audio,
+                layer: 0,
+                rid: None,
+                number,
+                bytes: audio_frame_bytes(),
+                keyframe: false,
+                rtp_time: number.wrapping_mul(AUDIO_CLOCK / 1000 * AUDIO_FRAME_MS as u32),
+            },
+            Kind::Video => {
+                let keyframe = s.keyframe_requested || u64::from(number) % KEYFRAME_EVERY == 0;
+                s.keyframe_requested = false;
+                FrameSpec {
+                    kind: Kind::Video,
+                    layer: s.layer,
+                    rid: s.rid,
+                    number,
+                    bytes: video_frame_bytes(s.bitrate, keyframe),
+                    keyframe,
+                    rtp_time: number.wrapping_mul(VIDEO_CLOCK / VIDEO_FPS as u32),
+                }
+            }
+        };
+        Some(spec)
+    }
+
+    /// Makes the next frame of every video layer a keyframe.
+    pub fn request_keyframe(&mut self) {
+        for s in self.streams.iter_mut().filter(|s| s.kind == Kind::Video) {
+            s.keyframe_requested = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(g: &mut Generator, now: Instant) -> Vec<FrameSpec> {
+        std::iter::from_fn(|| g.poll(now)).collect()
+    }
+
+    #[test]
+    fn one_second_has_the_right_frame_counts() {
+        let t0 = Instant::now();
+        let mut g = Generator::new(t0, true, Some(VideoPreset::P720), true);
+        assert_eq!(g.rids(), vec!["q", "h", "f"]);
+        let mut frames = Vec::new();
+        for ms in 0..1000 {
+            frames.extend(drain(&mut g, t0 + Duration::from_millis(ms)));
+        }
+        let audio = frames.iter().filter(|f| f.kind == Kind::Audio).count();
+        let video: Vec<_> = frames.iter().filter(|f| f.kind == Kind::Video).collect();
+        assert_eq!(audio, 50);
+        assert_eq!(video.iter().filter(|f| f.layer == 2).count(), 30);
+        assert_eq!(video.len(), 90);
+        assert!(video.iter().find(|f| f.layer == 2).unwrap().keyframe);
+        assert_eq!(video.iter().filter(|f| f.keyframe).count(), 3);
+        let f2: Vec<_> = video.iter().filter(|f| f.layer == 2).collect();
+        assert_eq!(f2[1].rtp_time - f2[0].rtp_time, 3000);
+        assert!(f2[0].bytes > f2[1].bytes);
+        assert_eq!(g.skipped, 0);
+    }
+
+    #[test]
+    fn keyframe_on_request_and_skip_when_stalled() {
+        let t0 = Instant::now();
+        let mut g = Generator::new(t0, false, Some(VideoPreset::P180), false);
+        assert!(drain(&mut g, t0 + Duration::from_millis(10))[0].keyframe);
+        g.request_keyframe();
+        let f = drain(&mut g, t0 + Duration::from_millis(40));
+        assert_eq!(f.len(), 1);
+        assert!(f[0].keyframe && f[0].number == 1);
+        // A 1 s stall: frames skipped, not burst.
+        let f = drain(&mut g, t0 + Duration::from_millis(1040));
+        assert!(f.len() <= 2, "{}", f.len());
+        assert!(g.skipped >= 25);
+        assert!(g.next_due().unwrap() > t0 + Duration::from_millis(1040));
+    }
+}

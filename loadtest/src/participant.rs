@@ -1,0 +1,647 @@
+//! One simulated participant: the signaling state machine, a publish and a
+//! subscribe peer connection (str0m `Rtc`, full ICE, RTP mode), the media it
+//! publishes and the statistics of what it receives. It owns its UDP sockets
+//! but no thread or task: a worker's event loop drives it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::clock;
+use crate::frame::FrameHeader;
+use crate::media::generator::{FrameSpec, Generator, Kind};
+use crate::media::preset::{VideoPreset, AUDIO_CLOCK, VIDEO_CLOCK};
+use crate::packetize::{packetize_video, Reassembler};
+use crate::sframe_keys::{DecryptError, KeyRing, SenderKey};
+use crate::stats::{Totals, TrackStats};
+
+/// A key rebroadcast follows a `participant_joined` after this delay, so a
+/// burst of joins costs one relay message.
+const KEY_REBROADCAST_DELAY: Duration = Duration::from_millis(100);
+
+/// What one participant does.
+#[derive(Debug, Clone)]
+pub struct ParticipantSpec {
+    /// Global index: identity suffix and SFrame key id.
+    pub index: u32,
+    /// Room name.
+    pub room: String,
+    /// Signed room token.
+    pub token: String,
+    /// Publishes media.
+    pub publish: bool,
+    /// Receives media (auto-subscribe).
+    pub subscribe: bool,
+    /// Publishes audio.
+    pub audio: bool,
+    /// Publishes video at this preset.
+    pub video: Option<VideoPreset>,
+    /// As simulcast layers.
+    pub simulcast: bool,
+    /// Encrypts frames with SFrame.
+    pub e2ee: bool,
+    /// Tracks this participant should receive.
+    pub expected_tracks: u64,
+}
+
+/// Which of the two peer connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The publish connection.
+    Publish = 0,
+    /// The subscribe connection.
+    Subscribe = 1,
+}
+
+/// A peer connection and its socket.
+pub struct Peer {
+    rtc: Rtc,
+    /// The socket (registered with the worker's poll by the worker).
+    pub socket: mio::net::UdpSocket,
+    local: SocketAddr,
+    next_timeout: Instant,
+}
+
+impl Peer {
+    fn new(local_ip: std::net::IpAddr, now: Instant) -> anyhow::Result<Peer> {
+        let socket = mio::net::UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
+        let local = socket.local_addr()?;
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .set_stats_interval(None)
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(local, "udp")?);
+        Ok(Peer {
+            rtc,
+            socket,
+            local,
+            next_timeout: now,
+        })
+    }
+}
+
+/// Counters the worker reports as live progress.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Traffic {
+    /// UDP bytes received.
+    pub bytes_in: u64,
+    /// UDP bytes sent.
+    pub bytes_out: u64,
+}
+
+struct RxTrack {
+    kind: Kind,
+    owner: String,
+    stats: TrackStats,
+    reassembler: Reassembler,
+}
+
+/// One simulated participant.
+pub struct Participant {
+    /// What it does.
+    pub spec: ParticipantSpec,
+    out: UnboundedSender<String>,
+    /// Participant id from `joined`.
+    pub id: Option<String>,
+    /// Publish connection (if publishing).
+    pub publisher: Option<Peer>,
+    /// Subscribe connection (if subscribing).
+    pub subscriber: Option<Peer>,
+    pending: Option<SdpPendingOffer>,
+    audio_mid: Option<Mid>,
+    video_mid: Option<Mid>,
+    publishing: bool,
+    generator: Generator,
+    key: Option<SenderKey>,
+    seqs: HashMap<(Kind, u8), u64>,
+    tracks: HashMap<Mid, RxTrack>,
+    ring: KeyRing,
+    started: Instant,
+    /// When the first frame decrypted.
+    pub first_frame: Option<Instant>,
+    rebroadcast_at: Option<Instant>,
+    /// Why it failed, if it did.
+    pub failed: Option<String>,
+    /// Totals of this participant (finished tracks, frames sent, errors).
+    pub totals: Totals,
+    /// Live traffic counters.
+    pub traffic: Traffic,
+    plain: Vec<u8>,
+}
+
+impl Participant {
+    /// Creates the participant and its sockets; `out` sends signaling text.
+    pub fn new(
+        spec: ParticipantSpec,
+        local_ip: std::net::IpAddr,
+        out: UnboundedSender<String>,
+        now: Instant,
+    ) -> anyhow::Result<Participant> {
+        let publisher = spec.publish.then(|| Peer::new(local_ip, now)).transpose()?;
+        let subscriber = spec
+            .subscribe
+            .then(|| Peer::new(local_ip, now))
+            .transpose()?;
+        let key = SenderKey::generate(u64::from(spec.index))?;
+        let generator = Generator::new(now, spec.audio, spec.video, spec.simulcast);
+        Ok(Participant {
+            spec,
+            out,
+            id: None,
+            publisher,
+            subscriber,
+            pending: None,
+            audio_mid: None,
+            video_mid: None,
+            publishing: false,
+            generator,
+            key: Some(key),
+            seqs: HashMap::new(),
+            tracks: HashMap::new(),
+            ring: KeyRing::default(),
+            started: now,
+            first_frame: None,
+            rebroadcast_at: None,
+            failed: None,
+            totals: Totals::default(),
+            traffic: Traffic::default(),
+            plain: Vec::new(),
+        })
+    }
+
+    /// Replaces the signaling channel (the worker opens it after the sockets).
+    pub fn set_signaling(&mut self, out: UnboundedSender<String>) {
+        self.out = out;
+    }
+
+    /// The join message to send first.
+    pub fn join_message(&self) -> String {
+        json!({"type": "join", "version": 1, "token": self.spec.token,
+               "auto_subscribe": self.spec.subscribe})
+        .to_string()
+    }
+
+    fn send(&mut self, v: Value) {
+        if self.out.send(v.to_string()).is_err() && self.failed.is_none() {
+            self.failed = Some("signaling closed".into());
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.failed.is_none() {
+            self.totals
+                .note_error(format!("participant {}: {why}", self.spec.index));
+            self.failed = Some(why);
+        }
+    }
+
+    fn broadcast_key(&mut self) {
+        if let Some(k) = &self.key {
+            let payload = k.relay_payload();
+            self.send(json!({"type": "relay", "to": "everyone", "payload": payload}));
+        }
+    }
+
+    /// Handles one signaling message; returns the next deadline.
+    pub fn on_signal(&mut self, text: &str, now: Instant) -> Instant {
+        let Ok(msg) = serde_json::from_str::<Value>(text) else {
+            return now;
+        };
+        match msg["type"].as_str() {
+            Some("joined") => {
+                self.id = msg["participant"]["id"].as_str().map(String::from);
+                if self.spec.publish {
+                    self.broadcast_key();
+                    if let Err(e) = self.offer() {
+                        self.fail(format!("publish offer: {e}"));
+                    }
+                }
+            }
+            Some("participant_joined") if self.spec.publish && self.rebroadcast_at.is_none() => {
+                self.rebroadcast_at = Some(now + KEY_REBROADCAST_DELAY);
+            }
+            Some("publish_answer") => {
+                let answer = msg["sdp"].as_str().map(SdpAnswer::from_sdp_string);
+                match (answer, self.pending.take(), self.publisher.as_mut()) {
+                    (Some(Ok(a)), Some(p), Some(peer)) => {
+                        if let Err(e) = peer.rtc.sdp_api().accept_answer(p, a) {
+                            self.fail(format!("publish answer: {e}"));
+                        }
+                    }
+                    _ => self.fail("unusable publish_answer".into()),
+                }
+            }
+            Some("subscribe_offer") => self.on_subscribe_offer(&msg),
+            Some("relay") => {
+                if let Some(from) = msg["from"].as_str() {
+                    self.ring.learn(from, &msg["payload"]);
+                }
+            }
+            Some("error") => {
+                let code = msg["code"].as_str().unwrap_or("?").to_string();
+                // Rate limiting of a key rebroadcast is harmless; the rest is not.
+                if code != "rate_limited" {
+                    self.fail(format!("server error {code}: {}", msg["message"]));
+                }
+            }
+            _ => {}
+        }
+        self.poll(now)
+    }
+
+    fn offer(&mut self) -> anyhow::Result<()> {
+        let rids = self.generator.rids();
+        let Some(peer) = self.publisher.as_mut() else {
+            return Ok(());
+        };
+        let mut api = peer.rtc.sdp_api();
+        let mut tracks = Vec::new();
+        if self.spec.audio {
+            let m = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            tracks.push(json!({"mid": m.to_string(), "source": "microphone"}));
+            self.audio_mid = Some(m);
+        }
+        if self.spec.video.is_some() {
+            let simulcast = (!rids.is_empty()).then(|| {
+                let mut s = Simulcast::new();
+                for r in &rids {
+                    s.add_send_layer(SimulcastLayer::new(r));
+                }
+                s
+            });
+            let m = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
+            tracks.push(json!({"mid": m.to_string(), "source": "camera"}));
+            self.video_mid = Some(m);
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return Ok(());
+        };
+        self.pending = Some(pending);
+        self.send(json!({"type": "publish_offer", "sdp": offer.to_sdp_string(), "tracks": tracks}));
+        Ok(())
+    }
+
+    fn on_subscribe_offer(&mut self, msg: &Value) {
+        let Some(peer) = self.subscriber.as_mut() else {
+            self.fail("subscribe_offer without a subscribe connection".into());
+            return;
+        };
+        let offer = match SdpOffer::from_sdp_string(msg["sdp"].as_str().unwrap_or("")) {
+            Ok(o) => o,
+            Err(e) => return self.fail(format!("subscribe offer: {e}")),
+        };
+        let answer = match peer.rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => return self.fail(format!("subscribe offer: {e}")),
+        };
+        let listed: HashMap<Mid, (String, Kind)> = msg["tracks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                let mid = Mid::from(t["mid"].as_str()?);
+                let kind = if t["kind"] == "video" {
+                    Kind::Video
+                } else {
+                    Kind::Audio
+                };
+                Some((mid, (t["participant_id"].as_str()?.to_string(), kind)))
+            })
+            .collect();
+        // Tracks that went away: keep what they delivered.
+        let gone: Vec<Mid> = self
+            .tracks
+            .keys()
+            .filter(|m| !listed.contains_key(m))
+            .copied()
+            .collect();
+        for m in gone {
+            if let Some(t) = self.tracks.remove(&m) {
+                finish_track(&mut self.totals, &t);
+            }
+        }
+        for (mid, (owner, kind)) in listed {
+            self.tracks.entry(mid).or_insert_with(|| RxTrack {
+                kind,
+                owner,
+                stats: TrackStats::default(),
+                reassembler: Reassembler::default(),
+            });
+        }
+        self.send(json!({"type": "subscribe_answer", "sdp": answer.to_sdp_string()}));
+    }
+
+    /// Feeds one datagram received on `side`'s socket; returns the next deadline.
+    pub fn on_datagram(
+        &mut self,
+        side: Side,
+        from: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) -> Instant {
+        self.traffic.bytes_in += data.len() as u64;
+        let peer = match side {
+            Side::Publish => self.publisher.as_mut(),
+            Side::Subscribe => self.subscriber.as_mut(),
+        };
+        if let Some(peer) = peer {
+            if let Ok(r) = Receive::new(Protocol::Udp, from, peer.local, data) {
+                let _ = peer.rtc.handle_input(Input::Receive(now, r));
+            }
+        }
+        self.drain(side, now);
+        self.deadline()
+    }
+
+    /// Runs what is due at `now` (str0m timeouts, media, key rebroadcast);
+    /// returns the next deadline.
+    pub fn poll(&mut self, now: Instant) -> Instant {
+        if self.rebroadcast_at.is_some_and(|t| t <= now) {
+            self.rebroadcast_at = None;
+            self.broadcast_key();
+        }
+        if self.publishing {
+            while let Some(frame) = self.generator.poll(now) {
+                self.send_frame(&frame, now);
+            }
+        }
+        for side in [Side::Publish, Side::Subscribe] {
+            let peer = match side {
+                Side::Publish => self.publisher.as_mut(),
+                Side::Subscribe => self.subscriber.as_mut(),
+            };
+            if let Some(peer) = peer {
+                if peer.next_timeout <= now {
+                    let _ = peer.rtc.handle_input(Input::Timeout(now));
+                }
+            }
+            self.drain(side, now);
+        }
+        self.deadline()
+    }
+
+    /// The earliest instant something is due.
+    pub fn deadline(&self) -> Instant {
+        let far = self.started + Duration::from_secs(3600 * 24);
+        let mut d = far;
+        for p in [&self.publisher, &self.subscriber].into_iter().flatten() {
+            d = d.min(p.next_timeout);
+        }
+        if self.publishing {
+            if let Some(t) = self.generator.next_due() {
+                d = d.min(t);
+            }
+        }
+        if let Some(t) = self.rebroadcast_at {
+            d = d.min(t);
+        }
+        d
+    }
+
+    fn drain(&mut self, side: Side, now: Instant) {
+        loop {
+            let peer = match side {
+                Side::Publish => self.publisher.as_mut(),
+                Side::Subscribe => self.subscriber.as_mut(),
+            };
+            let Some(peer) = peer else { return };
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    peer.next_timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    if peer.socket.send_to(&t.contents, t.destination).is_ok() {
+                        self.traffic.bytes_out += t.contents.len() as u64;
+                    }
+                }
+                Ok(Output::Event(e)) => self.on_event(side, e, now),
+                Err(e) => {
+                    peer.next_timeout = now + Duration::from_millis(50);
+                    self.fail(format!("rtc: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, side: Side, event: Event, now: Instant) {
+        match (side, event) {
+            (Side::Publish, Event::Connected) => self.publishing = true,
+            (Side::Publish, Event::KeyframeRequest(_)) => self.generator.request_keyframe(),
+            (_, Event::IceConnectionStateChange(str0m::IceConnectionState::Disconnected)) => {
+                self.fail(format!("{side:?} ICE disconnected"));
+            }
+            (Side::Subscribe, Event::RtpPacket(p)) => self.on_rtp(p, now),
+            _ => {}
+        }
+    }
+
+    fn on_rtp(&mut self, p: str0m::rtp::RtpPacket, now: Instant) {
+        let Some(peer) = self.subscriber.as_mut() else {
+            return;
+        };
+        let Some(mid) = peer
+            .rtc
+            .direct_api()
+            .stream_rx(&p.header.ssrc)
+            .map(|s| s.mid())
+        else {
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(&mid) else {
+            return;
+        };
+        let now_us = clock::micros(now);
+        let clock_rate = match track.kind {
+            Kind::Audio => AUDIO_CLOCK,
+            Kind::Video => VIDEO_CLOCK,
+        };
+        track
+            .stats
+            .on_packet(*p.seq_no, p.header.timestamp, clock_rate, now_us);
+        let frame = match track.kind {
+            Kind::Audio => Some(p.payload.to_vec()),
+            Kind::Video => {
+                track
+                    .reassembler
+                    .push(*p.seq_no, p.header.timestamp, p.header.marker, &p.payload)
+            }
+        };
+        let Some(frame) = frame else { return };
+        let expected_kid = self.ring.owners.get(&track.owner).copied();
+        let plain = if self.spec.e2ee {
+            match self.ring.decrypt(&frame, &mut self.plain) {
+                Ok(kid) if Some(kid) == expected_kid => &self.plain[..],
+                Ok(kid) => {
+                    track.stats.integrity_errors += 1;
+                    self.totals.note_error(format!(
+                        "frame with key id {kid} on a track of {}",
+                        track.owner
+                    ));
+                    return;
+                }
+                Err(DecryptError::NoKey(_)) => {
+                    track.stats.no_key += 1;
+                    return;
+                }
+                Err(e) => {
+                    track.stats.integrity_errors += 1;
+                    self.totals
+                        .note_error(format!("participant {}: {e}", self.spec.index));
+                    return;
+                }
+            }
+        } else {
+            &frame[..]
+        };
+        match FrameHeader::decode(plain) {
+            Ok(h)
+                if h.kind == track.kind
+                    && (expected_kid.is_none() || expected_kid == Some(u64::from(h.sender))) =>
+            {
+                let latency = track.stats.on_frame(&h, now_us);
+                let _ = self.totals.latency_us.record(latency.max(1));
+                if self.first_frame.is_none() {
+                    self.first_frame = Some(now);
+                }
+            }
+            Ok(h) => {
+                track.stats.integrity_errors += 1;
+                self.totals.note_error(format!(
+                    "frame of sender {} kind {:?} on a {:?} track of {}",
+                    h.sender, h.kind, track.kind, track.owner
+                ));
+            }
+            Err(e) => {
+                track.stats.integrity_errors += 1;
+                self.totals.note_error(format!(
+                    "participant {}: content check: {e}",
+                    self.spec.index
+                ));
+            }
+        }
+    }
+
+    fn send_frame(&mut self, spec: &FrameSpec, now: Instant) {
+        let (Some(peer), Some(key)) = (self.publisher.as_mut(), self.key.as_mut()) else {
+            return;
+        };
+        let (mid, codec) = match spec.kind {
+            Kind::Audio => (self.audio_mid, Codec::Opus),
+            Kind::Video => (self.video_mid, Codec::Vp8),
+        };
+        let Some(mid) = mid else { return };
+        let Some(pt) = peer
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt())
+        else {
+            return;
+        };
+        let header = FrameHeader {
+            sender: self.spec.index,
+            kind: spec.kind,
+            layer: spec.layer,
+            keyframe: spec.keyframe,
+            number: spec.number,
+            sent_us: clock::micros(now),
+        };
+        let plain = header.encode(spec.bytes);
+        let data = if self.spec.e2ee {
+            match key.encrypt(&plain) {
+                Ok(d) => d,
+                Err(e) => return self.fail(format!("encrypt: {e}")),
+            }
+        } else {
+            plain
+        };
+        let mut api = peer.rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, spec.rid.map(Rid::from)) else {
+            return;
+        };
+        let seq = self.seqs.entry((spec.kind, spec.layer)).or_insert(0);
+        self.totals.frames_sent += 1;
+        match spec.kind {
+            Kind::Audio => {
+                tx.write_rtp(
+                    RtpWrite::new(pt, (*seq).into(), spec.rtp_time, now, data).marker(true),
+                );
+                *seq += 1;
+                self.totals.packets_sent += 1;
+            }
+            Kind::Video => {
+                for packet in packetize_video(&data) {
+                    tx.write_rtp(
+                        RtpWrite::new(pt, (*seq).into(), spec.rtp_time, now, packet.payload)
+                            .marker(packet.marker)
+                            .nackable(true),
+                    );
+                    *seq += 1;
+                    self.totals.packets_sent += 1;
+                }
+            }
+        }
+    }
+
+    /// Live receive counters: (packets expected, packets received, frames verified, integrity errors).
+    pub fn live_counts(&self) -> [u64; 4] {
+        let mut c = [0u64; 4];
+        for t in self.tracks.values() {
+            c[0] += t.stats.packets_expected();
+            c[1] += t.stats.packets;
+            c[2] += t.stats.frames;
+            c[3] += t.stats.integrity_errors;
+        }
+        c[0] += self.totals.packets_expected;
+        c[1] += self.totals.packets_received;
+        c[2] += self.totals.frames_received;
+        c[3] += self.totals.integrity_errors;
+        c
+    }
+
+    /// Sends `leave` and returns this participant's totals.
+    pub fn finish(mut self) -> Totals {
+        self.send(json!({"type": "leave"}));
+        let mut totals = std::mem::take(&mut self.totals);
+        for t in self.tracks.values() {
+            finish_track(&mut totals, t);
+        }
+        if self.spec.subscribe {
+            totals.tracks_expected += self.spec.expected_tracks;
+        }
+        if self.id.is_some() {
+            totals.joined += 1;
+        }
+        if self.failed.is_some() || self.id.is_none() {
+            totals.failed += 1;
+        }
+        if let Some(t) = self.first_frame {
+            let _ = totals
+                .join_ms
+                .record(t.saturating_duration_since(self.started).as_millis().max(1) as u64);
+        }
+        totals
+    }
+}
+
+fn finish_track(totals: &mut Totals, t: &RxTrack) {
+    let (clock, video) = match t.kind {
+        Kind::Audio => (AUDIO_CLOCK, false),
+        Kind::Video => (VIDEO_CLOCK, true),
+    };
+    totals.add_track(&t.stats, clock, video);
+}

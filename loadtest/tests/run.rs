@@ -1,0 +1,118 @@
+//! `loadtest run` against an SFU on loopback: a clean run verifies every
+//! frame, and a run through a forwarder that corrupts payloads fails.
+
+use std::process::Command;
+
+use loadtest::report::Thresholds;
+use loadtest::runner::{self, RunOptions};
+use loadtest::scenario::Scenario;
+use sfu::config::Config;
+use sfu::server::Server;
+
+const KEY: &str = "loadtest-integration-key";
+
+/// An SFU on ephemeral loopback ports, its runtime kept alive by the caller.
+fn start_sfu(corrupt: bool) -> (tokio::runtime::Runtime, Server) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut config = Config::default();
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    config.media.udp_listen = "127.0.0.1:0".parse().unwrap();
+    config.media.ice_tcp = false;
+    config.media.test_corrupt_payload = corrupt;
+    config.auth.key = KEY.into();
+    config.turn.enabled = false;
+    let server = rt.block_on(Server::start(config)).expect("sfu starts");
+    (rt, server)
+}
+
+fn scenario(server: &Server) -> Scenario {
+    Scenario {
+        name: "test".into(),
+        url: format!("ws://{}/ws", server.http_addr),
+        token_secret: KEY.into(),
+        rooms: 1,
+        publishers: 3,
+        subscribers: 3,
+        join_rate: 100.0,
+        duration_secs: 3.0,
+        video: "360p".into(),
+        ..Scenario::default()
+    }
+}
+
+#[test]
+fn short_run_verifies_every_frame() {
+    let (_rt, server) = start_sfu(false);
+    let s = scenario(&server);
+    let opts = RunOptions {
+        thresholds: Thresholds {
+            max_loss_pct: Some(5.0),
+            max_p99_latency_ms: Some(500.0),
+            min_tracks_pct: Some(100.0),
+        },
+        sfu_metrics: Some(format!("http://{}/metrics", server.http_addr)),
+        quiet: true,
+        ..RunOptions::default()
+    };
+    let summary = runner::run(&s, &opts).expect("run");
+    println!("{}", summary.table());
+    assert_eq!(summary.joined, 6);
+    assert_eq!(summary.failed, 0, "{:?}", summary.errors);
+    assert_eq!(summary.integrity_errors, 0, "{:?}", summary.errors);
+    // 3 publishers × 2 tracks, each received by the 2 other publishers and 3 subscribers.
+    assert_eq!(summary.tracks_expected, 6 * 5);
+    assert_eq!(summary.tracks_received, 30);
+    assert!(
+        summary.frames_received > 30 * 50,
+        "{}",
+        summary.frames_received
+    );
+    assert!(summary.latency_ms.count > 0 && summary.latency_ms.p50 > 0.0);
+    assert!(summary.latency_ms.p99 < 500.0);
+    assert!(summary.packet_loss_pct < 5.0);
+    assert!(summary.join_ms.count == 6);
+    assert!(summary.server.forwarded_packets.unwrap_or(0.0) > 0.0);
+    assert!(summary.violations.is_empty(), "{:?}", summary.violations);
+}
+
+#[test]
+fn corrupting_forwarder_is_caught_and_fails_the_run() {
+    let (_rt, server) = start_sfu(true);
+    let s = scenario(&server);
+    let dir = std::env::temp_dir().join(format!("loadtest-corrupt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("summary.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", "--quiet", "--url", &s.url, "--token-secret", KEY])
+        .args([
+            "--rooms",
+            "1",
+            "--publishers",
+            "3",
+            "--subscribers",
+            "3",
+            "--duration",
+            "2",
+        ])
+        .args(["--join-rate", "100", "--json"])
+        .arg(&json)
+        .output()
+        .expect("loadtest runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "exit status");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(
+        v["integrity_errors"].as_u64().unwrap() > 100,
+        "{}",
+        v["integrity_errors"]
+    );
+    assert_eq!(v["frames_received"], 0);
+    assert!(stdout.contains("integrity errors"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
