@@ -4,7 +4,8 @@
 //! (RFC 8489) with the TURN attributes, ChannelData, TCP/TLS framing and the
 //! credential derivations. The allocation engine and I/O shell build on it.
 
-#![forbid(unsafe_code)]
+// The one exception is `datagram_batch` (recvmmsg/sendmmsg, UDP GSO).
+#![deny(unsafe_code)]
 
 pub mod address_policy;
 pub mod allocation;
@@ -12,6 +13,7 @@ pub mod bandwidth;
 pub mod channel;
 pub mod config;
 pub mod credentials;
+pub mod datagram_batch;
 pub mod five_tuple;
 pub mod metrics;
 pub mod nonce;

@@ -32,6 +32,36 @@ pub struct TurnMetrics {
     pub connections: IntGaugeVec,
     /// TCP/TLS client connections closed, by reason.
     pub connections_closed: IntCounterVec,
+    /// The `to_peer` and `to_client` children of [`Self::relayed_packets`]
+    /// and [`Self::relayed_bytes`], resolved once: the relay path counts
+    /// every datagram and a label lookup hashes and locks.
+    pub relayed: RelayedCounters,
+}
+
+/// Packet and byte counters of one relay direction.
+#[derive(Clone)]
+pub struct DirectionCounters {
+    /// Datagrams relayed.
+    pub packets: IntCounter,
+    /// Payload bytes relayed.
+    pub bytes: IntCounter,
+}
+
+impl DirectionCounters {
+    /// Counts one relayed datagram of `len` payload bytes.
+    pub fn count(&self, len: usize) {
+        self.packets.inc();
+        self.bytes.inc_by(len as u64);
+    }
+}
+
+/// The counters of both relay directions.
+#[derive(Clone)]
+pub struct RelayedCounters {
+    /// Client to peer.
+    pub to_peer: DirectionCounters,
+    /// Peer to client.
+    pub to_client: DirectionCounters,
 }
 
 impl TurnMetrics {
@@ -52,21 +82,34 @@ impl TurnMetrics {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
+        let relayed_packets = vec(
+            "turn_relayed_packets_total",
+            "Datagrams relayed, by direction",
+            "direction",
+        )?;
+        let relayed_bytes = vec(
+            "turn_relayed_bytes_total",
+            "Payload bytes relayed, by direction",
+            "direction",
+        )?;
+        let direction = |d: &str| -> prometheus::Result<DirectionCounters> {
+            Ok(DirectionCounters {
+                packets: relayed_packets.get_metric_with_label_values(&[d])?,
+                bytes: relayed_bytes.get_metric_with_label_values(&[d])?,
+            })
+        };
+        let relayed = RelayedCounters {
+            to_peer: direction("to_peer")?,
+            to_client: direction("to_client")?,
+        };
         Ok(Self {
+            relayed,
+            relayed_packets,
+            relayed_bytes,
             allocations: gauge("turn_allocations", "Live allocations")?,
             allocations_total: counter("turn_allocations_total", "Allocations created")?,
             permissions: gauge("turn_permissions", "Live permissions")?,
             channels: gauge("turn_channels", "Live channel bindings")?,
-            relayed_packets: vec(
-                "turn_relayed_packets_total",
-                "Datagrams relayed, by direction",
-                "direction",
-            )?,
-            relayed_bytes: vec(
-                "turn_relayed_bytes_total",
-                "Payload bytes relayed, by direction",
-                "direction",
-            )?,
             auth_failures: vec(
                 "turn_auth_failures_total",
                 "Authentication failures, by reason",

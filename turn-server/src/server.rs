@@ -240,7 +240,7 @@ impl TurnServer {
                 stun::encode_data_indication(&mut self.out, tid, peer, data).ok()?;
             }
         }
-        self.count("to_client", data.len());
+        self.metrics.relayed.to_client.count(data.len());
         Some(Transmit {
             to: Destination::Client(deliver.tuple),
             data: &self.out,
@@ -270,7 +270,7 @@ impl TurnServer {
     ) -> Option<Transmit<'a>> {
         match forward {
             Ok(f) => {
-                self.count("to_peer", payload.len());
+                self.metrics.relayed.to_peer.count(payload.len());
                 Some(Transmit {
                     to: Destination::Peer {
                         relay: f.relay,
@@ -761,17 +761,6 @@ impl TurnServer {
             .auth_failures
             .with_label_values(&[reason])
             .inc();
-    }
-
-    fn count(&self, direction: &str, bytes: usize) {
-        self.metrics
-            .relayed_packets
-            .with_label_values(&[direction])
-            .inc();
-        self.metrics
-            .relayed_bytes
-            .with_label_values(&[direction])
-            .inc_by(bytes as u64);
     }
 
     fn drop<T>(&self, reason: &str) -> Option<T> {

@@ -30,6 +30,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::debug;
 
+use crate::datagram_batch::{RecvBatch, SendQueue, BATCH};
 use crate::five_tuple::{ClientTransport, FiveTuple};
 use crate::metrics::TurnMetrics;
 use crate::server::{Destination, RelaySockets, Transmit, TurnServer};
@@ -44,9 +45,13 @@ const CONN_BASE: usize = 2 << (usize::BITS - 2);
 /// Bytes read from one connection per readiness event before the others
 /// get a turn (the rest is read in the next round).
 const READ_BUDGET: usize = 4 * READ_CHUNK;
-/// Datagrams read from one UDP socket (client or relay) per turn: a peer
-/// flooding its relay port cannot hold the worker in one loop.
-const DATAGRAM_BUDGET: usize = 256;
+/// `recvmmsg` batches read from one UDP socket (client or relay) per turn
+/// (256 datagrams): a peer flooding its relay port cannot hold the worker
+/// in one loop.
+const BATCH_BUDGET: usize = 256 / BATCH;
+/// How long a client's write queue may stay full (its peer data dropped)
+/// before the connection is closed as not reading.
+const STALL_LIMIT: Duration = Duration::from_secs(2);
 /// How often the connection timers are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -132,7 +137,7 @@ struct Relays {
     registry: Registry,
     sockets: Vec<Option<(SocketAddr, UdpSocket)>>,
     free: Vec<usize>,
-    by_addr: HashMap<SocketAddr, usize>,
+    by_addr: HashMap<SocketAddr, usize, foldhash::fast::RandomState>,
 }
 
 impl RelaySockets for Relays {
@@ -162,13 +167,73 @@ impl RelaySockets for Relays {
 }
 
 impl Relays {
-    fn send(&self, relay: SocketAddr, peer: SocketAddr, data: &[u8]) {
-        let Some(Some((_, socket))) = self.by_addr.get(&relay).map(|&s| &self.sockets[s]) else {
-            return;
-        };
-        if let Err(e) = socket.send_to(data, peer) {
-            debug!("relay send: {e}");
+    fn socket(&self, relay: SocketAddr) -> Option<&UdpSocket> {
+        let &slot = self.by_addr.get(&relay)?;
+        self.sockets.get(slot)?.as_ref().map(|(_, s)| s)
+    }
+}
+
+/// Datagrams on their way out, sent in batches: to UDP clients through the
+/// worker's client socket (`sendmmsg` to many clients, GSO for a burst to
+/// one), and to peers through one relay socket at a time (a run of
+/// datagrams through the same relay socket leaves in one call).
+#[derive(Default)]
+struct Outbox {
+    client: SendQueue,
+    peer: SendQueue,
+    /// The relay socket `peer` is queued for.
+    relay: Option<SocketAddr>,
+}
+
+impl Outbox {
+    fn queue_client(&mut self, udp: Option<&UdpSocket>, to: SocketAddr, data: &[u8]) {
+        self.client.push(to, data);
+        if self.client.len() >= BATCH {
+            self.flush_clients(udp);
         }
+    }
+
+    fn queue_peer(&mut self, relays: &Relays, relay: SocketAddr, peer: SocketAddr, data: &[u8]) {
+        if self.relay != Some(relay) {
+            self.flush_peers(relays);
+            self.relay = Some(relay);
+        }
+        self.peer.push(peer, data);
+        if self.peer.len() >= BATCH {
+            self.flush_peers(relays);
+        }
+    }
+
+    fn flush_clients(&mut self, udp: Option<&UdpSocket>) {
+        if self.client.is_empty() {
+            return;
+        }
+        match udp {
+            Some(udp) => {
+                self.client.flush(udp);
+            }
+            None => self.client = SendQueue::new(),
+        }
+    }
+
+    /// Sends what is queued for peers. The relay socket is looked up by
+    /// address now: if its allocation ended meanwhile the datagrams go
+    /// nowhere.
+    fn flush_peers(&mut self, relays: &Relays) {
+        if self.peer.is_empty() {
+            return;
+        }
+        match self.relay.and_then(|r| relays.socket(r)) {
+            Some(socket) => {
+                self.peer.flush(socket);
+            }
+            None => self.peer = SendQueue::new(),
+        }
+    }
+
+    fn flush(&mut self, udp: Option<&UdpSocket>, relays: &Relays) {
+        self.flush_clients(udp);
+        self.flush_peers(relays);
     }
 }
 
@@ -180,6 +245,9 @@ struct Conn {
     dirty: bool,
     /// Queued in `Conns::doomed`.
     doomed: bool,
+    /// Since when peer data has found the write queue full, if it has
+    /// since the last datagram that fitted.
+    full_since: Option<Instant>,
 }
 
 /// A worker's stream connections.
@@ -191,6 +259,8 @@ struct Conns {
     dirty: Vec<usize>,
     /// Connections to close once the current event is handled.
     doomed: Vec<(usize, CloseReason)>,
+    /// Peer data dropped for a client whose write queue is full.
+    dropped_full: prometheus::IntCounter,
 }
 
 impl Conns {
@@ -219,13 +289,24 @@ impl Conns {
             return;
         }
         match queue(conn, data) {
-            Ok(()) => {
-                if !conn.dirty && !conn.core.outbound().pending().is_empty() {
-                    conn.dirty = true;
-                    self.dirty.push(slot);
+            Ok(()) => conn.full_since = None,
+            // A client that reads slower than its peers send loses
+            // datagrams, as over UDP (each frame is queued whole or not at
+            // all, so the stream's framing holds); one that stopped reading
+            // is closed.
+            Err(CloseReason::WriteQueueFull) => {
+                self.dropped_full.inc();
+                let now = Instant::now();
+                let since = *conn.full_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= STALL_LIMIT {
+                    return self.doom(slot, CloseReason::WriteQueueFull);
                 }
             }
-            Err(reason) => self.doom(slot, reason),
+            Err(reason) => return self.doom(slot, reason),
+        }
+        if !conn.dirty && !conn.core.outbound().pending().is_empty() {
+            conn.dirty = true;
+            self.dirty.push(slot);
         }
     }
 }
@@ -292,7 +373,11 @@ struct Worker {
     registry: Registry,
     limits: StreamLimits,
     metrics: TurnMetrics,
+    /// Stream reads.
     buf: Vec<u8>,
+    /// UDP reads.
+    datagrams: RecvBatch,
+    outbox: Outbox,
 }
 
 impl Worker {
@@ -325,7 +410,7 @@ impl Worker {
                 registry: registry.try_clone()?,
                 sockets: Vec::new(),
                 free: Vec::new(),
-                by_addr: HashMap::new(),
+                by_addr: HashMap::default(),
             },
             udp,
             listeners,
@@ -335,12 +420,17 @@ impl Worker {
                 by_tuple: HashMap::default(),
                 dirty: Vec::new(),
                 doomed: Vec::new(),
+                dropped_full: metrics
+                    .dropped
+                    .with_label_values(&["client_write_queue_full"]),
             },
             backlog: Vec::new(),
             registry,
             limits: sockets.limits,
             metrics,
             buf: vec![0u8; READ_CHUNK],
+            datagrams: RecvBatch::new(),
+            outbox: Outbox::default(),
         })
     }
 
@@ -382,6 +472,8 @@ impl Worker {
                 self.read(token);
                 self.close_doomed();
             }
+            self.outbox
+                .flush(self.udp.as_ref().map(|(s, _)| s), &self.relays);
             self.flush_dirty();
             let now = Instant::now();
             self.server.handle_timeout(now, &mut self.relays);
@@ -413,42 +505,64 @@ impl Worker {
         let Some((client, local)) = &self.udp else {
             return;
         };
-        for _ in 0..DATAGRAM_BUDGET {
-            let (n, from) = match client.recv_from(&mut self.buf) {
-                Ok(r) => r,
+        for _ in 0..BATCH_BUDGET {
+            match self.datagrams.recv(client) {
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(_) => continue,
-            };
-            let Some(data) = self.buf.get(..n) else {
-                continue;
-            };
-            let tuple = FiveTuple::new(from, *local, ClientTransport::Udp);
-            let out = self
-                .server
-                .handle_client(Instant::now(), tuple, data, &mut self.relays);
-            deliver(out, Some(client), &self.relays, &mut self.conns);
+            }
+            let now = Instant::now();
+            for i in 0..self.datagrams.len() {
+                let Some((data, from)) = self.datagrams.get(i) else {
+                    continue;
+                };
+                let tuple = FiveTuple::new(from, *local, ClientTransport::Udp);
+                let out = self
+                    .server
+                    .handle_client(now, tuple, data, &mut self.relays);
+                deliver(
+                    out,
+                    Some(client),
+                    &self.relays,
+                    &mut self.conns,
+                    &mut self.outbox,
+                );
+            }
+            // A short batch emptied the queue; a datagram arriving later
+            // raises a new (edge-triggered) event.
+            if self.datagrams.len() < BATCH {
+                self.outbox.flush_peers(&self.relays);
+                return;
+            }
         }
-        // Budget spent before WouldBlock: more may be waiting.
+        self.outbox.flush_peers(&self.relays);
+        // Budget spent: more may be waiting.
         self.backlog.push(CLIENT);
     }
 
     fn read_relay(&mut self, slot: usize) {
         let udp = self.udp.as_ref().map(|(s, _)| s);
-        for _ in 0..DATAGRAM_BUDGET {
+        for _ in 0..BATCH_BUDGET {
             let Some(Some((relay, socket))) = self.relays.sockets.get(slot) else {
                 return;
             };
             let relay = *relay;
-            let (n, peer) = match socket.recv_from(&mut self.buf) {
-                Ok(r) => r,
+            match self.datagrams.recv(socket) {
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(_) => continue,
-            };
-            let Some(data) = self.buf.get(..n) else {
-                continue;
-            };
-            let out = self.server.handle_peer(Instant::now(), relay, peer, data);
-            deliver(out, udp, &self.relays, &mut self.conns);
+            }
+            let now = Instant::now();
+            for i in 0..self.datagrams.len() {
+                let Some((data, peer)) = self.datagrams.get(i) else {
+                    continue;
+                };
+                let out = self.server.handle_peer(now, relay, peer, data);
+                deliver(out, udp, &self.relays, &mut self.conns, &mut self.outbox);
+            }
+            if self.datagrams.len() < BATCH {
+                return;
+            }
         }
         self.backlog.push(Token(RELAY_BASE + slot));
     }
@@ -512,6 +626,7 @@ impl Worker {
                 core,
                 dirty: false,
                 doomed: false,
+                full_since: None,
             });
             // The kernel never has two live connections on one 4-tuple.
             if let Some(old) = self.conns.by_tuple.insert(tuple, slot) {
@@ -539,6 +654,7 @@ impl Worker {
         let tuple = *core.tuple();
         let server = &mut self.server;
         let relays = &mut self.relays;
+        let outbox = &mut self.outbox;
         let mut read = 0;
         let result = loop {
             if read >= READ_BUDGET {
@@ -569,14 +685,14 @@ impl Worker {
                         }
                     }
                     Destination::Client(to) if to.transport == ClientTransport::Udp => {
-                        if let Some(udp) = udp {
-                            let _ = udp.send_to(t.data, to.client);
-                        }
+                        outbox.queue_client(udp, to.client, t.data);
                     }
                     // The protocol layer answers requests on their own
                     // 5-tuple; nothing else reaches a client from here.
                     Destination::Client(to) => debug!("unroutable answer to {to}"),
-                    Destination::Peer { relay, peer } => relays.send(relay, peer, t.data),
+                    Destination::Peer { relay, peer } => {
+                        outbox.queue_peer(relays, relay, peer, t.data)
+                    }
                 }
                 Ok(())
             };
@@ -680,22 +796,22 @@ impl Worker {
     }
 }
 
-/// Sends one output of the protocol layer where it goes.
-fn deliver(out: Option<Transmit<'_>>, udp: Option<&UdpSocket>, relays: &Relays, conns: &mut Conns) {
+/// Queues one output of the protocol layer where it goes.
+fn deliver(
+    out: Option<Transmit<'_>>,
+    udp: Option<&UdpSocket>,
+    relays: &Relays,
+    conns: &mut Conns,
+    outbox: &mut Outbox,
+) {
     let Some(t) = out else {
         return;
     };
     match t.to {
         Destination::Client(tuple) => match tuple.transport {
-            ClientTransport::Udp => {
-                if let Some(udp) = udp {
-                    if let Err(e) = udp.send_to(t.data, tuple.client) {
-                        debug!("send: {e}");
-                    }
-                }
-            }
+            ClientTransport::Udp => outbox.queue_client(udp, tuple.client, t.data),
             ClientTransport::Tcp | ClientTransport::Tls => conns.send(&tuple, t.data),
         },
-        Destination::Peer { relay, peer } => relays.send(relay, peer, t.data),
+        Destination::Peer { relay, peer } => outbox.queue_peer(relays, relay, peer, t.data),
     }
 }
