@@ -201,6 +201,11 @@ pub struct LimitsSection {
     pub unauthenticated_burst: f64,
     /// TCP and TLS client connections open at once, all listeners together.
     pub max_connections: usize,
+    /// New TCP/TLS connections per second per source (each worker counts
+    /// its own share); past it they are closed at once.
+    pub connections_per_s: f64,
+    /// Burst of new TCP/TLS connections per source.
+    pub connections_burst: f64,
     /// Seconds a TCP/TLS connection without an allocation may stay silent.
     pub connection_idle_timeout_s: u64,
 }
@@ -218,6 +223,8 @@ impl Default for LimitsSection {
             unauthenticated_per_s: 50.0,
             unauthenticated_burst: 200.0,
             max_connections: 100_000,
+            connections_per_s: 20.0,
+            connections_burst: 100.0,
             connection_idle_timeout_s: 60,
         }
     }

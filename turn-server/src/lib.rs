@@ -14,6 +14,7 @@ pub mod channel;
 pub mod config;
 pub mod credentials;
 pub mod datagram_batch;
+pub mod fd_limit;
 pub mod five_tuple;
 pub mod metrics;
 pub mod nonce;

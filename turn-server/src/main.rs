@@ -61,6 +61,11 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    // One relay socket per allocation: the soft limit would cap them.
+    match turn_server::fd_limit::raise_to_hard_limit() {
+        Ok(l) => tracing::info!(before = l.before, now = l.now, "open-file limit"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     let config = TurnConfig::load(cli.config.as_deref(), std::env::vars())?;
     let registry = prometheus::Registry::new();
     let service = TurnService::start(&config, &registry, &[])?;

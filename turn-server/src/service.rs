@@ -38,14 +38,15 @@ pub struct TurnService {
 }
 
 /// Binds `count` SO_REUSEPORT sockets on `addr` with `bind`; the first
-/// resolves port 0 and the others share its port. A port another socket
-/// already holds is refused by a probe first.
+/// resolves port 0 (claiming a port no other socket holds) and the others
+/// share its port. A given port another socket already holds is refused by
+/// a probe first.
 fn bind_group<S>(
     kind: &str,
     addr: SocketAddr,
     count: usize,
     probe: socket2::Type,
-    bind: impl Fn(SocketAddr) -> std::io::Result<S>,
+    bind: impl Fn(SocketAddr, bool) -> std::io::Result<S>,
     local: impl Fn(&S) -> std::io::Result<SocketAddr>,
 ) -> anyhow::Result<(SocketAddr, Vec<S>)> {
     let fail = |e: std::io::Error| {
@@ -59,7 +60,7 @@ fn bind_group<S>(
     let mut bound = addr;
     let mut sockets = Vec::with_capacity(count);
     for _ in 0..count {
-        let socket = bind(bound).map_err(fail)?;
+        let socket = bind(bound, bound.port() == 0).map_err(fail)?;
         bound = local(&socket).map_err(fail)?;
         sockets.push(socket);
     }
@@ -135,7 +136,7 @@ impl TurnService {
                 *listen,
                 threads,
                 socket2::Type::DGRAM,
-                |a| worker::udp_socket(a, true),
+                worker::udp_listener,
                 |s| s.local_addr(),
             )?;
             udp_addrs.push(bound);
@@ -174,6 +175,11 @@ impl TurnService {
         let limits = StreamLimits {
             open: Arc::new(AtomicUsize::new(0)),
             max_connections: config.limits.max_connections,
+            rate: RateLimitConfig {
+                per_second: config.limits.connections_per_s,
+                burst: config.limits.connections_burst,
+                ..RateLimitConfig::default()
+            },
             timeouts: StreamTimeouts {
                 handshake: Duration::from_secs(config.tls.handshake_timeout_s),
                 idle: Duration::from_secs(config.limits.connection_idle_timeout_s),

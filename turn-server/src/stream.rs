@@ -67,6 +67,8 @@ pub enum CloseReason {
     Io,
     /// The connection limit was reached when it was accepted.
     Limit,
+    /// Its source opened connections faster than the per-source rate.
+    RateLimited,
     /// The worker stopped.
     Shutdown,
 }
@@ -79,6 +81,7 @@ impl CloseReason {
             Self::Framing => "framing",
             Self::Tls => "tls",
             Self::WriteQueueFull => "write_queue_full",
+            Self::RateLimited => "rate_limited",
             Self::HandshakeTimeout => "handshake_timeout",
             Self::IdleTimeout => "idle_timeout",
             Self::Io => "io",

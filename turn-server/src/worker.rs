@@ -69,14 +69,38 @@ pub fn udp_socket(addr: SocketAddr, shared: bool) -> std::io::Result<UdpSocket> 
     Ok(UdpSocket::from_std(socket.into()))
 }
 
+/// A UDP client socket of a worker, SO_REUSEPORT so that every worker
+/// binds one on the same address.
+///
+/// With `claim` (the first socket of a group on port 0) the bind happens
+/// before SO_REUSEPORT is set: a port-0 bind with SO_REUSEPORT may be
+/// given a port that another program of the same user already holds with
+/// SO_REUSEPORT, and the two would then split each other's traffic. A
+/// plain bind gets a port nobody holds; the option, set afterwards, lets
+/// the other workers' sockets join it.
+pub fn udp_listener(addr: SocketAddr, claim: bool) -> std::io::Result<UdpSocket> {
+    if !claim {
+        return udp_socket(addr, true);
+    }
+    let socket = udp_socket(addr, false)?;
+    socket2::SockRef::from(&socket).set_reuse_port(true)?;
+    Ok(socket)
+}
+
 /// A non-blocking TCP listener on `addr` with SO_REUSEADDR (restarts while
-/// old connections linger in TIME_WAIT) and SO_REUSEPORT (one per worker).
-pub fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// old connections linger in TIME_WAIT) and SO_REUSEPORT (one per worker);
+/// `claim` as for [`udp_listener`].
+pub fn tcp_listener(addr: SocketAddr, claim: bool) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    if !claim {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    if claim {
+        socket.set_reuse_port(true)?;
+    }
     socket.listen(1024)?;
     Ok(TcpListener::from_std(socket.into()))
 }
@@ -86,7 +110,8 @@ pub fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// SO_REUSEPORT lets sockets of the same user share a port silently, so a
 /// second server started on a taken port would quietly split its traffic
 /// with the first. A probe without SO_REUSEPORT is refused by the kernel
-/// in that case (port 0 needs no probe).
+/// in that case. Port 0 needs no probe: the first listener claims a port
+/// (see [`udp_listener`]).
 pub fn probe_free(addr: SocketAddr, transport: Type) -> std::io::Result<()> {
     if addr.port() == 0 {
         return Ok(());
@@ -120,6 +145,8 @@ pub struct StreamLimits {
     pub max_connections: usize,
     /// Handshake and idle timeouts.
     pub timeouts: StreamTimeouts,
+    /// New connections per source (a limiter per worker is made from it).
+    pub rate: crate::rate_limit::RateLimitConfig,
 }
 
 /// What a worker serves.
@@ -372,6 +399,8 @@ struct Worker {
     backlog: Vec<Token>,
     registry: Registry,
     limits: StreamLimits,
+    /// New stream connections per source.
+    accept_rate: crate::rate_limit::RateLimiter,
     metrics: TurnMetrics,
     /// Stream reads.
     buf: Vec<u8>,
@@ -426,6 +455,10 @@ impl Worker {
             },
             backlog: Vec::new(),
             registry,
+            accept_rate: crate::rate_limit::RateLimiter::new(
+                sockets.limits.rate.clone(),
+                Instant::now(),
+            ),
             limits: sockets.limits,
             metrics,
             buf: vec![0u8; READ_CHUNK],
@@ -587,6 +620,11 @@ impl Worker {
             } else {
                 ClientTransport::Tcp
             };
+            // Before any state or TLS session exists for it.
+            if !self.accept_rate.try_acquire(from.ip(), Instant::now()) {
+                self.closed_metric(CloseReason::RateLimited);
+                continue;
+            }
             let open = self.limits.open.fetch_add(1, Ordering::AcqRel);
             if open >= self.limits.max_connections {
                 self.limits.open.fetch_sub(1, Ordering::AcqRel);
@@ -813,5 +851,62 @@ fn deliver(
             ClientTransport::Tcp | ClientTransport::Tls => conns.send(&tuple, t.data),
         },
         Destination::Peer { relay, peer } => outbox.queue_peer(relays, relay, peer, t.data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port-0 group claimed by its first socket still spreads clients
+    /// over all its sockets (the kernel formed the SO_REUSEPORT group).
+    #[test]
+    fn claimed_port_zero_groups_share_the_load() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let first = udp_listener(any, true).unwrap();
+        let port = first.local_addr().unwrap();
+        let second = udp_listener(port, false).unwrap();
+        // The claim kept the port to this group: a plain socket is refused.
+        assert!(probe_free(port, Type::DGRAM).is_err());
+        let clients: Vec<std::net::UdpSocket> = (0..32)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for c in &clients {
+            c.send_to(b"x", port).unwrap();
+        }
+        let count = |s: &UdpSocket| {
+            let mut buf = [0u8; 8];
+            let mut n = 0;
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < deadline {
+                match s.recv_from(&mut buf) {
+                    Ok(_) => n += 1,
+                    Err(_) if n > 0 => break,
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            n
+        };
+        let (a, b) = (count(&first), count(&second));
+        assert_eq!(a + b, 32);
+        assert!(a > 0 && b > 0, "{a} / {b}");
+
+        let first = tcp_listener(any, true).unwrap();
+        let port = first.local_addr().unwrap();
+        let second = tcp_listener(port, false).unwrap();
+        let conns: Vec<std::net::TcpStream> = (0..32)
+            .map(|_| std::net::TcpStream::connect(port).unwrap())
+            .collect();
+        let accepted = |l: &TcpListener| {
+            let mut n = 0;
+            while l.accept().is_ok() {
+                n += 1;
+            }
+            n
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let (a, b) = (accepted(&first), accepted(&second));
+        assert_eq!(a + b, conns.len());
+        assert!(a > 0 && b > 0, "{a} / {b}");
     }
 }

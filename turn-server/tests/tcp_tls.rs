@@ -680,6 +680,32 @@ fn client_that_does_not_read_is_disconnected() {
     Client::tcp(server.tcp()).binding();
 }
 
+#[test]
+fn connections_per_source_are_rate_limited() {
+    let mut c = config();
+    c.limits.connections_burst = 2.0;
+    c.limits.connections_per_s = 0.0;
+    let server = Server::start(c);
+    // Each of the 2 workers lets at most 2 through (the kernel spreads
+    // connections over them); the rest are closed at once.
+    let conns: Vec<TcpStream> = (0..12)
+        .map(|_| TcpStream::connect(server.tcp()).unwrap())
+        .collect();
+    let reason = Some(("reason", "rate_limited"));
+    let settled = || {
+        server.metric("turn_connections_closed_total", reason)
+            + server.metric("turn_connections", None)
+    };
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while settled() < 12 {
+        assert!(Instant::now() < deadline, "not all accepted");
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(server.metric("turn_connections", None) <= 4);
+    assert!(server.metric("turn_connections_closed_total", reason) >= 8);
+    drop(conns);
+}
+
 fn start_error(config: &TurnConfig) -> String {
     match TurnService::start(config, &Registry::new(), &[]) {
         Ok(s) => {
