@@ -16,4 +16,5 @@ pub mod server_cost;
 pub mod sframe_keys;
 pub mod signaling;
 pub mod stats;
+pub mod turn;
 pub mod worker;

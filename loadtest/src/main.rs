@@ -2,6 +2,7 @@
 //! Exit status: 0 pass, 1 could not run, 2 the run failed its checks
 //! (integrity errors or a threshold given on the command line).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use loadtest::report::Thresholds;
 use loadtest::runner::{self, RunOptions};
 use loadtest::scenario::Scenario;
+use loadtest::turn::driver::{self, Credentials, TurnOptions};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +27,99 @@ struct Cli {
 enum Command {
     /// Simulated participants with SFrame-encrypted media against an SFU.
     Run(Box<RunArgs>),
+    /// Allocations, permissions, channels and ChannelData against a TURN server.
+    Turn(Box<TurnArgs>),
+}
+
+#[derive(Args)]
+struct TurnArgs {
+    /// The TURN server's UDP address.
+    #[arg(long, default_value = "127.0.0.1:3478")]
+    server: SocketAddr,
+    /// Allocations to open and hold.
+    #[arg(long, default_value_t = 1000)]
+    allocations: usize,
+    /// Allocations started per second.
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Seconds of ChannelData traffic once the allocations are up.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// ChannelData packets per second per allocation (0: only hold).
+    #[arg(long, default_value_t = 10.0)]
+    pps: f64,
+    /// ChannelData payload bytes.
+    #[arg(long, default_value_t = 200)]
+    size: usize,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Long-term credentials: username (with --password).
+    #[arg(long, requires = "password")]
+    user: Option<String>,
+    /// Long-term credentials: password.
+    #[arg(long, env = "LOADTEST_TURN_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// TURN REST shared secret (one username per allocation).
+    #[arg(
+        long,
+        env = "LOADTEST_TURN_SECRET",
+        hide_env_values = true,
+        conflicts_with = "user"
+    )]
+    secret: Option<String>,
+    /// Where the echo peer listens (the server must be allowed to relay there).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    peer_bind: SocketAddr,
+    /// All clients on 127.0.0.1 instead of spread over 127.0.0.0/8.
+    #[arg(long)]
+    no_spread: bool,
+    /// The server's process id (CPU seconds and RSS from /proc).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Fail if loss exceeds this many percent.
+    #[arg(long)]
+    max_loss: Option<f64>,
+    /// Write the summary as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn turn(a: &TurnArgs) -> anyhow::Result<bool> {
+    let credentials = match (&a.user, &a.password, &a.secret) {
+        (Some(user), Some(password), _) => Credentials::LongTerm {
+            user: user.clone(),
+            password: password.clone(),
+        },
+        (None, _, Some(secret)) => Credentials::Rest {
+            secret: secret.clone(),
+        },
+        _ => anyhow::bail!("give --user and --password, or --secret"),
+    };
+    let o = TurnOptions {
+        server: a.server,
+        allocations: a.allocations,
+        rate: a.rate,
+        duration_secs: a.duration,
+        pps: a.pps,
+        size: a.size,
+        threads: a.threads,
+        credentials,
+        peer_bind: a.peer_bind,
+        spread_sources: !a.no_spread,
+        server_pid: a.server_pid,
+        max_loss_pct: a.max_loss,
+        quiet: a.quiet,
+    };
+    let s = driver::run(&o)?;
+    print!("{}", driver::table(&s));
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&s)?)?;
+    }
+    Ok(s.violations.is_empty())
 }
 
 #[derive(Args)]
@@ -149,6 +244,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run(a) => run(a),
+        Command::Turn(a) => turn(a),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
