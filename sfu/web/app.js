@@ -28,6 +28,7 @@ let session = null; // the live session, see connect()
 let leaving = false;
 let attempt = 0; // reconnect attempts since the last good connection
 let retryTimer = null;
+let connecting = false; // a connect() is under way
 
 function identity() {
   let id = sessionStorage.getItem("sfu-identity");
@@ -63,10 +64,11 @@ function updateSelf() {
   $("mic-button").textContent = media.micMuted ? "Unmute" : "Mute";
   $("cam-button").setAttribute("aria-pressed", String(media.camOff));
   $("cam-button").textContent = media.camOff ? "Start video" : "Stop video";
-  if (session) {
-    const el = ui.tile(session.selfId, { name: opts.name, self: true });
+  if (!$("call").hidden) {
+    // The self view stays through reconnects, so it has a fixed id.
+    const el = ui.tile("self", { name: opts.name, self: true });
     ui.setTileTrack(el, "video", media.video);
-    el.classList.toggle("mic-muted", media.micMuted);
+    el.classList.toggle("mic-muted", media.micMuted || !media.audio);
   }
 }
 
@@ -124,6 +126,17 @@ async function start() {
 
 async function connect() {
   clearTimeout(retryTimer);
+  retryTimer = null;
+  if (connecting || leaving) return;
+  connecting = true;
+  try {
+    await openSession();
+  } finally {
+    connecting = false;
+  }
+}
+
+async function openSession() {
   ui.setStatus(attempt ? "reconnecting" : "connecting", attempt ? "Reconnecting…" : "Connecting…");
   const e2ee = new E2eeTransforms();
   const sig = new Signaling(wsUrl);
@@ -133,7 +146,7 @@ async function connect() {
   } catch (err) {
     e2ee.worker.terminate();
     if (sig.fatal && FATAL.has(sig.fatal)) return fatal(err.message);
-    if (err.message.includes("token")) return fatal(err.message);
+    if (err.message.includes("invitation link")) return fatal(err.message);
     return retry();
   }
   const selfId = joined.participant.id;
@@ -208,7 +221,7 @@ async function connect() {
 function retry() {
   const delay = Math.min(10000, 500 * 2 ** attempt) * (0.75 + Math.random() / 2);
   attempt++;
-  ui.setStatus("reconnecting", `Connection lost, retrying in ${Math.ceil(delay / 1000)} s…`);
+  ui.setStatus("reconnecting", "Connection lost, reconnecting…");
   retryTimer = setTimeout(connect, delay);
 }
 
@@ -224,12 +237,13 @@ function teardown() {
   s.call.close();
   s.e2ee.worker.terminate();
   ui.clearTiles();
-  ui.setE2ee("off", "Not encrypted");
+  updateSelf();
+  ui.setE2ee("warn", "Keys are exchanged again after reconnecting");
   ui.setSafetyNumber("");
 }
 
 function nameOf(id) {
-  if (session && id === session.selfId) return opts.name;
+  if (id === "self" || (session && id === session.selfId)) return opts.name;
   const p = session?.people.get(id);
   return p ? p.name || p.identity : "Someone";
 }
@@ -247,7 +261,9 @@ function refreshTile(id) {
   if (!p) return;
   const el = ui.tile(id, { name: p.name || p.identity });
   const audio = [...p.tracks.values()].find((t) => t.kind === "audio");
+  const video = [...p.tracks.values()].find((t) => t.kind === "video");
   el.classList.toggle("mic-muted", !audio || audio.muted);
+  el.classList.toggle("video-muted", !video || video.muted);
 }
 
 async function onTrack({ participantId, kind, track }) {
@@ -393,7 +409,7 @@ media.addEventListener("change", updateSelf);
 media.addEventListener("error", (e) => ui.notice(`No ${e.detail.kind === "audio" ? "microphone" : "camera"}: ${e.detail.message}`));
 navigator.mediaDevices?.addEventListener("devicechange", refreshDevices);
 window.addEventListener("online", () => {
-  if (!session && !leaving && retryTimer) connect();
+  if (!session && retryTimer) connect();
 });
 window.addEventListener("pagehide", () => session?.sig.leave());
 

@@ -1,13 +1,17 @@
 // The media side of a session: the publish connection (we offer) and the
 // subscribe connection (the server offers), per docs/protocol.md section 5.
 
-/** Codecs allowed under E2EE, in order of preference (VP8 default). */
+/**
+ * Codecs offered under E2EE. VP8 (default) is offered with VP9 behind it;
+ * asking for VP9 offers VP9 alone, since the server's answer, not our order,
+ * decides which codec is sent.
+ */
 function videoCodecs(prefer) {
   const caps = RTCRtpSender.getCapabilities("video")?.codecs ?? [];
   const rank = (c) => {
     const m = c.mimeType.toLowerCase();
     if (m === `video/${prefer}`) return 0;
-    if (m === "video/vp8" || m === "video/vp9") return 1;
+    if (m === "video/vp9" && prefer === "vp8") return 1;
     if (m === "video/rtx") return 2;
     return -1; // H.264 and AV1 packetizers need clear bytes: never under E2EE
   };

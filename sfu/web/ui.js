@@ -7,6 +7,8 @@ export { $ };
 /** Shows one of the three screens: "join", "call", "left". */
 export function show(screen) {
   for (const id of ["join", "call", "left"]) $(id).hidden = id !== screen;
+  // Connection and encryption state mean something only during a call.
+  $("status").hidden = $("e2ee-badge").hidden = screen !== "call";
 }
 
 /** Sets the connection pill. */

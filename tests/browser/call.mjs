@@ -1,6 +1,9 @@
 // Browser tests of the web client against a running SFU (started by
 // sfu/tests/browser.rs). Usage:
 //   node call.mjs --base http://127.0.0.1:PORT --scenario three|nokeys|relay [--artifacts DIR]
+// three: a three-person call, chat, a 1 MB file, key rotation on leave, reconnect.
+// nokeys: a participant that drops its keys receives packets but decodes nothing.
+// relay: relay-only ICE through the embedded TURN, one sender on VP9, one on VP8.
 // Prints one JSON line: {"ok": true|false, ...}.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
@@ -118,9 +121,14 @@ async function nokeys() {
 }
 
 async function relay() {
-  people.push(await join(browser, base, room, "Alice", "&ice=relay"));
+  // Alice also sends VP9, Bob the default VP8: both codecs under E2EE.
+  people.push(await join(browser, base, room, "Alice", "&ice=relay&codec=vp9"));
   people.push(await join(browser, base, room, "Bob", "&ice=relay"));
   report.decoding = await allDecoding(people, 30, 45000);
+  report.codecs = {
+    "Bob<-Alice": (await peerStats(people[1], "Alice")).video.codec,
+    "Alice<-Bob": (await peerStats(people[0], "Bob")).video.codec,
+  };
   report.routes = {};
   for (const p of people) {
     const r = await p.page.evaluate(() => window.sfu.iceRoutes());
