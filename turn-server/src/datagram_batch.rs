@@ -143,6 +143,24 @@ impl SendQueue {
     /// the client retransmits what matters.
     pub fn flush(&mut self, socket: &UdpSocket) -> Flushed {
         let mut done = Flushed::default();
+        if let [one] = self.items[..] {
+            // The common case on a relay socket: no headers to build.
+            done.calls = 1;
+            let data = self
+                .data
+                .get(one.start..one.start + one.len)
+                .unwrap_or_default();
+            match socket.send_to(data, one.to) {
+                Ok(_) => done.sent = 1,
+                Err(e) => {
+                    tracing::debug!("send to {}: {e}", one.to);
+                    done.dropped = 1;
+                }
+            }
+            self.items.clear();
+            self.data.clear();
+            return done;
+        }
         let mut cursor = 0;
         // Bounded: every pass either advances the cursor or turns GSO off
         // (at most once) before advancing.
@@ -285,6 +303,11 @@ mod sys {
     pub const ENOPROTOOPT: i32 = libc::ENOPROTOOPT;
     pub const EOPNOTSUPP: i32 = libc::EOPNOTSUPP;
 
+    /// Storage for a source or destination: big enough for both families
+    /// (the kernel never writes more than `msg_namelen`), and less to
+    /// clear per call than `sockaddr_storage`.
+    type Name = libc::sockaddr_in6;
+
     /// Room for one `UDP_SEGMENT` control message (a u16), 8-aligned.
     #[repr(C, align(8))]
     #[derive(Clone, Copy)]
@@ -297,7 +320,7 @@ mod sys {
     ) -> io::Result<()> {
         // SAFETY: all-zero is a valid value of these plain C structs
         // (null pointers, zero lengths).
-        let mut names: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
+        let mut names: [Name; BATCH] = unsafe { zeroed() };
         let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
         let mut slots = 0;
@@ -309,8 +332,8 @@ mod sys {
         {
             iov.iov_base = slot.as_mut_ptr().cast();
             iov.iov_len = slot.len();
-            hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
-            hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_hdr.msg_name = (name as *mut Name).cast();
+            hdr.msg_hdr.msg_namelen = size_of::<Name>() as libc::socklen_t;
             hdr.msg_hdr.msg_iov = iov;
             hdr.msg_hdr.msg_iovlen = 1;
             slots += 1;
@@ -348,7 +371,7 @@ mod sys {
         plan: &[Message],
     ) -> io::Result<usize> {
         // SAFETY: as in `recv`, all-zero values of plain C structs.
-        let mut names: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
+        let mut names: [Name; BATCH] = unsafe { zeroed() };
         let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
         let mut controls = [Control([0; 32]); BATCH];
@@ -370,7 +393,7 @@ mod sys {
             iov.iov_base = bytes.as_ptr() as *mut libc::c_void;
             iov.iov_len = bytes.len();
             hdr.msg_hdr.msg_namelen = write_socket_addr(head.to, name);
-            hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+            hdr.msg_hdr.msg_name = (name as *mut Name).cast();
             hdr.msg_hdr.msg_iov = iov;
             hdr.msg_hdr.msg_iovlen = 1;
             if message.segments() > 1 {
@@ -416,25 +439,21 @@ mod sys {
         Ok(n as usize)
     }
 
-    fn socket_addr(name: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    fn socket_addr(name: &Name, len: libc::socklen_t) -> Option<SocketAddr> {
         let len = len as usize;
-        match name.ss_family as libc::c_int {
+        // The family field is at the same offset in both layouts.
+        match name.sin6_family as libc::c_int {
             libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
                 // SAFETY: the kernel wrote a sockaddr_in (family and
-                // length say so) into storage that is larger and aligned.
-                let a = unsafe {
-                    &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-                };
+                // length say so) into storage that is larger and as aligned.
+                let a = unsafe { &*(name as *const Name).cast::<libc::sockaddr_in>() };
                 Some(SocketAddr::V4(SocketAddrV4::new(
                     Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()),
                     u16::from_be(a.sin_port),
                 )))
             }
             libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
-                // SAFETY: as above, a sockaddr_in6.
-                let a = unsafe {
-                    &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-                };
+                let a = name;
                 Some(SocketAddr::V6(SocketAddrV6::new(
                     Ipv6Addr::from(a.sin6_addr.s6_addr),
                     u16::from_be(a.sin6_port),
@@ -446,24 +465,19 @@ mod sys {
         }
     }
 
-    fn write_socket_addr(addr: SocketAddr, name: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    fn write_socket_addr(addr: SocketAddr, name: &mut Name) -> libc::socklen_t {
         match addr {
             SocketAddr::V4(a) => {
-                // SAFETY: sockaddr_storage is larger than and aligned for
+                // SAFETY: sockaddr_in6 is larger than and as aligned as
                 // sockaddr_in; all-zero is a valid sockaddr_in.
-                let out = unsafe {
-                    &mut *(name as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-                };
+                let out = unsafe { &mut *(name as *mut Name).cast::<libc::sockaddr_in>() };
                 out.sin_family = libc::AF_INET as libc::sa_family_t;
                 out.sin_port = a.port().to_be();
                 out.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
                 size_of::<libc::sockaddr_in>() as libc::socklen_t
             }
             SocketAddr::V6(a) => {
-                // SAFETY: as above, for sockaddr_in6.
-                let out = unsafe {
-                    &mut *(name as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-                };
+                let out = name;
                 out.sin6_family = libc::AF_INET6 as libc::sa_family_t;
                 out.sin6_port = a.port().to_be();
                 out.sin6_flowinfo = a.flowinfo();

@@ -49,6 +49,10 @@ const READ_BUDGET: usize = 4 * READ_CHUNK;
 /// (256 datagrams): a peer flooding its relay port cannot hold the worker
 /// in one loop.
 const BATCH_BUDGET: usize = 256 / BATCH;
+/// The same for the worker's client socket, which carries every UDP
+/// client's traffic where a relay socket carries one allocation's: under a
+/// flood it would otherwise overflow first.
+const CLIENT_BATCH_BUDGET: usize = 1024 / BATCH;
 /// How long a client's write queue may stay full (its peer data dropped)
 /// before the connection is closed as not reading.
 const STALL_LIMIT: Duration = Duration::from_secs(2);
@@ -538,7 +542,7 @@ impl Worker {
         let Some((client, local)) = &self.udp else {
             return;
         };
-        for _ in 0..BATCH_BUDGET {
+        for _ in 0..CLIENT_BATCH_BUDGET {
             match self.datagrams.recv(client) {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
