@@ -145,6 +145,8 @@ async function openSession() {
     joined = await sig.join(await fetchToken());
   } catch (err) {
     e2ee.worker.terminate();
+    if (sig.fatal === "bad_token") return fatal("This link's token is not valid on this server.");
+    if (sig.fatal === "token_expired") return fatal("This link has expired: ask for a new one.");
     if (sig.fatal && FATAL.has(sig.fatal)) return fatal(err.message);
     if (err.message.includes("invitation link")) return fatal(err.message);
     return retry();
@@ -177,7 +179,8 @@ async function openSession() {
 
   s.chat.addEventListener("message", (e) => ui.chatMessage({ ...e.detail, name: nameOf(e.detail.from) }));
   for (const ev of ["offer", "progress", "done"]) {
-    s.files.addEventListener(ev, (e) => ui.fileEntry(e.detail, nameOf(e.detail.from)));
+    // The name is kept: the sender may have left by the time the file is done.
+    s.files.addEventListener(ev, (e) => ui.fileEntry(e.detail, (e.detail.senderName ??= nameOf(e.detail.from))));
   }
   s.files.addEventListener("error", (e) => ui.notice(e.detail.message));
   keys.addEventListener("change", refreshE2ee);
@@ -286,6 +289,7 @@ async function onMessage(s, m) {
     case "participant_left":
       s.people.delete(m.participant_id);
       ui.removeTile(m.participant_id);
+      s.files.forget(m.participant_id);
       await s.keys.peerLeft(m.participant_id);
       break;
     case "track_published": {

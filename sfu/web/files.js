@@ -10,6 +10,8 @@ export const MAX_FILE_BYTES = 16 * 1024 * 1024;
 export const CHUNK_BYTES = 64 * 1024;
 /** Pause between chunks: 20 chunks/s (1.3 MB/s) beside the 50 messages/s limit. */
 const CHUNK_GAP_MS = 50;
+/** Most bytes being received at once (all senders): bounds memory. */
+const MAX_INCOMING_BYTES = 4 * MAX_FILE_BYTES;
 /** Pause while this much is still waiting in the socket. */
 const MAX_BACKLOG = 512 * 1024;
 
@@ -76,6 +78,17 @@ export class Files extends EventTarget {
     this.#emit("done", t);
   }
 
+  /** Abandons what `from` was sending (they left). */
+  forget(from) {
+    for (const [id, e] of this.incoming) {
+      if (e.from !== from) continue;
+      this.incoming.delete(id);
+      e.transfer.ok = false;
+      e.transfer.aborted = true;
+      this.#emit("done", e.transfer);
+    }
+  }
+
   /** Handles a relayed file-meta or file-chunk payload. */
   async receive(from, p) {
     if (p.kind === "file-meta") {
@@ -84,6 +97,8 @@ export class Files extends EventTarget {
       const chunks = Number(meta.chunks);
       if (!(size >= 0 && size <= MAX_FILE_BYTES) || chunks !== Math.max(1, Math.ceil(size / CHUNK_BYTES))) return;
       if (typeof meta.id !== "string" || this.incoming.has(meta.id)) return;
+      const pending = [...this.incoming.values()].reduce((n, e) => n + e.transfer.size, 0);
+      if (pending + size > MAX_INCOMING_BYTES) return;
       const t = {
         id: meta.id,
         from,

@@ -69,10 +69,23 @@ export function clearTiles() {
   $("grid").replaceChildren();
 }
 
+const GAP = 10;
+
+/** Sizes 4:3 tiles as large as the stage allows for their number (rows centred). */
 function layout() {
-  const n = $("grid").children.length;
-  $("grid").style.setProperty("--cols", String(Math.max(1, Math.ceil(Math.sqrt(n)))));
+  const grid = $("grid");
+  const n = Math.max(1, grid.children.length);
+  const { width, height } = grid.getBoundingClientRect();
+  if (!width || !height) return;
+  let best = { cols: 1, w: 0 };
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const w = Math.min((width - GAP * (cols - 1)) / cols, ((height - GAP * (rows - 1)) / rows) * (4 / 3));
+    if (w > best.w) best = { cols, w };
+  }
+  grid.style.setProperty("--tile-w", `${Math.floor(best.w)}px`);
 }
+new ResizeObserver(layout).observe($("grid"));
 
 /** Puts a track into a tile; returns the media element's play() promise. */
 export function setTileTrack(el, kind, track) {
@@ -132,9 +145,11 @@ export function fileEntry(t, senderName) {
     $("files").append(el);
   }
   el.querySelector(".desc").textContent = `${t.mine ? "You" : senderName} · ${t.name} (${size(t.size)})`;
-  el.querySelector("progress").value = t.size ? t.done / t.size : 1;
+  const bar = el.querySelector("progress");
+  if (!bar) return el; // already finished
+  bar.value = t.size ? t.done / t.size : 1;
   if (t.ok !== undefined) {
-    el.querySelector("progress").remove();
+    bar.remove();
     if (t.ok) {
       const a = document.createElement("a");
       a.href = t.url;
@@ -143,7 +158,7 @@ export function fileEntry(t, senderName) {
       el.append(a);
     } else {
       el.classList.add("failed");
-      el.append("Damaged in transit (hash mismatch), discarded");
+      el.append(t.aborted ? "Sender left before the file arrived" : "Damaged in transit (hash mismatch), discarded");
     }
   }
   return el;

@@ -32,9 +32,6 @@ async function three() {
   });
   report.safety_number = states[0].safetyNumber;
   report.transform = states[0].transform;
-  mkdirSync(artifacts, { recursive: true });
-  report.screenshot = `${artifacts}/three-person-call.png`;
-  await alice.page.screenshot({ path: report.screenshot });
 
   // Chat: Alice types, Bob and Carol read it.
   const text = `hello from Alice ${randomBytes(4).toString("hex")}`;
@@ -65,6 +62,11 @@ async function three() {
     if (got.sha256 !== sha256 || got.size !== file.length) throw new Error(`${p.name} got a different file: ${JSON.stringify(got)}`);
   }
   report.file = { bytes: file.length, sha256, ms: Date.now() - t0 };
+
+  // The call as Alice sees it, with the chat and the file.
+  mkdirSync(artifacts, { recursive: true });
+  report.screenshot = `${artifacts}/three-person-call.png`;
+  await alice.page.screenshot({ path: report.screenshot });
 
   // Carol leaves: Alice and Bob rotate keys (new KIDs) and keep decoding.
   const before = {
