@@ -172,6 +172,15 @@ async fn web_sframe_matches_the_vectors_on_webcrypto() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_key_exchange_rotates_and_refuses_tampering_on_node() {
+    if !available(false) {
+        return;
+    }
+    let report = node("keys-test.mjs", &[], Duration::from_secs(60)).await;
+    assert!(report["relayed"].as_u64().unwrap_or(0) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_person_encrypted_call_chat_files_rotation_reconnect() {
     let Some(report) = scenario("three").await else {
         return;

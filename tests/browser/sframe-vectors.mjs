@@ -1,17 +1,9 @@
 // The web client's SFrame module (sfu/web/e2ee/sframe.js) on Node's WebCrypto
 // against tests/vectors/sframe.json. Prints one JSON line; exit 1 on failure.
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { readFileSync } from "node:fs";
+import { root, webModule } from "./web-modules.mjs";
 
-const root = fileURLToPath(new URL("../../", import.meta.url));
-// Imported from a .mjs copy: the browser module has no imports, and Node would
-// treat a .js file outside a "type": "module" package as CommonJS.
-const dir = mkdtempSync(join(tmpdir(), "sframe-"));
-copyFileSync(`${root}sfu/web/e2ee/sframe.js`, join(dir, "sframe.mjs"));
-const sf = await import(pathToFileURL(join(dir, "sframe.mjs")).href);
-rmSync(dir, { recursive: true, force: true });
+const sf = await webModule("e2ee/sframe.js");
 const v = JSON.parse(readFileSync(`${root}tests/vectors/sframe.json`, "utf8"));
 
 const hex = (h) => Uint8Array.from(Buffer.from(h, "hex"));

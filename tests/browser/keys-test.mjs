@@ -1,0 +1,132 @@
+// The web client's key exchange (sfu/web/e2ee/keys.js) on Node's WebCrypto,
+// with an in-memory relay standing in for the SFU: ECDH hellos, wrapped keys,
+// safety numbers, sealed chat, tampering, a participant that drops its keys,
+// and rotation when someone leaves. Prints one JSON line; exit 1 on failure.
+import { webModule } from "./web-modules.mjs";
+
+const { KeyManager, MissingKey } = await webModule("e2ee/keys.js");
+const { toB64, utf8 } = await webModule("e2ee/bytes.js");
+
+const failures = [];
+const check = (what, ok, detail = "") => {
+  if (!ok) failures.push(`${what} ${detail}`);
+};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// The relay: ordered delivery per recipient, payloads as JSON text, and a log
+// of everything "the server" sees.
+const people = new Map(); // id -> {km, worker, chain}
+const seen = [];
+let inflight = 0;
+let tamper = null; // (from, to, payload) -> payload
+
+function deliver(from, to, payload) {
+  const text = JSON.stringify(payload);
+  seen.push(text);
+  const targets = to === "everyone" ? [...people.keys()].filter((id) => id !== from) : to;
+  for (const id of targets) {
+    const p = people.get(id);
+    if (!p) continue; // ids not in the room are ignored
+    let copy = JSON.parse(text);
+    if (tamper) copy = tamper(from, id, copy);
+    inflight++;
+    p.chain = p.chain.then(() => p.km.handle(from, copy)).catch((e) => failures.push(`handle: ${e}`)).finally(() => inflight--);
+  }
+}
+
+async function idle() {
+  for (let i = 0; i < 1000 && inflight > 0; i++) await sleep(5);
+  check("relay settles", inflight === 0);
+}
+
+async function joinAs(id, dropKeys = false) {
+  const worker = { messages: [], postMessage(m) { this.messages.push(m); } };
+  const km = new KeyManager({ send: (to, p) => deliver(id, to, p), worker, dropKeys });
+  people.set(id, { km, worker, chain: Promise.resolve() });
+  await km.start(id);
+  await idle();
+  return people.get(id);
+}
+
+const recvKeys = (p, from) => p.worker.messages.filter((m) => m.type === "recv-key" && m.participantId === from);
+
+const a = await joinAs("A");
+const b = await joinAs("B");
+const c = await joinAs("C");
+
+// Everyone holds everyone's current key, and agrees on the safety number.
+for (const [x, xid] of [[a, "A"], [b, "B"], [c, "C"]]) {
+  for (const [y, yid] of [[a, "A"], [b, "B"], [c, "C"]]) {
+    if (x === y) continue;
+    const got = recvKeys(x, yid).map((m) => m.kid);
+    check(`${xid} has ${yid}'s key`, got.includes(y.km.kid), JSON.stringify(got));
+  }
+}
+const numbers = await Promise.all([a, b, c].map((p) => p.km.safetyNumber()));
+check("same safety number", new Set(numbers).size === 1, JSON.stringify(numbers));
+check("safety number shape", /^\d{5}( \d{5}){5}$/.test(numbers[0]), numbers[0]);
+
+// The relay never carried a base key.
+for (const p of [a, b, c]) {
+  const raw = toB64(p.km.current.raw);
+  check("no base key on the relay", !seen.some((t) => t.includes(raw)));
+}
+
+// Chat sealed by A opens at B and C.
+const sealed = await a.km.seal(utf8("hi all"), "chat");
+for (const p of [b, c]) {
+  const text = new TextDecoder().decode(await p.km.open("A", sealed, "chat"));
+  check("chat opens", text === "hi all", text);
+}
+const wrongAad = await b.km.open("A", sealed, "file-meta").then(() => false, () => true);
+check("chat under another label is refused", wrongAad);
+
+// A tampered wrapped key is refused: D joins, and the relay flips a bit in
+// what B sends to D.
+tamper = (from, to, p) => {
+  if (from === "B" && to === "D" && p.kind === "e2ee-key") {
+    const bytes = Buffer.from(p.wrapped, "base64");
+    bytes[0] ^= 1;
+    p.wrapped = bytes.toString("base64");
+  }
+  return p;
+};
+const d = await joinAs("D");
+tamper = null;
+check("tampered key refused", recvKeys(d, "B").length === 0);
+check("untampered keys accepted", recvKeys(d, "A").length === 1 && recvKeys(d, "C").length === 1);
+people.delete("D");
+await Promise.all([a, b, c].map((p) => p.km.peerLeft("D")));
+await idle();
+
+// A participant that drops keys (the test switch) holds none and opens nothing.
+const m = await joinAs("M", true);
+check("no-keys participant got no keys", m.worker.messages.every((x) => x.type !== "recv-key"));
+const mOpen = await m.km.open("A", await a.km.seal(utf8("x"), "chat"), "chat").then(() => "opened", (e) => e instanceof MissingKey);
+check("no-keys participant cannot open", mOpen === true, String(mOpen));
+people.delete("M");
+await Promise.all([a, b, c].map((p) => p.km.peerLeft("M")));
+await idle();
+
+// C leaves: A and B rotate, keep the previous key for a while, and C cannot
+// read what A seals afterwards.
+const before = { A: a.km.kid, B: b.km.kid };
+people.delete("C");
+await Promise.all([a.km.peerLeft("C"), b.km.peerLeft("C")]);
+await idle();
+check("A's key id changed", a.km.kid !== before.A, `${before.A} -> ${a.km.kid}`);
+check("B's key id changed", b.km.kid !== before.B, `${before.B} -> ${b.km.kid}`);
+check("B holds A's new key", recvKeys(b, "A").some((x) => x.kid === a.km.kid));
+check("B keeps A's previous key for now", b.km.peers.get("A").keys.has(before.A));
+check("A switched its worker", a.worker.messages.filter((x) => x.type === "send-key").at(-1).kid === a.km.kid);
+const after = await a.km.seal(utf8("after C left"), "chat");
+const cOpen = await c.km.open("A", after, "chat").then(() => "opened", (e) => e instanceof MissingKey);
+check("C cannot open after leaving", cOpen === true, String(cOpen));
+const bOpen = new TextDecoder().decode(await b.km.open("A", after, "chat"));
+check("B opens after rotation", bOpen === "after C left");
+const two = await Promise.all([a, b].map((p) => p.km.safetyNumber()));
+check("safety number changes with the people", two[0] === two[1] && two[0] !== numbers[0]);
+
+const report = { ok: failures.length === 0, relayed: seen.length, failures };
+console.log(JSON.stringify(report));
+process.exit(report.ok ? 0 : 1);
