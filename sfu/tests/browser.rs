@@ -220,13 +220,15 @@ async fn participant_without_keys_receives_but_decodes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_only_call_through_the_embedded_turn_with_vp8_and_vp9() {
+async fn relay_only_call_through_the_embedded_turn_vp8_vp9_both_transform_apis() {
     let Some(report) = scenario("relay").await else {
         return;
     };
     assert!(frames(&report).iter().all(|(_, f)| *f >= 30), "{report}");
     assert_eq!(report["codecs"]["Bob<-Alice"], "video/VP9", "{report}");
     assert_eq!(report["codecs"]["Alice<-Bob"], "video/VP8", "{report}");
+    assert_eq!(report["apis"]["Alice"], "script", "{report}");
+    assert_eq!(report["apis"]["Bob"], "streams", "{report}");
     for who in ["Alice", "Bob"] {
         assert_eq!(report["routes"][who]["pub"], "relay", "{report}");
         assert_eq!(report["routes"][who]["sub"], "relay", "{report}");

@@ -21,6 +21,8 @@ const opts = {
   codec: params.get("codec") === "vp9" ? "vp9" : "vp8",
   // Test switch: discard every key received, so media arrives but cannot be decrypted.
   noKeys: params.get("e2ee_test_nokeys") === "1",
+  // Force the older createEncodedStreams API where both exist (tests).
+  api: params.get("e2ee_api") === "streams" ? "streams" : null,
 };
 const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 const media = new LocalMedia();
@@ -138,7 +140,7 @@ async function connect() {
 
 async function openSession() {
   ui.setStatus(attempt ? "reconnecting" : "connecting", attempt ? "Reconnecting…" : "Connecting…");
-  const e2ee = new E2eeTransforms();
+  const e2ee = new E2eeTransforms(opts.api);
   const sig = new Signaling(wsUrl);
   let joined;
   try {
@@ -440,7 +442,7 @@ window.sfu = {
       safetyNumber: $("safety-number").textContent,
       kid: s?.keys.kid ?? null,
       people: s ? [...s.people].map(([id, p]) => ({ id, name: p.name })) : [],
-      transform: transformMode(),
+      transform: s?.e2ee.mode ?? transformMode(),
     };
   },
   async stats() {

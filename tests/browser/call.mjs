@@ -3,7 +3,8 @@
 //   node call.mjs --base http://127.0.0.1:PORT --scenario three|nokeys|relay [--artifacts DIR]
 // three: a three-person call, chat, a 1 MB file, key rotation on leave, reconnect.
 // nokeys: a participant that drops its keys receives packets but decodes nothing.
-// relay: relay-only ICE through the embedded TURN, one sender on VP9, one on VP8.
+// relay: relay-only ICE through the embedded TURN; VP9 + RTCRtpScriptTransform
+//   on one side, VP8 + createEncodedStreams on the other.
 // Prints one JSON line: {"ok": true|false, ...}.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
@@ -123,14 +124,16 @@ async function nokeys() {
 }
 
 async function relay() {
-  // Alice also sends VP9, Bob the default VP8: both codecs under E2EE.
+  // Alice sends VP9 through RTCRtpScriptTransform, Bob the default VP8
+  // through the createEncodedStreams fallback: both codecs, both APIs.
   people.push(await join(browser, base, room, "Alice", "&ice=relay&codec=vp9"));
-  people.push(await join(browser, base, room, "Bob", "&ice=relay"));
+  people.push(await join(browser, base, room, "Bob", "&ice=relay&e2ee_api=streams"));
   report.decoding = await allDecoding(people, 30, 45000);
   report.codecs = {
     "Bob<-Alice": (await peerStats(people[1], "Alice")).video.codec,
     "Alice<-Bob": (await peerStats(people[0], "Bob")).video.codec,
   };
+  report.apis = Object.fromEntries(await Promise.all(people.map(async (p) => [p.name, (await state(p)).transform])));
   report.routes = {};
   for (const p of people) {
     const r = await p.page.evaluate(() => window.sfu.iceRoutes());

@@ -11,8 +11,9 @@ export function transformMode() {
 
 /** The worker plus the two attach operations. */
 export class E2eeTransforms {
-  constructor() {
-    this.mode = transformMode();
+  /** @param {"script"|"streams"|null} [mode] force an API (tests); default: the best available */
+  constructor(mode = null) {
+    this.mode = mode ?? transformMode();
     this.worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module", name: "e2ee" });
   }
 
