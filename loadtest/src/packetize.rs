@@ -103,7 +103,12 @@ impl Reassembler {
                 && p.parts.keys().next() == Some(&first);
             if complete {
                 let p = self.pending.remove(&rtp_time)?;
-                return Some(p.parts.into_values().flatten().collect());
+                let len = p.parts.values().map(Vec::len).sum();
+                let mut frame = Vec::with_capacity(len);
+                for part in p.parts.values() {
+                    frame.extend_from_slice(part);
+                }
+                return Some(frame);
             }
         }
         if self.pending.len() > MAX_PENDING {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
@@ -72,10 +73,20 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn new(local_ip: std::net::IpAddr, now: Instant) -> anyhow::Result<Peer> {
+    fn new(
+        local_ip: std::net::IpAddr,
+        cert: Option<&DtlsCert>,
+        now: Instant,
+    ) -> anyhow::Result<Peer> {
         let socket = mio::net::UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
         let local = socket.local_addr()?;
-        let mut rtc = Rtc::builder()
+        let mut config = Rtc::builder();
+        if let Some(cert) = cert {
+            // One certificate per worker: generating one per connection
+            // would dominate the cost of a join.
+            config = config.set_dtls_cert(cert.clone());
+        }
+        let mut rtc = config
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false)
@@ -138,6 +149,8 @@ pub struct Participant {
     pub totals: Totals,
     /// Live traffic counters.
     pub traffic: Traffic,
+    /// Sum (µs) and count of latencies, for the live mean.
+    pub latency_sum: (u64, u64),
     plain: Vec<u8>,
 }
 
@@ -146,13 +159,17 @@ impl Participant {
     pub fn new(
         spec: ParticipantSpec,
         local_ip: std::net::IpAddr,
+        cert: Option<&DtlsCert>,
         out: UnboundedSender<String>,
         now: Instant,
     ) -> anyhow::Result<Participant> {
-        let publisher = spec.publish.then(|| Peer::new(local_ip, now)).transpose()?;
+        let publisher = spec
+            .publish
+            .then(|| Peer::new(local_ip, cert, now))
+            .transpose()?;
         let subscriber = spec
             .subscribe
-            .then(|| Peer::new(local_ip, now))
+            .then(|| Peer::new(local_ip, cert, now))
             .transpose()?;
         let key = SenderKey::generate(u64::from(spec.index))?;
         let generator = Generator::new(now, spec.audio, spec.video, spec.simulcast);
@@ -177,6 +194,7 @@ impl Participant {
             failed: None,
             totals: Totals::default(),
             traffic: Traffic::default(),
+            latency_sum: (0, 0),
             plain: Vec::new(),
         })
     }
@@ -258,7 +276,10 @@ impl Participant {
             }
             _ => {}
         }
-        self.poll(now)
+        // SDP changes need the Rtcs polled.
+        self.drain(Side::Publish, now);
+        self.drain(Side::Subscribe, now);
+        self.deadline()
     }
 
     fn offer(&mut self) -> anyhow::Result<()> {
@@ -372,9 +393,11 @@ impl Participant {
             self.rebroadcast_at = None;
             self.broadcast_key();
         }
+        let mut sent = false;
         if self.publishing {
             while let Some(frame) = self.generator.poll(now) {
                 self.send_frame(&frame, now);
+                sent = true;
             }
         }
         for side in [Side::Publish, Side::Subscribe] {
@@ -382,12 +405,15 @@ impl Participant {
                 Side::Publish => self.publisher.as_mut(),
                 Side::Subscribe => self.subscriber.as_mut(),
             };
-            if let Some(peer) = peer {
-                if peer.next_timeout <= now {
-                    let _ = peer.rtc.handle_input(Input::Timeout(now));
-                }
+            let Some(peer) = peer else { continue };
+            // poll_output is not free: only after input (a due timeout or media written).
+            let due = peer.next_timeout <= now;
+            if due {
+                let _ = peer.rtc.handle_input(Input::Timeout(now));
             }
-            self.drain(side, now);
+            if due || (sent && side == Side::Publish) {
+                self.drain(side, now);
+            }
         }
         self.deadline()
     }
@@ -514,6 +540,8 @@ impl Participant {
             {
                 let latency = track.stats.on_frame(&h, now_us);
                 let _ = self.totals.latency_us.record(latency.max(1));
+                self.latency_sum.0 += latency;
+                self.latency_sum.1 += 1;
                 if self.first_frame.is_none() {
                     self.first_frame = Some(now);
                 }

@@ -96,6 +96,8 @@ pub struct Summary {
     pub video_layers_received: [u64; 3],
     /// Server cost over the steady window.
     pub server: ServerCost,
+    /// CPU seconds the loadtest process itself used (all threads, whole run).
+    pub loadtest_cpu_secs: f64,
     /// Latency histogram (ms buckets).
     pub latency_buckets: Vec<Bucket>,
     /// Join time histogram (ms buckets).
@@ -192,6 +194,7 @@ impl Summary {
             jitter_ms_max: t.jitter_ms_max,
             video_layers_received: t.layers,
             server,
+            loadtest_cpu_secs: own_cpu_secs(),
             latency_buckets: buckets(&t.latency_us, 1e-3),
             join_buckets: buckets(&t.join_ms, 1.0),
             series,
@@ -327,6 +330,13 @@ impl Summary {
                 "CPU µs / fwd packet",
                 opt(self.server.cpu_us_per_packet, "", 3),
             ),
+            (
+                "loadtest CPU",
+                format!(
+                    "{:.2} s over {:.1} s wall",
+                    self.loadtest_cpu_secs, self.wall_secs
+                ),
+            ),
         ];
         for (k, v) in rows {
             let _ = writeln!(o, "  {k:<22} {v}");
@@ -379,6 +389,17 @@ impl Summary {
         h += "</body></html>\n";
         h
     }
+}
+
+/// User + system CPU seconds of this process so far.
+fn own_cpu_secs() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct passed by pointer.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
 }
 
 fn esc(s: &str) -> String {

@@ -23,7 +23,7 @@ const WAKER: Token = Token(usize::MAX);
 const LIVE_EVERY: Duration = Duration::from_millis(250);
 /// Deadline scans are at least this far apart, so a loop full of
 /// near-simultaneous deadlines does not scan on every datagram.
-const SCAN_QUANTUM: Duration = Duration::from_micros(500);
+const SCAN_QUANTUM: Duration = Duration::from_millis(1);
 
 /// Messages to a worker.
 #[derive(Debug)]
@@ -71,6 +71,7 @@ impl Worker {
                     live,
                     participants: Vec::new(),
                     totals: Totals::default(),
+                    cert: None,
                 };
                 w.run();
                 w.totals
@@ -99,6 +100,7 @@ struct Loop {
     live: Arc<WorkerLive>,
     participants: Vec<Participant>,
     totals: Totals,
+    cert: Option<str0m::config::DtlsCert>,
 }
 
 impl Loop {
@@ -199,7 +201,12 @@ impl Loop {
         let slot = self.participants.len();
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let index = spec.index;
-        let mut p = match Participant::new(spec, self.local_ip, tx, now) {
+        if self.cert.is_none() {
+            self.cert = str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate();
+        }
+        let mut p = match Participant::new(spec, self.local_ip, self.cert.as_ref(), tx, now) {
             Ok(p) => p,
             Err(e) => {
                 self.totals.failed += 1;

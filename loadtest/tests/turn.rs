@@ -49,7 +49,7 @@ fn options(server: std::net::SocketAddr, credentials: Credentials) -> TurnOption
         peer_bind: "127.0.0.1:0".parse().unwrap(),
         spread_sources: true,
         server_pid: Some(std::process::id()),
-        max_loss_pct: Some(1.0),
+        max_loss_pct: Some(5.0),
         quiet: true,
     }
 }
@@ -74,7 +74,7 @@ fn allocations_channels_and_echoed_channel_data() {
         assert!(s.allocations_per_sec > 0.0);
         // 200 allocations × 20 packets/s × 1 s, give or take the edges.
         assert!(s.sent >= 3000, "{}", s.sent);
-        assert!(s.loss_pct < 1.0, "{}", s.loss_pct);
+        assert!(s.loss_pct < 5.0, "{}", s.loss_pct);
         assert!(s.rtt_ms.count > 0 && s.rtt_ms.p50 > 0.0);
         assert!(s.relayed_per_sec > 0.0);
         assert!(s.violations.is_empty(), "{:?}", s.violations);

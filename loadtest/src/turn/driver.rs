@@ -27,8 +27,10 @@ const ALLOCATING: u8 = 0;
 const TRAFFIC: u8 = 1;
 const DRAINING: u8 = 2;
 const RELEASE: u8 = 3;
-/// Traffic sends and retransmissions are checked at this period.
+/// The loop wakes at least this often to send traffic.
 const TICK: Duration = Duration::from_millis(2);
+/// Retransmissions and allocation outcomes are checked this often.
+const STATUS_EVERY: Duration = Duration::from_millis(20);
 /// Bytes of the ChannelData payload header: sequence number and send time.
 const PAYLOAD_HEADER: usize = 12;
 
@@ -168,7 +170,6 @@ struct Client {
     socket: Option<UdpSocket>,
     alloc: Allocation,
     started: bool,
-    next_send: Instant,
     seq: u32,
     counted: bool,
 }
@@ -244,8 +245,17 @@ pub fn run(o: &TurnOptions) -> anyhow::Result<TurnSummary> {
     shared.phase.store(DRAINING, Ordering::Relaxed);
     let traffic_secs = traffic_start.elapsed().as_secs_f64();
     let after = server_cost::sample(o.server_pid, None);
-    // Packets still in flight come back during the drain.
-    std::thread::sleep(Duration::from_millis(300));
+    // Packets still in flight come back during the drain: wait until the
+    // count stops moving (at most a second).
+    let mut last = shared.received.load(Ordering::Relaxed);
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = shared.received.load(Ordering::Relaxed);
+        if now == last || now >= shared.sent.load(Ordering::Relaxed) {
+            break;
+        }
+        last = now;
+    }
     let echoed = echo.echoed.load(Ordering::Relaxed) - echoed_before;
     shared.phase.store(RELEASE, Ordering::Relaxed);
     let mut alloc_ms = histogram();
@@ -452,7 +462,6 @@ fn worker(
                 socket: None,
                 alloc: Allocation::new(user, password, peer, channel, now),
                 started: false,
-                next_send: now,
                 seq: 0,
                 counted: false,
             }
@@ -470,7 +479,8 @@ fn worker(
     } else {
         Duration::MAX
     };
-    let mut traffic_started = false;
+    let mut traffic_start: Option<Instant> = None;
+    let mut slot = 0u64;
     let mut release_at: Option<Instant> = None;
     let mut last_scan = start - TICK;
     loop {
@@ -520,72 +530,69 @@ fn worker(
                 }
             }
         }
-        if phase == TRAFFIC && !traffic_started {
-            traffic_started = true;
-            // Spread the first sends over one interval so packets do not leave in a burst.
-            let n = clients.len().max(1) as u32;
-            for (k, c) in clients.iter_mut().enumerate() {
-                if interval != Duration::MAX {
-                    c.next_send = now + interval / n * k as u32;
-                }
-            }
-        }
-        // Retransmissions, failures, traffic: one scan per tick, however
-        // many datagrams arrive in between.
-        let scan = now >= last_scan + TICK;
-        if scan {
+        // Retransmissions and outcomes: a scan of every client now and then
+        // (RTOs are 500 ms and up, so 20 ms is precise enough).
+        if now >= last_scan + STATUS_EVERY {
             last_scan = now;
-        }
-        for c in clients.iter_mut().filter(|_| scan) {
-            if !c.started && !matches!(c.alloc.phase, Phase::Failed(_)) {
-                continue;
-            }
-            if let Some(s) = c.socket.as_ref() {
-                if let Some(req) = c.alloc.poll_retransmit(now) {
-                    let _ = s.send_to(&req, o.server);
+            for c in clients.iter_mut() {
+                if !c.started && !matches!(c.alloc.phase, Phase::Failed(_)) {
+                    continue;
                 }
-            }
-            if !c.counted {
-                match &c.alloc.phase {
-                    Phase::Ready => {
-                        c.counted = true;
-                        shared.ready.fetch_add(1, Ordering::Relaxed);
-                        if let Some(r) = c.alloc.ready_at {
-                            let _ = result.alloc_ms.record(
-                                r.saturating_duration_since(c.alloc.started)
-                                    .as_millis()
-                                    .max(1) as u64,
-                            );
-                            result.last_ready = result.last_ready.max(Some(r));
-                        }
-                    }
-                    Phase::Failed(why) => {
-                        c.counted = true;
-                        shared.failed.fetch_add(1, Ordering::Relaxed);
-                        if result.errors.len() < 20 {
-                            result.errors.push(why.clone());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if phase == TRAFFIC && c.alloc.phase == Phase::Ready && now >= c.next_send {
                 if let Some(s) = c.socket.as_ref() {
-                    payload[..4].copy_from_slice(&c.seq.to_be_bytes());
-                    payload[4..12].copy_from_slice(&clock::micros(now).to_be_bytes());
-                    out.clear();
-                    if channel_data::encode(&mut out, c.alloc.channel, &payload, false).is_ok()
-                        && s.send_to(&out, o.server).is_ok()
-                    {
-                        shared.sent.fetch_add(1, Ordering::Relaxed);
+                    if let Some(req) = c.alloc.poll_retransmit(now) {
+                        let _ = s.send_to(&req, o.server);
                     }
-                    c.seq = c.seq.wrapping_add(1);
                 }
-                c.next_send = if now > c.next_send + interval {
-                    now + interval
-                } else {
-                    c.next_send + interval
-                };
+                if !c.counted {
+                    match &c.alloc.phase {
+                        Phase::Ready => {
+                            c.counted = true;
+                            shared.ready.fetch_add(1, Ordering::Relaxed);
+                            if let Some(r) = c.alloc.ready_at {
+                                let ms = r.saturating_duration_since(c.alloc.started).as_millis();
+                                let _ = result.alloc_ms.record(ms.max(1) as u64);
+                                result.last_ready = result.last_ready.max(Some(r));
+                            }
+                        }
+                        Phase::Failed(why) => {
+                            c.counted = true;
+                            shared.failed.fetch_add(1, Ordering::Relaxed);
+                            if result.errors.len() < 20 {
+                                result.errors.push(why.clone());
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        // Traffic: every client sends once per interval, in index order
+        // spread evenly over the interval, so each tick touches only the
+        // clients whose turn it is.
+        if phase == TRAFFIC && interval != Duration::MAX && !clients.is_empty() {
+            let t0 = *traffic_start.get_or_insert(now);
+            let n = clients.len() as u64;
+            let target = ((now - t0).as_secs_f64() / interval.as_secs_f64() * n as f64) as u64;
+            // A stalled loop skips sends rather than bursting them.
+            if target > slot + n {
+                slot = target - n;
+            }
+            while slot < target {
+                let c = &mut clients[(slot % n) as usize];
+                slot += 1;
+                if c.alloc.phase != Phase::Ready {
+                    continue;
+                }
+                let Some(s) = c.socket.as_ref() else { continue };
+                payload[..4].copy_from_slice(&c.seq.to_be_bytes());
+                payload[4..12].copy_from_slice(&clock::micros(now).to_be_bytes());
+                out.clear();
+                if channel_data::encode(&mut out, c.alloc.channel, &payload, false).is_ok()
+                    && s.send_to(&out, o.server).is_ok()
+                {
+                    shared.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                c.seq = c.seq.wrapping_add(1);
             }
         }
         if let Err(e) = poll.poll(&mut events, Some(TICK)) {

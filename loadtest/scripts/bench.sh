@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs the standard load-test scenarios with the SFU and the loadtest pinned
+# to different cores, writing one JSON summary per scenario.
+#   loadtest/scripts/bench.sh [OUT_DIR] [DURATION_SECS] [SCENARIO...]
+# Uses ports 17880 (HTTP) and 17882 (media UDP) so it does not collide with
+# a development SFU on the defaults; the embedded TURN relay is off.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-/tmp/loadtest-bench}
+duration=${2:-20}
+shift 2 2>/dev/null || true
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(meeting livestream audio-room)
+mkdir -p "$out"
+cargo build --release -p sfu -p loadtest
+# Private copies: a concurrent build must not replace the binaries mid-run.
+cp target/release/sfu "$out/sfu"
+cp target/release/loadtest "$out/loadtest"
+for s in "${scenarios[@]}"; do
+  SFU_TURN_ENABLED=false SFU_MEDIA_ICE_TCP=false SFU_LOG_LEVEL=warn \
+  SFU_HTTP_LISTEN=127.0.0.1:17880 SFU_MEDIA_UDP_LISTEN=127.0.0.1:17882 \
+    taskset -c 0 "$out/sfu" >"$out/$s.sfu.log" 2>&1 &
+  sfu=$!
+  sleep 1
+  status=0
+  taskset -c 1 "$out/loadtest" run --quiet --scenario "configs/loadtest/$s.toml" \
+    --url ws://127.0.0.1:17880/ws --duration "$duration" \
+    --sfu-pid "$sfu" --sfu-metrics http://127.0.0.1:17880/metrics \
+    --json "$out/$s.json" --report "$out/$s.html" | tee "$out/$s.txt" || status=$?
+  kill "$sfu"
+  wait "$sfu" 2>/dev/null || true
+  echo "$s: exit $status"
+done
