@@ -2,6 +2,7 @@
 # Runs the standard load-test scenarios with the SFU and the loadtest pinned
 # to different cores, writing one JSON summary per scenario.
 #   loadtest/scripts/bench.sh [OUT_DIR] [DURATION_SECS] [SCENARIO...]
+# Extra loadtest flags (e.g. "--rooms 3") come from $LOADTEST_EXTRA.
 # Uses ports 17880 (HTTP) and 17882 (media UDP) so it does not collide with
 # a development SFU on the defaults; the embedded TURN relay is off.
 set -euo pipefail
@@ -26,7 +27,7 @@ for s in "${scenarios[@]}"; do
   taskset -c 1 "$out/loadtest" run --quiet --scenario "configs/loadtest/$s.toml" \
     --url ws://127.0.0.1:17880/ws --duration "$duration" \
     --sfu-pid "$sfu" --sfu-metrics http://127.0.0.1:17880/metrics \
-    --json "$out/$s.json" --report "$out/$s.html" | tee "$out/$s.txt" || status=$?
+    --json "$out/$s.json" --report "$out/$s.html" ${LOADTEST_EXTRA:-} | tee "$out/$s.txt" || status=$?
   kill "$sfu"
   wait "$sfu" 2>/dev/null || true
   echo "$s: exit $status"

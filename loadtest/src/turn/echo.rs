@@ -72,6 +72,13 @@ mod tests {
         let mut buf = [0u8; 16];
         let (n, from) = c.recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..n], from), (&b"ping"[..], peer.addr));
+        // The count is bumped just after the echo is sent.
+        for _ in 0..100 {
+            if peer.echoed.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(peer.echoed.load(Ordering::Relaxed), 1);
     }
 }
