@@ -205,9 +205,16 @@ impl Summary {
         s
     }
 
-    /// Integrity errors always fail a run; the thresholds only when given.
+    /// Integrity errors and failed participants always fail a run; the
+    /// thresholds only when given.
     fn check(&self, th: &Thresholds) -> Vec<String> {
         let mut v = Vec::new();
+        if self.failed > 0 {
+            v.push(format!(
+                "{} of {} participants failed (join refused, connection lost or media timeout)",
+                self.failed, self.participants
+            ));
+        }
         if self.integrity_errors > 0 {
             v.push(format!(
                 "{} integrity errors (frames changed between sender and receiver)",
@@ -506,6 +513,20 @@ mod tests {
         let s = Summary::new("unit", 2, 1.0, &t, ServerCost::default(), vec![], &th);
         assert_eq!(s.violations.len(), 3, "{:?}", s.violations);
         assert!((s.packet_loss_pct - 1.0).abs() < 1e-9);
+        let failed = Totals {
+            failed: 1,
+            ..Totals::default()
+        };
+        let f = Summary::new(
+            "unit",
+            2,
+            1.0,
+            &failed,
+            ServerCost::default(),
+            vec![],
+            &Thresholds::default(),
+        );
+        assert_eq!(f.violations.len(), 1);
         let ok = Summary::new(
             "unit",
             2,
