@@ -163,6 +163,16 @@ struct RunArgs {
     /// Worker threads.
     #[arg(long)]
     threads: Option<usize>,
+    /// Media only through a TURN relay: `sfu` (the relay and credentials in
+    /// joined.ice_servers) or turn:HOST:PORT.
+    #[arg(long)]
+    via_turn: Option<String>,
+    /// TURN username for --via-turn (default: from joined.ice_servers).
+    #[arg(long)]
+    turn_username: Option<String>,
+    /// TURN password for --via-turn (default: from joined.ice_servers).
+    #[arg(long, env = "LOADTEST_TURN_PASSWORD", hide_env_values = true)]
+    turn_password: Option<String>,
     /// Write the summary as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -210,6 +220,9 @@ fn scenario(a: &RunArgs) -> anyhow::Result<Scenario> {
     set!(duration_secs, a.duration);
     set!(video, a.video);
     set!(threads, a.threads);
+    set!(via_turn, a.via_turn);
+    set!(turn_username, a.turn_username);
+    set!(turn_password, a.turn_password);
     s.simulcast |= a.simulcast;
     s.audio &= !a.no_audio;
     s.e2ee &= !a.no_e2ee;

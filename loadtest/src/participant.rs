@@ -24,6 +24,7 @@ use crate::media::preset::{VideoPreset, AUDIO_CLOCK, VIDEO_CLOCK};
 use crate::packetize::{packetize_video, Reassembler};
 use crate::sframe_keys::{DecryptError, KeyRing, SenderKey};
 use crate::stats::{Totals, TrackStats};
+use crate::turn::path::{self, FromServer, TurnPath};
 
 /// A key rebroadcast follows a `participant_joined` after this delay, so a
 /// burst of joins costs one relay message.
@@ -52,6 +53,20 @@ pub struct ParticipantSpec {
     pub e2ee: bool,
     /// Tracks this participant should receive.
     pub expected_tracks: u64,
+    /// Media only through this TURN relay.
+    pub via_turn: Option<ViaTurn>,
+}
+
+/// Where `--via-turn` sends media. Missing parts come from the SFU's
+/// `joined.ice_servers` (its embedded relay with TURN REST credentials).
+#[derive(Debug, Clone, Default)]
+pub struct ViaTurn {
+    /// The relay's UDP address.
+    pub server: Option<SocketAddr>,
+    /// Username.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
 }
 
 /// Which of the two peer connections.
@@ -70,12 +85,14 @@ pub struct Peer {
     pub socket: mio::net::UdpSocket,
     local: SocketAddr,
     next_timeout: Instant,
+    turn: Option<TurnPath>,
 }
 
 impl Peer {
     fn new(
         local_ip: std::net::IpAddr,
         cert: Option<&DtlsCert>,
+        host_candidate: bool,
         now: Instant,
     ) -> anyhow::Result<Peer> {
         let socket = mio::net::UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
@@ -93,12 +110,15 @@ impl Peer {
             .enable_vp8(true)
             .set_stats_interval(None)
             .build(now);
-        rtc.add_local_candidate(Candidate::host(local, "udp")?);
+        if host_candidate {
+            rtc.add_local_candidate(Candidate::host(local, "udp")?);
+        }
         Ok(Peer {
             rtc,
             socket,
             local,
             next_timeout: now,
+            turn: None,
         })
     }
 }
@@ -163,13 +183,14 @@ impl Participant {
         out: UnboundedSender<String>,
         now: Instant,
     ) -> anyhow::Result<Participant> {
+        let via = spec.via_turn.clone();
         let publisher = spec
             .publish
-            .then(|| Peer::new(local_ip, cert, now))
+            .then(|| Peer::new(local_ip, cert, via.is_none(), now))
             .transpose()?;
         let subscriber = spec
             .subscribe
-            .then(|| Peer::new(local_ip, cert, now))
+            .then(|| Peer::new(local_ip, cert, via.is_none(), now))
             .transpose()?;
         let key = SenderKey::generate(u64::from(spec.index))?;
         let generator = Generator::new(now, spec.audio, spec.video, spec.simulcast);
@@ -240,6 +261,9 @@ impl Participant {
         match msg["type"].as_str() {
             Some("joined") => {
                 self.id = msg["participant"]["id"].as_str().map(String::from);
+                if let Err(e) = self.setup_turn(&msg["ice_servers"]) {
+                    self.fail(e);
+                }
                 if self.spec.publish {
                     self.broadcast_key();
                     if let Err(e) = self.offer() {
@@ -257,6 +281,8 @@ impl Participant {
                         if let Err(e) = peer.rtc.sdp_api().accept_answer(p, a) {
                             self.fail(format!("publish answer: {e}"));
                         }
+                        let sfu = msg["sdp"].as_str().and_then(path::sfu_candidate);
+                        self.start_turn(Side::Publish, sfu, now);
                     }
                     _ => self.fail("unusable publish_answer".into()),
                 }
@@ -314,6 +340,49 @@ impl Participant {
         Ok(())
     }
 
+    /// Gives each peer its TURN path (for `--via-turn`).
+    fn setup_turn(&mut self, ice_servers: &Value) -> Result<(), String> {
+        let Some(via) = self.spec.via_turn.clone() else {
+            return Ok(());
+        };
+        let from_sfu = path::from_ice_servers(ice_servers);
+        let server = via.server.or(from_sfu.as_ref().map(|s| s.0));
+        let user = via.username.or(from_sfu.as_ref().map(|s| s.1.clone()));
+        let pass = via.password.or(from_sfu.as_ref().map(|s| s.2.clone()));
+        let (Some(server), Some(user), Some(pass)) = (server, user, pass) else {
+            return Err(
+                "--via-turn: no TURN server or credentials (none in joined.ice_servers)".into(),
+            );
+        };
+        for peer in [self.publisher.as_mut(), self.subscriber.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            peer.turn = Some(TurnPath::new(server, user.clone(), pass.clone()));
+        }
+        Ok(())
+    }
+
+    /// Starts the TURN allocation of `side` towards the SFU's address.
+    fn start_turn(&mut self, side: Side, sfu: Option<SocketAddr>, now: Instant) {
+        let peer = match side {
+            Side::Publish => self.publisher.as_mut(),
+            Side::Subscribe => self.subscriber.as_mut(),
+        };
+        let Some(peer) = peer else { return };
+        let Some(turn) = peer.turn.as_mut() else {
+            return;
+        };
+        let Some(sfu) = sfu else {
+            return self.fail("--via-turn: no UDP candidate in the SFU's SDP".into());
+        };
+        if let Some(req) = turn.start(sfu, now) {
+            if peer.socket.send_to(&req, turn.server).is_ok() {
+                self.traffic.bytes_out += req.len() as u64;
+            }
+        }
+    }
+
     fn on_subscribe_offer(&mut self, msg: &Value) {
         let Some(peer) = self.subscriber.as_mut() else {
             self.fail("subscribe_offer without a subscribe connection".into());
@@ -362,6 +431,8 @@ impl Participant {
             });
         }
         self.send(json!({"type": "subscribe_answer", "sdp": answer.to_sdp_string()}));
+        let sfu = msg["sdp"].as_str().and_then(path::sfu_candidate);
+        self.start_turn(Side::Subscribe, sfu, Instant::now());
     }
 
     /// Feeds one datagram received on `side`'s socket; returns the next deadline.
@@ -377,10 +448,36 @@ impl Participant {
             Side::Publish => self.publisher.as_mut(),
             Side::Subscribe => self.subscriber.as_mut(),
         };
+        let mut failure = None;
         if let Some(peer) = peer {
-            if let Ok(r) = Receive::new(Protocol::Udp, from, peer.local, data) {
-                let _ = peer.rtc.handle_input(Input::Receive(now, r));
+            match peer.turn.as_mut() {
+                Some(turn) if from == turn.server => {
+                    match turn.on_datagram(data, now) {
+                        FromServer::Media { from, to, data } => {
+                            if let Ok(r) = Receive::new(Protocol::Udp, from, to, data) {
+                                let _ = peer.rtc.handle_input(Input::Receive(now, r));
+                            }
+                        }
+                        FromServer::Request(req) => {
+                            let _ = peer.socket.send_to(&req, turn.server);
+                        }
+                        FromServer::Nothing => {}
+                    }
+                    if let Some(c) = turn.new_candidate(peer.local) {
+                        peer.rtc.add_local_candidate(c);
+                    }
+                    failure = turn.failure();
+                }
+                Some(_) => {}
+                None => {
+                    if let Ok(r) = Receive::new(Protocol::Udp, from, peer.local, data) {
+                        let _ = peer.rtc.handle_input(Input::Receive(now, r));
+                    }
+                }
             }
+        }
+        if let Some(f) = failure {
+            self.fail(f);
         }
         self.drain(side, now);
         self.deadline()
@@ -406,6 +503,18 @@ impl Participant {
                 Side::Subscribe => self.subscriber.as_mut(),
             };
             let Some(peer) = peer else { continue };
+            if let Some(turn) = peer.turn.as_mut() {
+                if let Some(req) = turn.poll_retransmit(now) {
+                    let _ = peer.socket.send_to(&req, turn.server);
+                }
+                if let Some(f) = turn.failure() {
+                    if self.failed.is_none() {
+                        self.totals
+                            .note_error(format!("participant {}: {f}", self.spec.index));
+                        self.failed = Some(f);
+                    }
+                }
+            }
             // poll_output is not free: only after input (a due timeout or media written).
             let due = peer.next_timeout <= now;
             if due {
@@ -424,6 +533,9 @@ impl Participant {
         let mut d = far;
         for p in [&self.publisher, &self.subscriber].into_iter().flatten() {
             d = d.min(p.next_timeout);
+            if let Some(t) = p.turn.as_ref().and_then(TurnPath::retransmit_at) {
+                d = d.min(t);
+            }
         }
         if self.publishing {
             if let Some(t) = self.generator.next_due() {
@@ -449,8 +561,15 @@ impl Participant {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
-                    if peer.socket.send_to(&t.contents, t.destination).is_ok() {
-                        self.traffic.bytes_out += t.contents.len() as u64;
+                    let sent = match peer.turn.as_ref() {
+                        // Through the relay only; nothing leaves before the channel is bound.
+                        Some(turn) => turn
+                            .wrap(t.source, &t.contents)
+                            .and_then(|w| peer.socket.send_to(&w, turn.server).ok()),
+                        None => peer.socket.send_to(&t.contents, t.destination).ok(),
+                    };
+                    if let Some(n) = sent {
+                        self.traffic.bytes_out += n as u64;
                     }
                 }
                 Ok(Output::Event(e)) => self.on_event(side, e, now),

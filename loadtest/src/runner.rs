@@ -53,6 +53,7 @@ pub fn participants(s: &Scenario) -> anyhow::Result<Vec<ParticipantSpec>> {
                 simulcast: s.simulcast,
                 e2ee: s.e2ee,
                 expected_tracks: if subscribe { others * tracks } else { 0 },
+                via_turn: s.via_turn(),
             });
         }
     }

@@ -46,6 +46,13 @@ pub struct Scenario {
     pub e2ee: bool,
     /// Worker threads (each one mio loop with many participants).
     pub threads: usize,
+    /// Media only through a TURN relay: empty = off, `sfu` = the relay and
+    /// credentials of `joined.ice_servers`, or `turn:HOST:PORT`.
+    pub via_turn: String,
+    /// TURN username (default: from `joined.ice_servers`).
+    pub turn_username: String,
+    /// TURN password (default: from `joined.ice_servers`).
+    pub turn_password: String,
 }
 
 impl Default for Scenario {
@@ -65,6 +72,9 @@ impl Default for Scenario {
             simulcast: false,
             e2ee: true,
             threads: 1,
+            via_turn: String::new(),
+            turn_username: String::new(),
+            turn_password: String::new(),
         }
     }
 }
@@ -92,6 +102,12 @@ impl Scenario {
         anyhow::ensure!(self.duration_secs > 0.0, "duration_secs must be positive");
         anyhow::ensure!(self.threads >= 1, "threads must be at least 1");
         anyhow::ensure!(
+            self.via_turn.is_empty()
+                || self.via_turn == "sfu"
+                || crate::turn::path::parse_turn_url(&self.via_turn).is_some(),
+            "via_turn must be empty, \"sfu\" or turn:HOST:PORT"
+        );
+        anyhow::ensure!(
             self.video == "none" || VideoPreset::parse(&self.video).is_some(),
             "video must be 180p, 360p, 720p or none"
         );
@@ -100,6 +116,19 @@ impl Scenario {
             "url must be ws:// or wss://"
         );
         Ok(())
+    }
+
+    /// The TURN relay for media, if `via_turn` is set.
+    pub fn via_turn(&self) -> Option<crate::participant::ViaTurn> {
+        if self.via_turn.is_empty() {
+            return None;
+        }
+        let some = |v: &String| (!v.is_empty()).then(|| v.clone());
+        Some(crate::participant::ViaTurn {
+            server: crate::turn::path::parse_turn_url(&self.via_turn),
+            username: some(&self.turn_username),
+            password: some(&self.turn_password),
+        })
     }
 
     /// The video preset, if any.

@@ -13,6 +13,10 @@ const KEY: &str = "loadtest-integration-key";
 
 /// An SFU on ephemeral loopback ports, its runtime kept alive by the caller.
 fn start_sfu(corrupt: bool) -> (tokio::runtime::Runtime, Server) {
+    start_sfu_with(corrupt, false)
+}
+
+fn start_sfu_with(corrupt: bool, turn: bool) -> (tokio::runtime::Runtime, Server) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -24,7 +28,9 @@ fn start_sfu(corrupt: bool) -> (tokio::runtime::Runtime, Server) {
     config.media.ice_tcp = false;
     config.media.test_corrupt_payload = corrupt;
     config.auth.key = KEY.into();
-    config.turn.enabled = false;
+    config.turn.enabled = turn;
+    config.turn.udp = vec!["127.0.0.1:0".parse().unwrap()];
+    config.turn.tcp = vec![];
     let server = rt.block_on(Server::start(config)).expect("sfu starts");
     (rt, server)
 }
@@ -115,4 +121,32 @@ fn corrupting_forwarder_is_caught_and_fails_the_run() {
     assert_eq!(v["frames_received"], 0);
     assert!(stdout.contains("integrity errors"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn via_turn_sends_all_media_through_the_relay() {
+    let (_rt, server) = start_sfu_with(false, true);
+    let mut s = scenario(&server);
+    s.publishers = 2;
+    s.subscribers = 2;
+    s.duration_secs = 2.0;
+    s.via_turn = "sfu".into();
+    let metrics = format!("http://{}/metrics", server.http_addr);
+    let opts = RunOptions {
+        quiet: true,
+        ..RunOptions::default()
+    };
+    let summary = runner::run(&s, &opts).expect("run");
+    println!("{}", summary.table());
+    assert_eq!(summary.failed, 0, "{:?}", summary.errors);
+    assert_eq!(summary.integrity_errors, 0);
+    assert_eq!(summary.tracks_received, summary.tracks_expected);
+    // Each publisher receives the other (2 tracks), each subscriber both (4).
+    assert_eq!(summary.tracks_expected, 2 * 2 + 2 * 4);
+    // Every peer connection allocated (2 publishers × 2 + 2 subscribers),
+    // and the media went through the relay.
+    let allocations = loadtest::server_cost::scrape(&metrics, "turn_allocations_total").unwrap();
+    assert_eq!(allocations, 6.0);
+    let relayed = loadtest::server_cost::scrape(&metrics, "turn_relayed_packets_total").unwrap();
+    assert!(relayed > summary.packets_received as f64, "{relayed}");
 }

@@ -95,6 +95,11 @@ impl Allocation {
         }
     }
 
+    /// The peer the allocation permits and binds.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// The first request (an unauthenticated Allocate).
     pub fn start(&mut self, now: Instant) -> Vec<u8> {
         self.started = now;

@@ -7,3 +7,4 @@
 pub mod allocation;
 pub mod driver;
 pub mod echo;
+pub mod path;
