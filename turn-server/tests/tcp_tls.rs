@@ -681,6 +681,47 @@ fn client_that_does_not_read_is_disconnected() {
 }
 
 #[test]
+fn a_client_that_reads_late_loses_datagrams_not_its_connection() {
+    let server = Server::start(config());
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.tcp().into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut client = Client::new(Box::new(stream));
+    let relay = client.allocate();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.bind(0x4001, peer.local_addr().unwrap());
+    // The peer sends until the client's write queue overflows, then stops
+    // (well within the stall limit).
+    let dropped = Some(("reason", "client_write_queue_full"));
+    let datagram = vec![0x11u8; 1200];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while server.metric("turn_dropped_total", dropped) == 0 {
+        assert!(Instant::now() < deadline, "write queue never filled");
+        for _ in 0..64 {
+            let _ = peer.send_to(&datagram, relay);
+        }
+    }
+    // The client catches up: what was queued arrives whole, then new data.
+    peer.send_to(b"after the stall", relay).unwrap();
+    let mut frames = 0;
+    loop {
+        let (channel, data) = client.channel_data();
+        assert_eq!(channel, 0x4001);
+        if data == b"after the stall" {
+            break;
+        }
+        assert_eq!(data, datagram);
+        frames += 1;
+    }
+    assert!(frames > 0);
+    let closed = Some(("reason", "write_queue_full"));
+    assert_eq!(server.metric("turn_connections_closed_total", closed), 0);
+    assert_eq!(server.metric("turn_connections", None), 1);
+}
+
+#[test]
 fn connections_per_source_are_rate_limited() {
     let mut c = config();
     c.limits.connections_burst = 2.0;
