@@ -3,7 +3,9 @@
 //! of the protocol state. Nothing crosses threads on the hot path:
 //!
 //! * UDP: a SO_REUSEPORT client socket per worker; the kernel hashes each
-//!   client's 5-tuple to one worker's socket.
+//!   client's 5-tuple to one worker's socket. UDP sockets (client and
+//!   relay) are read with `recvmmsg`, and what a round sends leaves in
+//!   `sendmmsg`/GSO batches ([`crate::datagram_batch`]).
 //! * TCP and TLS: a SO_REUSEPORT listener per worker and address; the
 //!   kernel spreads incoming connections over the workers' listeners, and
 //!   a connection (with its allocation, relay socket and TLS session)
