@@ -125,6 +125,7 @@ impl Server {
             }
         }));
         info!(http = %http_addr, udp = %udp_addr, tcp = ?tcp_addr, "sfu listening");
+        info!("web client: open http://{http_addr}/ in a browser");
         Ok(Server {
             http_addr,
             udp_addr,
