@@ -26,7 +26,8 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>, scale: f64) -> Percentiles {
+    /// Percentiles of `h`, each value multiplied by `scale` (e.g. µs → ms).
+    pub fn of(h: &Histogram<u64>, scale: f64) -> Percentiles {
         if h.is_empty() {
             return Percentiles::default();
         }

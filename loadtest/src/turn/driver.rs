@@ -301,12 +301,12 @@ pub fn run(o: &TurnOptions) -> anyhow::Result<TurnSummary> {
         } else {
             0.0
         },
-        allocation_ms: percentiles(&alloc_ms, 1.0),
+        allocation_ms: Percentiles::of(&alloc_ms, 1.0),
         traffic_secs,
         sent,
         received,
         loss_pct,
-        rtt_ms: percentiles(&rtt_us, 1e-3),
+        rtt_ms: Percentiles::of(&rtt_us, 1e-3),
         mbps_out: sent as f64 * o.size as f64 * 8.0 / traffic_secs.max(1e-3) / 1e6,
         relayed_per_sec: relayed as f64 / traffic_secs.max(1e-3),
         cpu_us_per_relayed: server
@@ -405,19 +405,6 @@ pub fn table(s: &TurnSummary) -> String {
     rows.iter()
         .map(|(k, v)| format!("  {k:<18} {v}\n"))
         .collect()
-}
-
-fn percentiles(h: &Histogram<u64>, scale: f64) -> Percentiles {
-    if h.is_empty() {
-        return Percentiles::default();
-    }
-    Percentiles {
-        count: h.len(),
-        p50: h.value_at_quantile(0.5) as f64 * scale,
-        p95: h.value_at_quantile(0.95) as f64 * scale,
-        p99: h.value_at_quantile(0.99) as f64 * scale,
-        max: h.max() as f64 * scale,
-    }
 }
 
 fn worker(
