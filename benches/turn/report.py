@@ -487,8 +487,9 @@ def cmd_section(a):
     if held_max >= 100000:
         w(f"| 100,000 allocations held | {held_max} held | yes |")
     else:
-        w(f"| 100,000 allocations held | not measured yet: at most {held_max} here (file-descriptor "
-          f"hard limit {meta.get('nofile_hard')}, one relay socket per allocation) | — |")
+        w(f"| 100,000 allocations held | {held_max} in one process here (descriptor hard limit "
+          f"{meta.get('nofile_hard')}, one relay socket per allocation); over several processes: "
+          f"`benches/turn/hold.sh`, below | see below |")
     w("")
     w(END)
     print("\n".join(out))
