@@ -3,7 +3,7 @@
 //! publishes and the statistics of what it receives. It owns its UDP sockets
 //! but no thread or task: a worker's event loop drives it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::clock;
 use crate::frame::FrameHeader;
+use crate::key_exchange::{BaseKey, KeyExchange};
 use crate::media::generator::{FrameSpec, Generator, Kind};
 use crate::media::preset::{VideoPreset, AUDIO_CLOCK, VIDEO_CLOCK};
 use crate::packetize::{packetize_video, Reassembler};
@@ -26,14 +27,16 @@ use crate::sframe_keys::{DecryptError, KeyRing, SenderKey};
 use crate::stats::{Totals, TrackStats};
 use crate::turn::path::{self, FromServer, TurnPath};
 
-/// A key rebroadcast follows a `participant_joined` after this delay, so a
-/// burst of joins costs one relay message.
-const KEY_REBROADCAST_DELAY: Duration = Duration::from_millis(100);
+/// Signaling messages per second, and at once, a participant allows itself:
+/// under the SFU's default rate limit (50/s, burst 200) with room for SDP and
+/// pings, since joining a big room costs a relay message per peer.
+const SEND_RATE: f64 = 40.0;
+const SEND_BURST: f64 = 100.0;
 
 /// What one participant does.
 #[derive(Debug, Clone)]
 pub struct ParticipantSpec {
-    /// Global index: identity suffix and SFrame key id.
+    /// Global index: identity suffix and frame header sender.
     pub index: u32,
     /// Room name.
     pub room: String,
@@ -156,13 +159,18 @@ pub struct Participant {
     publishing: bool,
     generator: Generator,
     key: Option<SenderKey>,
+    kx: KeyExchange,
+    /// Relay messages waiting for send budget, and that budget.
+    relay_queue: VecDeque<String>,
+    budget: (f64, Instant),
+    /// Frame header sender index per publisher, from its first good frame.
+    senders: HashMap<String, u32>,
     seqs: HashMap<(Kind, u8), u64>,
     tracks: HashMap<Mid, RxTrack>,
     ring: KeyRing,
     started: Instant,
     /// When the first frame decrypted.
     pub first_frame: Option<Instant>,
-    rebroadcast_at: Option<Instant>,
     /// Why it failed, if it did.
     pub failed: Option<String>,
     /// Totals of this participant (finished tracks, frames sent, errors).
@@ -192,7 +200,10 @@ impl Participant {
             .subscribe
             .then(|| Peer::new(local_ip, cert, via.is_none(), now))
             .transpose()?;
-        let key = SenderKey::generate(u64::from(spec.index))?;
+        // KIDs are random per sender, as the web client makes them.
+        let base = BaseKey::generate();
+        let key = SenderKey::from_material(base.kid, base.raw)?;
+        let kx = KeyExchange::new(spec.publish.then_some(base))?;
         let generator = Generator::new(now, spec.audio, spec.video, spec.simulcast);
         Ok(Participant {
             spec,
@@ -206,12 +217,15 @@ impl Participant {
             publishing: false,
             generator,
             key: Some(key),
+            kx,
+            relay_queue: VecDeque::new(),
+            budget: (SEND_BURST, now),
+            senders: HashMap::new(),
             seqs: HashMap::new(),
             tracks: HashMap::new(),
             ring: KeyRing::default(),
             started: now,
             first_frame: None,
-            rebroadcast_at: None,
             failed: None,
             totals: Totals::default(),
             traffic: Traffic::default(),
@@ -233,9 +247,54 @@ impl Participant {
     }
 
     fn send(&mut self, v: Value) {
-        if self.out.send(v.to_string()).is_err() && self.failed.is_none() {
+        self.budget.0 -= 1.0;
+        self.send_text(v.to_string());
+    }
+
+    fn send_text(&mut self, text: String) {
+        if self.out.send(text).is_err() && self.failed.is_none() {
             self.failed = Some("signaling closed".into());
         }
+    }
+
+    /// Queues relay messages behind the send budget and sends what it allows.
+    fn relay(&mut self, out: Vec<crate::key_exchange::Outgoing>, now: Instant) {
+        self.relay_queue
+            .extend(out.iter().map(|o| o.relay_message().to_string()));
+        self.flush_relays(now);
+    }
+
+    fn flush_relays(&mut self, now: Instant) {
+        let (tokens, last) = self.budget;
+        let refill = now.saturating_duration_since(last).as_secs_f64() * SEND_RATE;
+        self.budget = ((tokens + refill).min(SEND_BURST), now);
+        while self.budget.0 >= 1.0 {
+            let Some(text) = self.relay_queue.pop_front() else {
+                break;
+            };
+            self.budget.0 -= 1.0;
+            self.send_text(text);
+        }
+    }
+
+    /// When the send budget allows the next queued relay message.
+    fn relay_due(&self) -> Option<Instant> {
+        if self.relay_queue.is_empty() {
+            return None;
+        }
+        let missing = (1.0 - self.budget.0).max(0.0);
+        Some(self.budget.1 + Duration::from_secs_f64(missing / SEND_RATE))
+    }
+
+    /// Handles an `e2ee-*` relay payload: key exchange answers, learned keys.
+    fn on_key_exchange(&mut self, from: &str, payload: &Value, now: Instant) {
+        let mut out = Vec::new();
+        if let Some(r) = self.kx.handle(from, payload, &mut out) {
+            if let Err(e) = self.ring.learn(&r.from, r.key.kid, r.key.raw) {
+                self.fail(format!("key from {from}: {e}"));
+            }
+        }
+        self.relay(out, now);
     }
 
     fn fail(&mut self, why: String) {
@@ -243,13 +302,6 @@ impl Participant {
             self.totals
                 .note_error(format!("participant {}: {why}", self.spec.index));
             self.failed = Some(why);
-        }
-    }
-
-    fn broadcast_key(&mut self) {
-        if let Some(k) = &self.key {
-            let payload = k.relay_payload();
-            self.send(json!({"type": "relay", "to": "everyone", "payload": payload}));
         }
     }
 
@@ -264,15 +316,22 @@ impl Participant {
                 if let Err(e) = self.setup_turn(&msg["ice_servers"]) {
                     self.fail(e);
                 }
+                if self.spec.e2ee {
+                    // Answers (reply hellos, wrapped keys) come from those
+                    // already here; later joiners' hellos reach us.
+                    let hello = self.kx.hello();
+                    self.relay(vec![hello], now);
+                }
                 if self.spec.publish {
-                    self.broadcast_key();
                     if let Err(e) = self.offer() {
                         self.fail(format!("publish offer: {e}"));
                     }
                 }
             }
-            Some("participant_joined") if self.spec.publish && self.rebroadcast_at.is_none() => {
-                self.rebroadcast_at = Some(now + KEY_REBROADCAST_DELAY);
+            Some("participant_left") => {
+                if let Some(id) = msg["participant_id"].as_str() {
+                    self.kx.forget(id);
+                }
             }
             Some("publish_answer") => {
                 let answer = msg["sdp"].as_str().map(SdpAnswer::from_sdp_string);
@@ -289,13 +348,18 @@ impl Participant {
             }
             Some("subscribe_offer") => self.on_subscribe_offer(&msg),
             Some("relay") => {
-                if let Some(from) = msg["from"].as_str() {
-                    self.ring.learn(from, &msg["payload"]);
+                let payload = &msg["payload"];
+                let ours = payload["kind"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("e2ee-"));
+                if let (Some(from), true, true) = (msg["from"].as_str(), ours, self.spec.e2ee) {
+                    self.on_key_exchange(from, payload, now);
                 }
             }
             Some("error") => {
                 let code = msg["code"].as_str().unwrap_or("?").to_string();
-                // Rate limiting of a key rebroadcast is harmless; the rest is not.
+                // A rate-limited relay shows as frames without a key (the
+                // sends are paced to avoid it); the rest is fatal.
                 if code != "rate_limited" {
                     self.fail(format!("server error {code}: {}", msg["message"]));
                 }
@@ -483,12 +547,11 @@ impl Participant {
         self.deadline()
     }
 
-    /// Runs what is due at `now` (str0m timeouts, media, key rebroadcast);
-    /// returns the next deadline.
+    /// Runs what is due at `now` (str0m timeouts, media, paced relay
+    /// messages); returns the next deadline.
     pub fn poll(&mut self, now: Instant) -> Instant {
-        if self.rebroadcast_at.is_some_and(|t| t <= now) {
-            self.rebroadcast_at = None;
-            self.broadcast_key();
+        if self.relay_due().is_some_and(|t| t <= now) {
+            self.flush_relays(now);
         }
         let mut sent = false;
         if self.publishing {
@@ -542,7 +605,7 @@ impl Participant {
                 d = d.min(t);
             }
         }
-        if let Some(t) = self.rebroadcast_at {
+        if let Some(t) = self.relay_due() {
             d = d.min(t);
         }
         d
@@ -626,18 +689,9 @@ impl Participant {
             }
         };
         let Some(frame) = frame else { return };
-        let expected_kid = self.ring.owners.get(&track.owner).copied();
         let plain = if self.spec.e2ee {
-            match self.ring.decrypt(&frame, &mut self.plain) {
-                Ok(kid) if Some(kid) == expected_kid => &self.plain[..],
-                Ok(kid) => {
-                    track.stats.integrity_errors += 1;
-                    self.totals.note_error(format!(
-                        "frame with key id {kid} on a track of {}",
-                        track.owner
-                    ));
-                    return;
-                }
+            match self.ring.decrypt(&track.owner, &frame, &mut self.plain) {
+                Ok(_) => &self.plain[..],
                 Err(DecryptError::NoKey(_)) => {
                     track.stats.no_key += 1;
                     return;
@@ -653,9 +707,10 @@ impl Participant {
             &frame[..]
         };
         match FrameHeader::decode(plain) {
+            // A publisher's frames all name one sender: its first frame's.
             Ok(h)
                 if h.kind == track.kind
-                    && (expected_kid.is_none() || expected_kid == Some(u64::from(h.sender))) =>
+                    && *self.senders.entry(track.owner.clone()).or_insert(h.sender) == h.sender =>
             {
                 let latency = track.stats.on_frame(&h, now_us);
                 let _ = self.totals.latency_us.record(latency.max(1));
@@ -791,4 +846,112 @@ fn finish_track(totals: &mut Totals, t: &RxTrack) {
         Kind::Video => (VIDEO_CLOCK, true),
     };
     totals.add_track(&t.stats, clock, video);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key_exchange::KeyExchange;
+
+    fn publisher(now: Instant) -> (Participant, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let spec = ParticipantSpec {
+            index: 1,
+            room: "r".into(),
+            token: "t".into(),
+            publish: true,
+            subscribe: false,
+            audio: true,
+            video: None,
+            simulcast: false,
+            e2ee: true,
+            expected_tracks: 0,
+            via_turn: None,
+        };
+        let ip = std::net::Ipv4Addr::LOCALHOST.into();
+        (Participant::new(spec, ip, None, tx, now).unwrap(), rx)
+    }
+
+    fn drain(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Vec<Value> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn key_exchange_over_signaling_is_paced_under_the_rate_limit() {
+        let t0 = Instant::now();
+        let (mut p, mut rx) = publisher(t0);
+        p.on_signal(r#"{"type":"joined","participant":{"id":"PA_me"}}"#, t0);
+        let first = drain(&mut rx);
+        let hello = first.iter().find(|m| m["type"] == "relay").unwrap();
+        assert_eq!(hello["to"], "everyone");
+        assert_eq!(hello["payload"]["kind"], "e2ee-hello");
+        // 100 browsers' hellos arrive at once: each wants a reply hello and
+        // our wrapped key, 200 relays in all.
+        let browsers: Vec<KeyExchange> =
+            (0..100).map(|_| KeyExchange::new(None).unwrap()).collect();
+        for (i, b) in browsers.iter().enumerate() {
+            let msg =
+                json!({"type": "relay", "from": format!("PA_{i}"), "payload": b.hello().payload});
+            p.on_signal(&msg.to_string(), t0);
+        }
+        let burst = drain(&mut rx);
+        assert!(burst.len() < 100, "{} sent at once", burst.len());
+        // The rest follows at the paced rate, announced by the deadline.
+        let mut sent = burst.len();
+        let mut now = t0;
+        for _ in 0..1000 {
+            let next = p.deadline().min(now + Duration::from_millis(50));
+            now = next.max(now);
+            p.poll(now);
+            sent += drain(&mut rx)
+                .iter()
+                .filter(|m| m["type"] == "relay")
+                .count();
+            if sent >= 200 {
+                break;
+            }
+        }
+        assert_eq!(sent, 200);
+        let secs = now.duration_since(t0).as_secs_f64();
+        assert!(secs >= (200.0 - SEND_BURST) / SEND_RATE - 0.1, "{secs}");
+        assert!(secs < 200.0 / SEND_RATE, "{secs}");
+    }
+
+    #[test]
+    fn keys_from_the_exchange_reach_the_ring() {
+        let t0 = Instant::now();
+        let (mut p, mut rx) = publisher(t0);
+        p.on_signal(r#"{"type":"joined","participant":{"id":"PA_me"}}"#, t0);
+        let hello = drain(&mut rx)
+            .into_iter()
+            .find(|m| m["type"] == "relay")
+            .unwrap();
+        let key = BaseKey::generate();
+        let mut other = KeyExchange::new(Some(key)).unwrap();
+        let mut out = Vec::new();
+        other.handle("PA_me", &hello["payload"], &mut out);
+        for o in out {
+            let msg = json!({"type": "relay", "from": "PA_other", "payload": o.payload});
+            p.on_signal(&msg.to_string(), t0);
+        }
+        assert!(p.ring.knows("PA_other"));
+        // Our answers: the ack, and our own key for them.
+        let answers = drain(&mut rx);
+        let kinds: Vec<&str> = answers
+            .iter()
+            .filter_map(|m| m["payload"]["kind"].as_str())
+            .collect();
+        assert_eq!(kinds, ["e2ee-key", "e2ee-ack"]);
+        let mut out = Vec::new();
+        let learned: Vec<_> = answers
+            .iter()
+            .filter_map(|m| other.handle("PA_me", &m["payload"], &mut out))
+            .collect();
+        assert_eq!(learned.len(), 1);
+        let learned = &learned[0];
+        assert_eq!(Some(learned.key), p.kx.current());
+        assert!(other.acknowledged("PA_me", key.kid));
+    }
 }
