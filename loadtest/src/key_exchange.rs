@@ -3,13 +3,19 @@
 //! participants and browsers can share a room:
 //!
 //! - each session has an ephemeral ECDH P-256 key pair and says
-//!   `{"kind":"e2ee-hello","v":1,"pub":…}` to everyone; whoever did not know
-//!   the sender answers with its own hello (`"reply":true`) to it alone;
-//! - on learning a peer, a sender wraps its 16-byte base key for it with
-//!   AES-256-GCM under HKDF-SHA256(ECDH secret, salt "", info
-//!   "sfu-web key wrap v1" ‖ sender public ‖ recipient public), AAD
-//!   "e2ee-key {kid}", and relays `{"kind":"e2ee-key","kid","iv","wrapped"}`;
-//! - the recipient unwraps it and answers `{"kind":"e2ee-ack","kid"}`.
+//!   `{"kind":"e2ee-hello","v":1,"pub":…}` to everyone;
+//! - what a session owes the peers it learned (its public key and its
+//!   16-byte base key, wrapped per recipient with AES-256-GCM under
+//!   HKDF-SHA256(ECDH secret, salt "", info "sfu-web key wrap v1" ‖ sender
+//!   public ‖ recipient public), AAD "e2ee-key {kid}") goes out in batches to
+//!   everyone: `{"kind":"e2ee-keys","v":1,"pub","kid","keys":{id:{iv,wrapped}}}`,
+//!   at most [`MAX_BATCH_BYTES`] of JSON each. A batch from a sender we did not
+//!   know doubles as its reply hello; without a key to give, `kid` is absent
+//!   and `keys` empty. The caller decides when to [`KeyExchange::flush`]
+//!   (keys.js waits 50 ms after the first newcomer);
+//! - the recipient unwraps its entry and answers `{"kind":"e2ee-ack","kid"}`.
+//! - single-recipient `e2ee-key` and `"reply":true` hellos of older clients
+//!   are still understood; they are no longer sent.
 //!
 //! Sans-IO: payloads go in, payloads to relay come out. Unlike keys.js this
 //! side never rotates its own key (simulated participants do not outlive the
@@ -32,6 +38,9 @@ const WRAP_INFO: &[u8] = b"sfu-web key wrap v1";
 const PUBLIC_LEN: usize = 65;
 /// Largest KID keys.js accepts (`Number.isSafeInteger`).
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+/// Cap on one batch's payload JSON: a quarter of the relay limit
+/// (`signaling.max_relay_bytes`, 131072), as keys.js `MAX_BATCH_BYTES`.
+pub const MAX_BATCH_BYTES: usize = 32 * 1024;
 
 /// A failure of the local crypto (never of network input, which is dropped).
 #[derive(Debug, Error)]
@@ -119,6 +128,10 @@ pub struct KeyExchange {
     current: Option<BaseKey>,
     peers: HashMap<String, Peer>,
     acked: HashSet<(String, u64)>,
+    /// Our participant id, to find our entry in a batch.
+    me: Option<String>,
+    /// Peers we owe our public key and base key, in order learned.
+    owed: Vec<String>,
 }
 
 impl KeyExchange {
@@ -145,6 +158,8 @@ impl KeyExchange {
             current,
             peers: HashMap::new(),
             acked: HashSet::new(),
+            me: None,
+            owed: Vec::new(),
         })
     }
 
@@ -161,6 +176,79 @@ impl KeyExchange {
         }
     }
 
+    /// Sets our participant id (from `joined`): batches name recipients by it.
+    pub fn set_id(&mut self, id: &str) {
+        self.me = Some(id.to_string());
+    }
+
+    /// How many peers wait for what [`KeyExchange::flush`] sends.
+    pub fn owed(&self) -> usize {
+        self.owed.len()
+    }
+
+    /// How many entries fit one batch for sure (flush early at this many).
+    pub fn batch_capacity() -> usize {
+        // An entry is ≤ 64 bytes of iv/wrapped/punctuation plus its id
+        // (SFU ids are short; 64 bytes leaves room).
+        MAX_BATCH_BYTES / 128
+    }
+
+    /// The batches giving everyone owed our public key and base key, each
+    /// at most [`MAX_BATCH_BYTES`] of payload JSON; empty if nobody is owed.
+    pub fn flush(&mut self) -> Vec<Outgoing> {
+        let owed = std::mem::take(&mut self.owed);
+        if owed.is_empty() {
+            return Vec::new();
+        }
+        let pub_b64 = B64.encode(&self.public);
+        let Some(key) = self.current else {
+            // Nothing to wrap: one pub-only batch is the reply hello.
+            return vec![Outgoing {
+                to: To::Everyone,
+                payload: json!({"kind": "e2ee-keys", "v": 1, "pub": pub_b64, "keys": {}}),
+            }];
+        };
+        self.batches(key, &owed)
+    }
+
+    /// Batches giving `key` to `ids` (those we know), split by size.
+    fn batches(&self, key: BaseKey, ids: &[String]) -> Vec<Outgoing> {
+        let pub_b64 = B64.encode(&self.public);
+        let empty = json!({"kind": "e2ee-keys", "v": 1, "pub": pub_b64, "kid": key.kid,
+                           "keys": {}});
+        let base = empty.to_string().len();
+        let mut out = Vec::new();
+        let mut keys = serde_json::Map::new();
+        let mut size = base;
+        for id in ids {
+            let Some(entry) = self.wrap_entry(id, key) else {
+                continue;
+            };
+            // "id":{...} plus a comma.
+            let add = Value::String(id.clone()).to_string().len() + 2 + entry.to_string().len();
+            if !keys.is_empty() && size + add > MAX_BATCH_BYTES {
+                let mut m = empty.clone();
+                m["keys"] = Value::Object(std::mem::take(&mut keys));
+                out.push(Outgoing {
+                    to: To::Everyone,
+                    payload: m,
+                });
+                size = base;
+            }
+            size += add;
+            keys.insert(id.clone(), entry);
+        }
+        if !keys.is_empty() {
+            let mut m = empty;
+            m["keys"] = Value::Object(keys);
+            out.push(Outgoing {
+                to: To::Everyone,
+                payload: m,
+            });
+        }
+        out
+    }
+
     /// Whether `id` acknowledged our key `kid`.
     pub fn acknowledged(&self, id: &str, kid: u64) -> bool {
         self.acked.contains(&(id.to_string(), kid))
@@ -169,6 +257,7 @@ impl KeyExchange {
     /// Forgets a participant that left.
     pub fn forget(&mut self, id: &str) {
         self.peers.remove(id);
+        self.owed.retain(|who| who != id);
         self.acked.retain(|(who, _)| who != id);
     }
 
@@ -178,10 +267,24 @@ impl KeyExchange {
     pub fn handle(&mut self, from: &str, p: &Value, out: &mut Vec<Outgoing>) -> Option<Received> {
         match p["kind"].as_str()? {
             "e2ee-hello" => {
-                self.on_hello(from, p, out);
+                self.on_hello(from, p);
                 None
             }
-            "e2ee-key" => self.on_key(from, p, out),
+            "e2ee-key" => {
+                let kid = p["kid"].as_u64()?;
+                self.on_key(from, p, aad(kid), out)
+            }
+            "e2ee-keys" => {
+                // The pub is a reply hello for whoever did not know `from`.
+                let mut hello = json!({"pub": p["pub"].clone(), "reply": true});
+                self.on_hello(from, &hello);
+                let me = self.me.as_deref()?;
+                let entry = p["keys"].get(me)?;
+                hello = json!({"kid": p["kid"].clone(), "iv": entry["iv"].clone(),
+                               "wrapped": entry["wrapped"].clone()});
+                let kid = p["kid"].as_u64()?;
+                self.on_key(from, &hello, batch_aad(kid, from, me), out)
+            }
             "e2ee-ack" => {
                 if let Some(kid) = p["kid"].as_u64() {
                     if self.peers.contains_key(from) {
@@ -194,7 +297,7 @@ impl KeyExchange {
         }
     }
 
-    fn on_hello(&mut self, from: &str, p: &Value, out: &mut Vec<Outgoing>) {
+    fn on_hello(&mut self, from: &str, p: &Value) {
         let Some(public) = p["pub"].as_str().and_then(|s| B64.decode(s).ok()) else {
             return;
         };
@@ -209,22 +312,21 @@ impl KeyExchange {
             return;
         };
         self.peers.insert(from.to_string(), peer);
-        // They may not have our public key yet (we were there first).
-        if !truthy(&p["reply"]) {
-            out.push(Outgoing {
-                to: To::One(from.to_string()),
-                payload: json!({"kind": "e2ee-hello", "v": 1, "pub": B64.encode(&self.public),
-                                "reply": true}),
-            });
-        }
-        if let Some(key) = self.current {
-            if let Some(msg) = self.wrap_for(from, key) {
-                out.push(msg);
-            }
+        // They may not have our public key yet, and need our base key: both
+        // go in the next batch (a reply hello needs no pub back, but the
+        // batch goes to everyone anyway). Nothing is sent from here.
+        if !self.owed.iter().any(|o| o == from) {
+            self.owed.push(from.to_string());
         }
     }
 
-    fn on_key(&mut self, from: &str, p: &Value, out: &mut Vec<Outgoing>) -> Option<Received> {
+    fn on_key(
+        &mut self,
+        from: &str,
+        p: &Value,
+        aad: Vec<u8>,
+        out: &mut Vec<Outgoing>,
+    ) -> Option<Received> {
         let peer = self.peers.get(from)?;
         let kid = p["kid"].as_u64().filter(|k| *k <= MAX_SAFE_INTEGER)?;
         let iv: [u8; NONCE_LEN] = B64.decode(p["iv"].as_str()?).ok()?.try_into().ok()?;
@@ -233,7 +335,7 @@ impl KeyExchange {
             .wrap_in
             .open_in_place(
                 Nonce::assume_unique_for_key(iv),
-                Aad::from(aad(kid)),
+                Aad::from(aad),
                 &mut wrapped,
             )
             .ok()?;
@@ -248,23 +350,20 @@ impl KeyExchange {
         })
     }
 
-    /// The `e2ee-key` message giving `key` to peer `id`.
-    fn wrap_for(&self, id: &str, key: BaseKey) -> Option<Outgoing> {
+    /// The batch entry `{iv, wrapped}` giving `key` to peer `id`.
+    fn wrap_entry(&self, id: &str, key: BaseKey) -> Option<Value> {
         let peer = self.peers.get(id)?;
+        let me = self.me.as_deref()?;
         let iv: [u8; NONCE_LEN] = rand::random();
         let mut wrapped = key.raw.to_vec();
         peer.wrap_out
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(iv),
-                Aad::from(aad(key.kid)),
+                Aad::from(batch_aad(key.kid, me, id)),
                 &mut wrapped,
             )
             .ok()?;
-        Some(Outgoing {
-            to: To::One(id.to_string()),
-            payload: json!({"kind": "e2ee-key", "kid": key.kid, "iv": B64.encode(iv),
-                            "wrapped": B64.encode(&wrapped)}),
-        })
+        Some(json!({"iv": B64.encode(iv), "wrapped": B64.encode(&wrapped)}))
     }
 
     /// Both wrap keys for a peer with public key `theirs`.
@@ -296,20 +395,17 @@ fn wrap_key(shared: &[u8], from: &[u8], to: &[u8]) -> Result<LessSafeKey, KeyExc
     Ok(LessSafeKey::new(UnboundKey::from(okm)))
 }
 
-/// The AAD of a wrapped key: `e2ee-key {kid}` (a JS number in decimal).
+/// The AAD of a single `e2ee-key` (older clients): `e2ee-key {kid}` (a JS
+/// number in decimal).
 fn aad(kid: u64) -> Vec<u8> {
     format!("e2ee-key {kid}").into_bytes()
 }
 
-/// JavaScript truthiness of a JSON value (keys.js tests `!p.reply`).
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(_) | Value::Object(_) => true,
-    }
+/// The AAD of a batch entry, `e2ee-keys {kid} {sender id} {recipient id}`:
+/// batches go to everyone, so an entry must not be replayable by someone
+/// else claiming the sender's public key.
+fn batch_aad(kid: u64, from: &str, to: &str) -> Vec<u8> {
+    format!("e2ee-keys {kid} {from} {to}").into_bytes()
 }
 
 #[cfg(test)]
@@ -340,6 +436,14 @@ mod tests {
         }
         let mut got = Vec::new();
         for _ in 0..10_000 {
+            if queue.is_empty() {
+                // The batching window closes: everyone sends what it owes.
+                for (id, kx) in people.iter_mut() {
+                    for o in kx.flush() {
+                        push(&mut queue, id, o);
+                    }
+                }
+            }
             let Some((from, to, text)) = queue.pop_front() else {
                 return got;
             };
@@ -363,6 +467,9 @@ mod tests {
         let mut a = KeyExchange::new(Some(ka)).unwrap();
         let mut b = KeyExchange::new(Some(kb)).unwrap();
         let mut c = KeyExchange::new(None).unwrap();
+        a.set_id("A");
+        b.set_id("B");
+        c.set_id("C");
         // A joins alone (its hello reaches nobody), then B, then C.
         let ha = a_hello(&a);
         let got = settle(&mut [("A", &mut a)], vec![("A".into(), ha)]);
@@ -396,6 +503,67 @@ mod tests {
         assert!(a.acknowledged("C", ka.kid) && b.acknowledged("C", kb.kid));
     }
 
+    #[test]
+    fn two_hundred_newcomers_get_the_key_in_one_batch() {
+        assert_eq!(newcomers_get_the_key(200), 1);
+    }
+
+    #[test]
+    fn a_thousand_newcomers_get_it_in_size_capped_batches() {
+        // ~100 bytes an entry: 32 KiB holds about 320.
+        assert!((3..=5).contains(&newcomers_get_the_key(1000)));
+    }
+
+    /// `n` newcomers' hellos reach one sender; returns how many batches its
+    /// flush made, after checking every newcomer unwraps the key from them.
+    fn newcomers_get_the_key(n: usize) -> usize {
+        let key = BaseKey::generate();
+        let mut sender = KeyExchange::new(Some(key)).unwrap();
+        sender.set_id("PA_sender");
+        let mut newcomers: Vec<(String, KeyExchange)> = (0..n)
+            .map(|i| {
+                let mut kx = KeyExchange::new(None).unwrap();
+                let id = format!("PA_newcomer_{i:04}");
+                kx.set_id(&id);
+                (id, kx)
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (id, kx) in &newcomers {
+            assert!(sender.handle(id, &kx.hello().payload, &mut out).is_none());
+        }
+        assert!(out.is_empty());
+        assert_eq!(sender.owed(), n);
+        let batches = sender.flush();
+        let mut entries = 0;
+        for b in &batches {
+            assert_eq!(b.to, To::Everyone);
+            assert_eq!(b.payload["kind"], "e2ee-keys");
+            let len = b.payload.to_string().len();
+            assert!(len <= MAX_BATCH_BYTES, "{len}");
+            entries += b.payload["keys"].as_object().unwrap().len();
+        }
+        assert_eq!(entries, n);
+        // Every newcomer finds its entry (in one batch), learns the key and
+        // acks; the sender's pub taught each newcomer of the sender.
+        for (id, kx) in newcomers.iter_mut() {
+            let mut got = Vec::new();
+            let mut out = Vec::new();
+            for b in &batches {
+                got.extend(kx.handle("PA_sender", &b.payload, &mut out));
+            }
+            assert_eq!(got.len(), 1, "{id}");
+            assert_eq!(got[0].key, key);
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].to, To::One("PA_sender".into()));
+            assert_eq!(kx.owed(), 1, "{id} owes the sender its pub");
+            sender.handle(id, &out[0].payload, &mut Vec::new());
+            assert!(sender.acknowledged(id, key.kid));
+        }
+        assert_eq!(sender.flush().len(), 0, "nothing owed twice");
+        batches.len()
+    }
+
     fn a_hello(a: &KeyExchange) -> Outgoing {
         let h = a.hello();
         assert_eq!(h.payload["kind"], "e2ee-hello");
@@ -410,47 +578,62 @@ mod tests {
         h
     }
 
-    /// Introduces `b` to `a` and returns the key message `a` makes for `b`.
+    /// Introduces `b` to `a` and returns the batch `a` makes for `b`.
     fn key_message(a: &mut KeyExchange, b: &KeyExchange) -> Value {
         let mut out = Vec::new();
-        let mut hello = b.hello().payload;
-        hello["reply"] = json!(true);
-        assert!(a.handle("B", &hello, &mut out).is_none());
-        assert_eq!(out.len(), 1, "a reply hello gets no reply");
-        assert_eq!(out[0].to, To::One("B".into()));
-        assert_eq!(out[0].relay_message()["to"], json!(["B"]));
-        out.remove(0).payload
+        assert!(a.handle("B", &b.hello().payload, &mut out).is_none());
+        assert!(out.is_empty(), "nothing is sent before the flush");
+        assert_eq!(a.owed(), 1);
+        let mut batch = a.flush();
+        assert_eq!(a.owed(), 0);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].to, To::Everyone);
+        assert_eq!(batch[0].relay_message()["to"], json!("everyone"));
+        batch.remove(0).payload
     }
 
     #[test]
     fn tampered_or_misdirected_keys_are_refused() {
         let ka = BaseKey::generate();
         let mut a = KeyExchange::new(Some(ka)).unwrap();
+        a.set_id("A");
         let mut b = KeyExchange::new(None).unwrap();
+        b.set_id("B");
         let msg = key_message(&mut a, &b);
         let mut out = Vec::new();
         b.handle("A", &a.hello().payload, &mut out);
-        assert_eq!(out.len(), 1, "b answers a's hello");
-        out.clear();
+        assert_eq!(b.owed(), 1, "b owes a its pub");
+        let reply = b.flush();
+        assert_eq!(reply.len(), 1);
+        assert_eq!(reply[0].payload["keys"], json!({}));
+        assert!(reply[0].payload.get("kid").is_none(), "b has no key");
         let flip = |field: &str| {
             let mut m = msg.clone();
-            let mut bytes = B64.decode(m[field].as_str().unwrap()).unwrap();
+            let entry = &mut m["keys"]["B"];
+            let mut bytes = B64.decode(entry[field].as_str().unwrap()).unwrap();
             bytes[3] ^= 1;
-            m[field] = json!(B64.encode(bytes));
+            entry[field] = json!(B64.encode(bytes));
             m
         };
         let mut other_kid = msg.clone();
         other_kid["kid"] = json!(ka.kid + 1);
+        let mut not_mine = msg.clone();
+        let entry = not_mine["keys"]["B"].take();
+        not_mine["keys"] = json!({ "C": entry });
         for bad in [
             flip("wrapped"),
             flip("iv"),
             other_kid,
+            not_mine,
             json!({"kind": "e2ee-key", "kid": 1}),
+            json!({"kind": "e2ee-keys", "kid": 1, "keys": 7}),
         ] {
             assert!(b.handle("A", &bad, &mut out).is_none(), "{bad}");
         }
-        // From someone whose hello we never saw, or under the wrong sender.
+        // Under the wrong sender (its pub is taken as Z's hello: the wrap
+        // key then differs).
         assert!(b.handle("Z", &msg, &mut out).is_none());
+        b.forget("Z");
         assert!(out.is_empty(), "no ack for refused keys");
         let got = b.handle("A", &msg, &mut out).unwrap();
         assert_eq!(got.key, ka);
@@ -469,7 +652,7 @@ mod tests {
 
     /// Made by `tests/keys-vector.mjs`: the web client's own KeyManager
     /// (keys.js on Node's WebCrypto) met a peer with the fixed private key
-    /// below and sent it its key.
+    /// below (participant "rust") and sent it its key in a batch.
     const BROWSER_VECTOR: &str = include_str!("../tests/data/keys-vector.json");
 
     #[test]
@@ -484,6 +667,7 @@ mod tests {
         };
         let private = PrivateKey::from_private_key(&ECDH_P256, &hex(&v["private"])).unwrap();
         let mut me = KeyExchange::with_private(private, None).unwrap();
+        me.set_id("rust");
         assert_eq!(B64.encode(&me.public), v["public"].as_str().unwrap());
         let mut out = Vec::new();
         me.handle("browser", &v["hello"], &mut out);
@@ -500,5 +684,33 @@ mod tests {
         let mut tampered = v["key"].clone();
         tampered["kid"] = json!(v["kid"].as_u64().unwrap() ^ 1);
         assert!(me.handle("browser", &tampered, &mut out).is_none());
+        // ... and the sender's id: replayed as someone else's it fails.
+        assert!(me.handle("other", &v["key"], &mut out).is_none());
+    }
+
+    #[test]
+    fn single_keys_of_older_clients_are_still_accepted() {
+        let ka = BaseKey::generate();
+        let mut a = KeyExchange::new(Some(ka)).unwrap();
+        let mut b = KeyExchange::new(None).unwrap();
+        let mut out = Vec::new();
+        a.handle("B", &b.hello().payload, &mut out);
+        let mut hello = a.hello().payload;
+        hello["reply"] = json!(true);
+        b.handle("A", &hello, &mut out);
+        // What keys.js sent before batching: one e2ee-key, AAD "e2ee-key {kid}".
+        let iv = [7u8; NONCE_LEN];
+        let mut wrapped = ka.raw.to_vec();
+        a.peers["B"]
+            .wrap_out
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(iv),
+                Aad::from(aad(ka.kid)),
+                &mut wrapped,
+            )
+            .unwrap();
+        let single = json!({"kind": "e2ee-key", "kid": ka.kid, "iv": B64.encode(iv),
+                            "wrapped": B64.encode(&wrapped)});
+        assert_eq!(b.handle("A", &single, &mut out).unwrap().key, ka);
     }
 }

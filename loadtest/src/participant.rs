@@ -32,6 +32,9 @@ use crate::turn::path::{self, FromServer, TurnPath};
 /// pings, since joining a big room costs a relay message per peer.
 const SEND_RATE: f64 = 40.0;
 const SEND_BURST: f64 = 100.0;
+/// How long what we owe newcomers (our pub and wrapped key) accumulates
+/// before one batch goes out, as keys.js `BATCH_WINDOW_MS`.
+const KEY_BATCH_WINDOW: Duration = Duration::from_millis(50);
 
 /// What one participant does.
 #[derive(Debug, Clone)]
@@ -160,6 +163,8 @@ pub struct Participant {
     generator: Generator,
     key: Option<SenderKey>,
     kx: KeyExchange,
+    /// When the pending key batch goes out.
+    kx_flush: Option<Instant>,
     /// Relay messages waiting for send budget, and that budget.
     relay_queue: VecDeque<String>,
     budget: (f64, Instant),
@@ -218,6 +223,7 @@ impl Participant {
             generator,
             key: Some(key),
             kx,
+            kx_flush: None,
             relay_queue: VecDeque::new(),
             budget: (SEND_BURST, now),
             senders: HashMap::new(),
@@ -295,6 +301,18 @@ impl Participant {
             }
         }
         self.relay(out, now);
+        if self.kx.owed() >= KeyExchange::batch_capacity() {
+            self.flush_keys(now);
+        } else if self.kx.owed() > 0 && self.kx_flush.is_none() {
+            self.kx_flush = Some(now + KEY_BATCH_WINDOW);
+        }
+    }
+
+    /// Sends the batched keys owed to newcomers.
+    fn flush_keys(&mut self, now: Instant) {
+        self.kx_flush = None;
+        let batches = self.kx.flush();
+        self.relay(batches, now);
     }
 
     fn fail(&mut self, why: String) {
@@ -313,6 +331,9 @@ impl Participant {
         match msg["type"].as_str() {
             Some("joined") => {
                 self.id = msg["participant"]["id"].as_str().map(String::from);
+                if let Some(id) = &self.id {
+                    self.kx.set_id(id);
+                }
                 if let Err(e) = self.setup_turn(&msg["ice_servers"]) {
                     self.fail(e);
                 }
@@ -550,6 +571,9 @@ impl Participant {
     /// Runs what is due at `now` (str0m timeouts, media, paced relay
     /// messages); returns the next deadline.
     pub fn poll(&mut self, now: Instant) -> Instant {
+        if self.kx_flush.is_some_and(|t| t <= now) {
+            self.flush_keys(now);
+        }
         if self.relay_due().is_some_and(|t| t <= now) {
             self.flush_relays(now);
         }
@@ -606,6 +630,9 @@ impl Participant {
             }
         }
         if let Some(t) = self.relay_due() {
+            d = d.min(t);
+        }
+        if let Some(t) = self.kx_flush {
             d = d.min(t);
         }
         d
@@ -879,6 +906,36 @@ mod tests {
     }
 
     #[test]
+    fn newcomers_get_one_batch_after_the_window() {
+        let t0 = Instant::now();
+        let (mut p, mut rx) = publisher(t0);
+        p.on_signal(r#"{"type":"joined","participant":{"id":"PA_me"}}"#, t0);
+        drain(&mut rx);
+        let mut browsers: Vec<KeyExchange> =
+            (0..100).map(|_| KeyExchange::new(None).unwrap()).collect();
+        for (i, b) in browsers.iter().enumerate() {
+            let msg =
+                json!({"type": "relay", "from": format!("PA_{i}"), "payload": b.hello().payload});
+            p.on_signal(&msg.to_string(), t0);
+        }
+        assert!(
+            drain(&mut rx).is_empty(),
+            "nothing before the window closes"
+        );
+        assert_eq!(p.deadline(), t0 + KEY_BATCH_WINDOW);
+        p.poll(t0 + KEY_BATCH_WINDOW);
+        let sent = drain(&mut rx);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0]["to"], "everyone");
+        assert_eq!(sent[0]["payload"]["kind"], "e2ee-keys");
+        for (i, b) in browsers.iter_mut().enumerate() {
+            b.set_id(&format!("PA_{i}"));
+            let got = b.handle("PA_me", &sent[0]["payload"], &mut Vec::new());
+            assert_eq!(got.map(|r| r.key), p.kx.current(), "PA_{i}");
+        }
+    }
+
+    #[test]
     fn key_exchange_over_signaling_is_paced_under_the_rate_limit() {
         let t0 = Instant::now();
         let (mut p, mut rx) = publisher(t0);
@@ -887,17 +944,25 @@ mod tests {
         let hello = first.iter().find(|m| m["type"] == "relay").unwrap();
         assert_eq!(hello["to"], "everyone");
         assert_eq!(hello["payload"]["kind"], "e2ee-hello");
-        // 100 browsers' hellos arrive at once: each wants a reply hello and
-        // our wrapped key, 200 relays in all.
-        let browsers: Vec<KeyExchange> =
-            (0..100).map(|_| KeyExchange::new(None).unwrap()).collect();
-        for (i, b) in browsers.iter().enumerate() {
-            let msg =
-                json!({"type": "relay", "from": format!("PA_{i}"), "payload": b.hello().payload});
-            p.on_signal(&msg.to_string(), t0);
+        // 200 senders already in the room answer our hello at once with
+        // their batches: each wants an ack (200 relays), and we owe them all
+        // our key (one batch).
+        for i in 0..200 {
+            let mut other = KeyExchange::new(Some(BaseKey::generate())).unwrap();
+            let id = format!("PA_{i}");
+            other.set_id(&id);
+            other.handle("PA_me", &hello["payload"], &mut Vec::new());
+            for b in other.flush() {
+                let msg = json!({"type": "relay", "from": id, "payload": b.payload});
+                p.on_signal(&msg.to_string(), t0);
+            }
         }
         let burst = drain(&mut rx);
-        assert!(burst.len() < 100, "{} sent at once", burst.len());
+        assert!(
+            burst.len() <= SEND_BURST as usize,
+            "{} sent at once",
+            burst.len()
+        );
         // The rest follows at the paced rate, announced by the deadline.
         let mut sent = burst.len();
         let mut now = t0;
@@ -909,14 +974,14 @@ mod tests {
                 .iter()
                 .filter(|m| m["type"] == "relay")
                 .count();
-            if sent >= 200 {
+            if sent >= 201 {
                 break;
             }
         }
-        assert_eq!(sent, 200);
+        assert_eq!(sent, 201);
         let secs = now.duration_since(t0).as_secs_f64();
-        assert!(secs >= (200.0 - SEND_BURST) / SEND_RATE - 0.1, "{secs}");
-        assert!(secs < 200.0 / SEND_RATE, "{secs}");
+        assert!(secs >= (201.0 - SEND_BURST) / SEND_RATE - 0.1, "{secs}");
+        assert!(secs < 201.0 / SEND_RATE, "{secs}");
     }
 
     #[test]
@@ -930,20 +995,22 @@ mod tests {
             .unwrap();
         let key = BaseKey::generate();
         let mut other = KeyExchange::new(Some(key)).unwrap();
-        let mut out = Vec::new();
-        other.handle("PA_me", &hello["payload"], &mut out);
-        for o in out {
+        other.set_id("PA_other");
+        other.handle("PA_me", &hello["payload"], &mut Vec::new());
+        for o in other.flush() {
             let msg = json!({"type": "relay", "from": "PA_other", "payload": o.payload});
             p.on_signal(&msg.to_string(), t0);
         }
         assert!(p.ring.knows("PA_other"));
-        // Our answers: the ack, and our own key for them.
-        let answers = drain(&mut rx);
+        // Our answers: the ack at once, our own key after the window.
+        let mut answers = drain(&mut rx);
+        p.poll(t0 + KEY_BATCH_WINDOW);
+        answers.extend(drain(&mut rx));
         let kinds: Vec<&str> = answers
             .iter()
             .filter_map(|m| m["payload"]["kind"].as_str())
             .collect();
-        assert_eq!(kinds, ["e2ee-key", "e2ee-ack"]);
+        assert_eq!(kinds, ["e2ee-ack", "e2ee-keys"]);
         let mut out = Vec::new();
         let learned: Vec<_> = answers
             .iter()

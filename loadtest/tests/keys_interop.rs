@@ -56,25 +56,28 @@ fn keys_cross_between_loadtest_and_web_client() {
 
     let mine = BaseKey::generate();
     let mut kx = KeyExchange::new(Some(mine)).unwrap();
+    kx.set_id("rust");
     let hello = next();
     assert_eq!(hello["to"], "everyone");
     let mut out = Vec::new();
     assert!(kx.handle("browser", &hello["payload"], &mut out).is_none());
-    // Our reply hello and our wrapped key, both for the browser alone.
-    assert_eq!(out.len(), 2);
-    for o in out.drain(..) {
-        assert_eq!(o.to, To::One("browser".into()));
-        send(&o.payload);
-    }
-    // The browser sends its key and acknowledges ours.
-    let mut theirs = None;
-    for _ in 0..2 {
-        let m = next();
-        assert_eq!(m["to"], json!(["rust"]), "{m}");
-        if let Some(r) = kx.handle("browser", &m["payload"], &mut out) {
-            theirs = Some(r.key);
-        }
-    }
+    assert!(out.is_empty());
+    // Our pub and wrapped key: one batch to everyone.
+    let batch = kx.flush();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].to, To::Everyone);
+    send(&batch[0].payload);
+    // The browser acknowledges ours at once, then sends its key in a batch.
+    let ack = next();
+    assert_eq!(ack["to"], json!(["rust"]), "{ack}");
+    assert_eq!(ack["payload"]["kind"], "e2ee-ack");
+    assert!(kx.handle("browser", &ack["payload"], &mut out).is_none());
+    let theirs_batch = next();
+    assert_eq!(theirs_batch["to"], "everyone", "{theirs_batch}");
+    assert_eq!(theirs_batch["payload"]["kind"], "e2ee-keys");
+    let theirs = kx
+        .handle("browser", &theirs_batch["payload"], &mut out)
+        .map(|r| r.key);
     let theirs = theirs.expect("the browser's key unwraps");
     assert!(kx.acknowledged("browser", mine.kid), "the browser acked");
     assert_eq!(out.len(), 1, "our ack");

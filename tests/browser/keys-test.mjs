@@ -34,9 +34,12 @@ function deliver(from, to, payload) {
   }
 }
 
+// Settled: nothing in flight and no batching window open (a batch makes
+// newcomers owe keys in turn, so this loops).
+const busy = () => inflight > 0 || [...people.values()].some((p) => p.km.batching);
 async function idle() {
-  for (let i = 0; i < 1000 && inflight > 0; i++) await sleep(5);
-  check("relay settles", inflight === 0);
+  for (let i = 0; i < 1000 && busy(); i++) await sleep(5);
+  check("relay settles", !busy());
 }
 
 async function joinAs(id, dropKeys = false) {
@@ -82,12 +85,12 @@ const wrongAad = await b.km.open("A", sealed, "file-meta").then(() => false, () 
 check("chat under another label is refused", wrongAad);
 
 // A tampered wrapped key is refused: D joins, and the relay flips a bit in
-// what B sends to D.
+// B's batch entry for D.
 tamper = (from, to, p) => {
-  if (from === "B" && to === "D" && p.kind === "e2ee-key") {
-    const bytes = Buffer.from(p.wrapped, "base64");
+  if (from === "B" && to === "D" && p.kind === "e2ee-keys" && p.keys?.D) {
+    const bytes = Buffer.from(p.keys.D.wrapped, "base64");
     bytes[0] ^= 1;
-    p.wrapped = bytes.toString("base64");
+    p.keys.D.wrapped = bytes.toString("base64");
   }
   return p;
 };
@@ -126,6 +129,79 @@ const bOpen = new TextDecoder().decode(await b.km.open("A", after, "chat"));
 check("B opens after rotation", bOpen === "after C left");
 const two = await Promise.all([a, b].map((p) => p.km.safetyNumber()));
 check("safety number changes with the people", two[0] === two[1] && two[0] !== numbers[0]);
+
+// No per-recipient key messages any more: keys travel in batches to everyone.
+check("only batches carry keys", !seen.some((t) => JSON.parse(t).kind === "e2ee-key"));
+check("no reply hellos", !seen.some((t) => JSON.parse(t).reply));
+
+// An entry replayed by someone else claiming the sender's pub is refused:
+// the AAD names sender and recipient.
+{
+  const z = await joinAs("Z");
+  const batch = seen.map((t) => JSON.parse(t)).find((p) => p.kind === "e2ee-keys" && p.keys?.B && p.pub === toB64(a.km.pub));
+  const w = { messages: [], postMessage(m) { this.messages.push(m); } };
+  const victim = new KeyManager({ send: () => {}, worker: w });
+  await victim.start("B");
+  await victim.handle("Y", { ...batch });
+  check("replayed entry refused", w.messages.every((x) => x.type !== "recv-key"));
+  people.delete("Z");
+  await Promise.all([a, b].map((p) => p.km.peerLeft("Z")));
+  await idle();
+  void z;
+}
+
+// Batching: 200 newcomers' hellos reach one sender; after the window it
+// sends one e2ee-keys relay to everyone (under the size cap), and each
+// newcomer unwraps its own entry and acks.
+{
+  const out = [];
+  const sw = { messages: [], postMessage() {} };
+  const sender = new KeyManager({ send: (to, p) => out.push({ to, p: JSON.parse(JSON.stringify(p)) }), worker: sw });
+  await sender.start("S");
+  out.length = 0;
+  const newcomers = [];
+  for (let i = 0; i < 200; i++) {
+    const id = `PA_newcomer_${i}`;
+    const w = { messages: [], postMessage(m) { this.messages.push(m); } };
+    const sent = [];
+    const km = new KeyManager({ send: (to, p) => sent.push({ to, p }), worker: w });
+    await km.start(id);
+    newcomers.push({ id, km, w, sent });
+  }
+  // Their hellos arrive back to back.
+  await Promise.all(newcomers.map((n) => sender.handle(n.id, n.sent.shift().p)));
+  check("nothing before the window closes", out.length === 0, JSON.stringify(out.slice(0, 2)));
+  for (let i = 0; i < 100 && sender.batching; i++) await sleep(10);
+  check("one batch for 200 newcomers", out.length === 1, String(out.length));
+  const batch = out[0];
+  check("batch goes to everyone", batch?.to === "everyone" && batch?.p.kind === "e2ee-keys");
+  const size = JSON.stringify(batch?.p ?? {}).length;
+  check("batch under the cap", size <= 32 * 1024 && Object.keys(batch?.p.keys ?? {}).length === 200, String(size));
+  let unwrapped = 0;
+  for (const n of newcomers) {
+    await n.km.handle("S", batch.p);
+    if (n.w.messages.some((m) => m.type === "recv-key" && m.participantId === "S" && m.kid === sender.kid)) unwrapped++;
+    const ack = n.sent.find((m) => m.p.kind === "e2ee-ack");
+    if (ack) await sender.handle(n.id, ack.p);
+    check("the batch's pub taught the newcomer", n.km.peers.has("S"));
+  }
+  check("every newcomer unwrapped its key", unwrapped === 200, String(unwrapped));
+  // The sender rotates: the new key reaches all 200 in one batch, and the
+  // acks switch it before the timeout.
+  out.length = 0;
+  const old = sender.kid;
+  const rotating = sender.rotate();
+  await rotating;
+  check("rotation is one batch", out.length === 1 && out[0].p.kid !== old, String(out.length));
+  for (const n of newcomers) {
+    n.sent.length = 0;
+    await n.km.handle("S", out[0].p);
+    const ack = n.sent.find((m) => m.p.kind === "e2ee-ack");
+    if (ack) await sender.handle(n.id, ack.p);
+  }
+  check("acks switch the rotated key", sender.kid === out[0].p.kid, `${sender.kid}`);
+  for (const n of newcomers) clearTimeout(n.km.flushTimer);
+}
 
 const report = { ok: failures.length === 0, relayed: seen.length, failures };
 console.log(JSON.stringify(report));

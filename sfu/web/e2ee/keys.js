@@ -4,8 +4,13 @@
 //   public key to everyone through the SFU's relay (e2ee-hello).
 // - Each sender makes a random 16-byte base key with a random key id (KID).
 //   For every recipient it wraps the base key with AES-GCM under a key
-//   derived from ECDH(own private, recipient public) with HKDF-SHA256, and
-//   relays it (e2ee-key). The SFU only ever sees public keys and wrapped keys.
+//   derived from ECDH(own private, recipient public) with HKDF-SHA256. What
+//   it owes newcomers (its public key and their wrapped keys) accumulates for
+//   BATCH_WINDOW_MS and goes out as one relay to everyone (e2ee-keys, split
+//   at MAX_BATCH_BYTES): relays are rate-limited, and one message per
+//   newcomer per sender made big rooms wait seconds for keys. The batch's
+//   pub is the reply hello for whoever did not know the sender. The SFU only
+//   ever sees public keys and wrapped keys.
 // - Newcomers get the current key. When someone leaves, every remaining
 //   sender makes a new key (new KID) and distributes it; it switches to it
 //   once every recipient acknowledged (or after a short timeout), and
@@ -22,6 +27,12 @@ const ECDH = { name: "ECDH", namedCurve: "P-256" };
 const SWITCH_AFTER_MS = 1500;
 /** How long a receiver keeps a sender's previous key. */
 const KEEP_PREVIOUS_MS = 10000;
+/** How long owed keys accumulate after the first newcomer. */
+const BATCH_WINDOW_MS = 50;
+/** Cap on one batch's payload JSON: a quarter of the SFU's relay limit. */
+const MAX_BATCH_BYTES = 32 * 1024;
+/** Owed peers at which the batch goes out before the window closes. */
+const BATCH_EARLY = 256;
 
 /** Thrown when a message is encrypted under a key we do not (yet) hold. */
 export class MissingKey extends Error {}
@@ -61,6 +72,14 @@ export class KeyManager extends EventTarget {
     this.peers = new Map(); // id -> {pub: Uint8Array, wrapKeys, keys: Map(kid -> {raw, chat})}
     this.current = null; // {kid, raw, chat}
     this.pending = null; // {kid, raw, chat, waiting: Set, timer}
+    this.owed = new Set(); // peers owed our pub and key, sent at the next flush
+    this.flushTimer = null;
+    this.flushing = 0; // flushes still wrapping keys
+  }
+
+  /** Whether owed keys wait for the batching window (tests wait it out). */
+  get batching() {
+    return this.flushTimer !== null || this.flushing > 0;
   }
 
   /** Starts a session: fresh ECDH pair and media key, hello to everyone. */
@@ -104,64 +123,137 @@ export class KeyManager extends EventTarget {
     return key;
   }
 
-  async #sendKeyTo(id, key) {
-    const peer = this.peers.get(id);
-    if (!peer) return;
-    const iv = randomBytes(12);
-    const wrapped = await subtle.encrypt(
-      { name: "AES-GCM", iv, additionalData: utf8(`e2ee-key ${key.kid}`) },
-      await this.#wrapKey(peer, "out"),
-      key.raw,
-    );
-    this.send([id], { kind: "e2ee-key", kid: key.kid, iv: toB64(iv), wrapped: toB64(new Uint8Array(wrapped)) });
+  /**
+   * Sends `key` to `ids` as e2ee-keys batches to everyone. An entry's AAD
+   * names the KID, the sender and the recipient: batches are seen by all, so
+   * nobody can replay an entry as their own.
+   */
+  async #sendBatches(key, ids) {
+    const head = { kind: "e2ee-keys", v: 1, pub: toB64(this.pub), kid: key.kid };
+    const base = JSON.stringify({ ...head, keys: {} }).length;
+    let keys = {};
+    let size = base;
+    let count = 0;
+    for (const id of ids) {
+      const peer = this.peers.get(id);
+      if (!peer) continue;
+      const iv = randomBytes(12);
+      const wrapped = await subtle.encrypt(
+        { name: "AES-GCM", iv, additionalData: utf8(`e2ee-keys ${key.kid} ${this.selfId} ${id}`) },
+        await this.#wrapKey(peer, "out"),
+        key.raw,
+      );
+      const entry = { iv: toB64(iv), wrapped: toB64(new Uint8Array(wrapped)) };
+      const add = JSON.stringify(id).length + 2 + JSON.stringify(entry).length; // "id":{…},
+      if (count > 0 && size + add > MAX_BATCH_BYTES) {
+        this.send("everyone", { ...head, keys });
+        keys = {};
+        size = base;
+        count = 0;
+      }
+      keys[id] = entry;
+      size += add;
+      count++;
+    }
+    if (count > 0) this.send("everyone", { ...head, keys });
   }
 
-  /** Handles an e2ee-* relay payload from participant `from`. */
+  /** Notes that `id` is owed our pub and key; the batch goes out soon. */
+  #owe(id) {
+    this.owed.add(id);
+    if (this.owed.size >= BATCH_EARLY) return this.#flush();
+    if (this.flushTimer === null) this.flushTimer = setTimeout(() => this.#flush(), BATCH_WINDOW_MS);
+  }
+
+  async #flush() {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    const ids = [...this.owed].filter((id) => this.peers.has(id));
+    this.owed.clear();
+    if (ids.length === 0) return;
+    if (!this.current) {
+      // Nothing to wrap yet: the pub alone answers their hellos.
+      this.send("everyone", { kind: "e2ee-keys", v: 1, pub: toB64(this.pub), keys: {} });
+      return;
+    }
+    const pending = this.pending;
+    this.flushing++;
+    try {
+      await this.#sendBatches(this.current, ids);
+      if (pending) await this.#sendBatches(pending, ids);
+    } finally {
+      this.flushing--;
+    }
+  }
+
+  /** Learns a peer's public key; true if it was new (then we owe them). */
+  #learnPeer(from, b64) {
+    let pub;
+    try {
+      pub = fromB64(b64);
+    } catch {
+      return false; // not base64
+    }
+    if (pub.length !== 65) return false;
+    const known = this.peers.get(from);
+    if (known && toHex(known.pub) === toHex(pub)) return false;
+    this.peers.set(from, { pub, wrapKeys: {}, keys: new Map(), acked: new Set() });
+    // They may not have our public key yet, and need our key: both go in
+    // the next batch. Someone joining during a rotation needs both keys.
+    this.pending?.waiting.add(from);
+    this.#owe(from);
+    this.#changed();
+    return true;
+  }
+
+  /** Unwraps a key `from` sent us under `aad`, then installs and acks it. */
+  async #receiveKey(from, kid, iv, wrapped, aad) {
+    const peer = this.peers.get(from);
+    if (!peer || !Number.isSafeInteger(kid)) return;
+    let raw;
+    try {
+      raw = new Uint8Array(
+        await subtle.decrypt(
+          { name: "AES-GCM", iv: fromB64(iv), additionalData: utf8(aad) },
+          await this.#wrapKey(peer, "in"),
+          fromB64(wrapped),
+        ),
+      );
+    } catch {
+      return; // not for us, or tampered with
+    }
+    if (this.dropKeys || raw.length !== 16) return;
+    const previous = [...peer.keys.keys()];
+    peer.keys.set(kid, { raw, chat: await chatKeyOf(raw) });
+    this.worker.postMessage({ type: "recv-key", participantId: from, kid, key: raw });
+    this.send([from], { kind: "e2ee-ack", kid });
+    // Older keys of this sender stay usable briefly for frames in flight.
+    for (const old of previous) {
+      if (old === kid) continue;
+      setTimeout(() => {
+        peer.keys.delete(old);
+        this.worker.postMessage({ type: "drop-key", participantId: from, kid: old });
+      }, KEEP_PREVIOUS_MS);
+    }
+    this.#changed();
+    this.dispatchEvent(new CustomEvent("key", { detail: { from, kid } }));
+  }
+
+  /**
+   * Handles an e2ee-* relay payload from participant `from`. Single
+   * e2ee-key messages and reply hellos of older clients are still accepted.
+   */
   async handle(from, p) {
     if (p.kind === "e2ee-hello") {
-      const pub = fromB64(p.pub);
-      if (pub.length !== 65) return;
-      const known = this.peers.get(from);
-      if (known && toHex(known.pub) === toHex(pub)) return;
-      this.peers.set(from, { pub, wrapKeys: {}, keys: new Map(), acked: new Set() });
-      // They may not have our public key yet (we joined first): tell them.
-      if (!p.reply) this.send([from], { kind: "e2ee-hello", v: 1, pub: toB64(this.pub), reply: true });
-      await this.#sendKeyTo(from, this.current);
-      if (this.pending) {
-        this.pending.waiting.add(from);
-        await this.#sendKeyTo(from, this.pending);
-      }
-      this.#changed();
+      this.#learnPeer(from, p.pub);
+    } else if (p.kind === "e2ee-keys") {
+      this.#learnPeer(from, p.pub);
+      const entry = p.keys && typeof p.keys === "object" ? p.keys[this.selfId] : null;
+      if (!entry || typeof entry !== "object") return;
+      const aad = `e2ee-keys ${p.kid} ${from} ${this.selfId}`;
+      await this.#receiveKey(from, p.kid, entry.iv, entry.wrapped, aad);
     } else if (p.kind === "e2ee-key") {
-      const peer = this.peers.get(from);
-      if (!peer || !Number.isSafeInteger(p.kid)) return;
-      let raw;
-      try {
-        raw = new Uint8Array(
-          await subtle.decrypt(
-            { name: "AES-GCM", iv: fromB64(p.iv), additionalData: utf8(`e2ee-key ${p.kid}`) },
-            await this.#wrapKey(peer, "in"),
-            fromB64(p.wrapped),
-          ),
-        );
-      } catch {
-        return; // not for us, or tampered with
-      }
-      if (this.dropKeys || raw.length !== 16) return;
-      const previous = [...peer.keys.keys()];
-      peer.keys.set(p.kid, { raw, chat: await chatKeyOf(raw) });
-      this.worker.postMessage({ type: "recv-key", participantId: from, kid: p.kid, key: raw });
-      this.send([from], { kind: "e2ee-ack", kid: p.kid });
-      // Older keys of this sender stay usable briefly for frames in flight.
-      for (const kid of previous) {
-        if (kid === p.kid) continue;
-        setTimeout(() => {
-          peer.keys.delete(kid);
-          this.worker.postMessage({ type: "drop-key", participantId: from, kid });
-        }, KEEP_PREVIOUS_MS);
-      }
-      this.#changed();
-      this.dispatchEvent(new CustomEvent("key", { detail: { from, kid: p.kid } }));
+      await this.#receiveKey(from, p.kid, p.iv, p.wrapped, `e2ee-key ${p.kid}`);
     } else if (p.kind === "e2ee-ack") {
       const pending = this.pending;
       if (pending && p.kid === pending.kid) {
@@ -174,6 +266,7 @@ export class KeyManager extends EventTarget {
   /** Someone left: forget them and rotate our key so they cannot follow. */
   async peerLeft(id) {
     if (!this.peers.delete(id)) return;
+    this.owed.delete(id);
     this.worker.postMessage({ type: "forget", participantId: id });
     this.#changed();
     await this.rotate();
@@ -187,7 +280,7 @@ export class KeyManager extends EventTarget {
     key.waiting = new Set(this.peers.keys());
     this.pending = key;
     key.timer = setTimeout(() => this.#switch(), SWITCH_AFTER_MS);
-    await Promise.all([...this.peers.keys()].map((id) => this.#sendKeyTo(id, key)));
+    await this.#sendBatches(key, [...this.peers.keys()]);
     if (key.waiting.size === 0) this.#switch();
   }
 
