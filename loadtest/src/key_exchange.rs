@@ -7,8 +7,8 @@
 //! - what a session owes the peers it learned (its public key and its
 //!   16-byte base key, wrapped per recipient with AES-256-GCM under
 //!   HKDF-SHA256(ECDH secret, salt "", info "sfu-web key wrap v1" ‖ sender
-//!   public ‖ recipient public), AAD "e2ee-key {kid}") goes out in batches to
-//!   everyone: `{"kind":"e2ee-keys","v":1,"pub","kid","keys":{id:{iv,wrapped}}}`,
+//!   public ‖ recipient public), AAD "e2ee-keys {kid} {sender} {recipient}")
+//!   goes out in batches, each relayed to the ids it lists: `{"kind":"e2ee-keys","v":1,"pub","kid","keys":{id:{iv,wrapped}}}`,
 //!   at most [`MAX_BATCH_BYTES`] of JSON each. A batch from a sender we did not
 //!   know doubles as its reply hello; without a key to give, `kid` is absent
 //!   and `keys` empty. The caller decides when to [`KeyExchange::flush`]
@@ -82,6 +82,8 @@ pub enum To {
     Everyone,
     /// One participant.
     One(String),
+    /// The participants listed.
+    Some(Vec<String>),
 }
 
 /// A payload to relay.
@@ -99,6 +101,7 @@ impl Outgoing {
         let to = match &self.to {
             To::Everyone => json!("everyone"),
             To::One(id) => json!([id]),
+            To::Some(ids) => json!(ids),
         };
         json!({"type": "relay", "to": to, "payload": self.payload})
     }
@@ -204,7 +207,7 @@ impl KeyExchange {
         let Some(key) = self.current else {
             // Nothing to wrap: one pub-only batch is the reply hello.
             return vec![Outgoing {
-                to: To::Everyone,
+                to: To::Some(owed),
                 payload: json!({"kind": "e2ee-keys", "v": 1, "pub": pub_b64, "keys": {}}),
             }];
         };
@@ -228,11 +231,10 @@ impl KeyExchange {
             let add = Value::String(id.clone()).to_string().len() + 2 + entry.to_string().len();
             if !keys.is_empty() && size + add > MAX_BATCH_BYTES {
                 let mut m = empty.clone();
-                m["keys"] = Value::Object(std::mem::take(&mut keys));
-                out.push(Outgoing {
-                    to: To::Everyone,
-                    payload: m,
-                });
+                let keys = std::mem::take(&mut keys);
+                let to = To::Some(keys.keys().cloned().collect());
+                m["keys"] = Value::Object(keys);
+                out.push(Outgoing { to, payload: m });
                 size = base;
             }
             size += add;
@@ -240,11 +242,9 @@ impl KeyExchange {
         }
         if !keys.is_empty() {
             let mut m = empty;
+            let to = To::Some(keys.keys().cloned().collect());
             m["keys"] = Value::Object(keys);
-            out.push(Outgoing {
-                to: To::Everyone,
-                payload: m,
-            });
+            out.push(Outgoing { to, payload: m });
         }
         out
     }
@@ -429,6 +429,11 @@ mod tests {
                     }
                 }
                 To::One(id) => queue.push_back((from.to_string(), id, text)),
+                To::Some(list) => {
+                    for id in list {
+                        queue.push_back((from.to_string(), id, text.clone()));
+                    }
+                }
             }
         };
         for (from, o) in first {
@@ -537,7 +542,9 @@ mod tests {
         let batches = sender.flush();
         let mut entries = 0;
         for b in &batches {
-            assert_eq!(b.to, To::Everyone);
+            // Addressed to exactly the recipients it holds entries for.
+            let keys = b.payload["keys"].as_object().unwrap();
+            assert_eq!(b.to, To::Some(keys.keys().cloned().collect()));
             assert_eq!(b.payload["kind"], "e2ee-keys");
             let len = b.payload.to_string().len();
             assert!(len <= MAX_BATCH_BYTES, "{len}");
@@ -587,8 +594,8 @@ mod tests {
         let mut batch = a.flush();
         assert_eq!(a.owed(), 0);
         assert_eq!(batch.len(), 1);
-        assert_eq!(batch[0].to, To::Everyone);
-        assert_eq!(batch[0].relay_message()["to"], json!("everyone"));
+        assert_eq!(batch[0].to, To::Some(vec!["B".into()]));
+        assert_eq!(batch[0].relay_message()["to"], json!(["B"]));
         batch.remove(0).payload
     }
 

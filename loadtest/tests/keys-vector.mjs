@@ -23,7 +23,7 @@ await km.handle("rust", { kind: "e2ee-hello", v: 1, pub: toB64(pub) });
 for (let i = 0; i < 100 && km.batching; i++) await new Promise((r) => setTimeout(r, 10));
 
 const hello = sent.find((m) => m.to === "everyone" && m.payload.kind === "e2ee-hello");
-const key = sent.find((m) => m.to === "everyone" && m.payload.kind === "e2ee-keys" && m.payload.keys.rust);
+const key = sent.find((m) => Array.isArray(m.to) && m.to[0] === "rust" && m.payload.kind === "e2ee-keys" && m.payload.keys.rust);
 const sendKey = worker.messages.find((m) => m.type === "send-key");
 if (!hello || !key || !sendKey || sent.length !== 2) {
   console.error("unexpected KeyManager output", JSON.stringify(sent));

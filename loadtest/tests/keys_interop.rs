@@ -62,10 +62,10 @@ fn keys_cross_between_loadtest_and_web_client() {
     let mut out = Vec::new();
     assert!(kx.handle("browser", &hello["payload"], &mut out).is_none());
     assert!(out.is_empty());
-    // Our pub and wrapped key: one batch to everyone.
+    // Our pub and wrapped key: one batch, to the browser.
     let batch = kx.flush();
     assert_eq!(batch.len(), 1);
-    assert_eq!(batch[0].to, To::Everyone);
+    assert_eq!(batch[0].to, To::Some(vec!["browser".into()]));
     send(&batch[0].payload);
     // The browser acknowledges ours at once, then sends its key in a batch.
     let ack = next();
@@ -73,7 +73,7 @@ fn keys_cross_between_loadtest_and_web_client() {
     assert_eq!(ack["payload"]["kind"], "e2ee-ack");
     assert!(kx.handle("browser", &ack["payload"], &mut out).is_none());
     let theirs_batch = next();
-    assert_eq!(theirs_batch["to"], "everyone", "{theirs_batch}");
+    assert_eq!(theirs_batch["to"], json!(["rust"]), "{theirs_batch}");
     assert_eq!(theirs_batch["payload"]["kind"], "e2ee-keys");
     let theirs = kx
         .handle("browser", &theirs_batch["payload"], &mut out)

@@ -6,8 +6,8 @@
 //   For every recipient it wraps the base key with AES-GCM under a key
 //   derived from ECDH(own private, recipient public) with HKDF-SHA256. What
 //   it owes newcomers (its public key and their wrapped keys) accumulates for
-//   BATCH_WINDOW_MS and goes out as one relay to everyone (e2ee-keys, split
-//   at MAX_BATCH_BYTES): relays are rate-limited, and one message per
+//   BATCH_WINDOW_MS and goes out as one relay to the ids it lists (e2ee-keys,
+//   split at MAX_BATCH_BYTES): relays are rate-limited, and one message per
 //   newcomer per sender made big rooms wait seconds for keys. The batch's
 //   pub is the reply hello for whoever did not know the sender. The SFU only
 //   ever sees public keys and wrapped keys.
@@ -124,9 +124,9 @@ export class KeyManager extends EventTarget {
   }
 
   /**
-   * Sends `key` to `ids` as e2ee-keys batches to everyone. An entry's AAD
-   * names the KID, the sender and the recipient: batches are seen by all, so
-   * nobody can replay an entry as their own.
+   * Sends `key` to `ids` as e2ee-keys batches, each relayed to the ids it
+   * lists. An entry's AAD names the KID, the sender and the recipient:
+   * batches are seen by several, so nobody can replay an entry as their own.
    */
   async #sendBatches(key, ids) {
     const head = { kind: "e2ee-keys", v: 1, pub: toB64(this.pub), kid: key.kid };
@@ -146,7 +146,7 @@ export class KeyManager extends EventTarget {
       const entry = { iv: toB64(iv), wrapped: toB64(new Uint8Array(wrapped)) };
       const add = JSON.stringify(id).length + 2 + JSON.stringify(entry).length; // "id":{…},
       if (count > 0 && size + add > MAX_BATCH_BYTES) {
-        this.send("everyone", { ...head, keys });
+        this.send(Object.keys(keys), { ...head, keys });
         keys = {};
         size = base;
         count = 0;
@@ -155,7 +155,7 @@ export class KeyManager extends EventTarget {
       size += add;
       count++;
     }
-    if (count > 0) this.send("everyone", { ...head, keys });
+    if (count > 0) this.send(Object.keys(keys), { ...head, keys });
   }
 
   /** Notes that `id` is owed our pub and key; the batch goes out soon. */
@@ -173,7 +173,7 @@ export class KeyManager extends EventTarget {
     if (ids.length === 0) return;
     if (!this.current) {
       // Nothing to wrap yet: the pub alone answers their hellos.
-      this.send("everyone", { kind: "e2ee-keys", v: 1, pub: toB64(this.pub), keys: {} });
+      this.send(ids, { kind: "e2ee-keys", v: 1, pub: toB64(this.pub), keys: {} });
       return;
     }
     const pending = this.pending;
