@@ -172,10 +172,16 @@ impl KeyExchange {
     }
 
     /// The hello announcing this session to everyone (send after `joined`).
+    /// Without a key to give it says `"keyless":true`: other keyless
+    /// sessions then owe it nothing (it would never use their pub).
     pub fn hello(&self) -> Outgoing {
+        let mut payload = json!({"kind": "e2ee-hello", "v": 1, "pub": B64.encode(&self.public)});
+        if self.current.is_none() {
+            payload["keyless"] = json!(true);
+        }
         Outgoing {
             to: To::Everyone,
-            payload: json!({"kind": "e2ee-hello", "v": 1, "pub": B64.encode(&self.public)}),
+            payload,
         }
     }
 
@@ -312,6 +318,10 @@ impl KeyExchange {
             return;
         };
         self.peers.insert(from.to_string(), peer);
+        // Keyless to keyless: neither has anything to wrap for the other.
+        if self.current.is_none() && p["keyless"] == json!(true) {
+            return;
+        }
         // They may not have our public key yet, and need our base key: both
         // go in the next batch (a reply hello needs no pub back, but the
         // batch goes to everyone anyway). Nothing is sent from here.
@@ -472,6 +482,7 @@ mod tests {
         let mut a = KeyExchange::new(Some(ka)).unwrap();
         let mut b = KeyExchange::new(Some(kb)).unwrap();
         let mut c = KeyExchange::new(None).unwrap();
+        let d = KeyExchange::new(None).unwrap();
         a.set_id("A");
         b.set_id("B");
         c.set_id("C");
@@ -506,6 +517,15 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert!(got.iter().all(|(to, _)| to == "C"));
         assert!(a.acknowledged("C", ka.kid) && b.acknowledged("C", kb.kid));
+        // D is keyless like C: C learns D's pub but sends it nothing.
+        assert_eq!(d.hello().payload["keyless"], true);
+        c.handle("D", &d.hello().payload, &mut Vec::new());
+        assert_eq!(c.owed(), 0);
+        // A keyed newcomer is owed C's pub (to wrap its key for C).
+        let e = KeyExchange::new(Some(BaseKey::generate())).unwrap();
+        assert!(e.hello().payload.get("keyless").is_none());
+        c.handle("E", &e.hello().payload, &mut Vec::new());
+        assert_eq!(c.owed(), 1);
     }
 
     #[test]
