@@ -10,31 +10,24 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
-use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
+use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::clock;
-use crate::frame::FrameHeader;
 use crate::key_exchange::{BaseKey, KeyExchange};
-use crate::media::generator::{FrameSpec, Generator, Kind};
-use crate::media::preset::{VideoPreset, AUDIO_CLOCK, VIDEO_CLOCK};
-use crate::packetize::{packetize_video, Reassembler};
-use crate::sframe_keys::{DecryptError, KeyRing, SenderKey};
+use crate::media::generator::{Generator, Kind};
+use crate::media::preset::VideoPreset;
+use crate::packetize::Reassembler;
+use crate::sframe_keys::{KeyRing, SenderKey};
 use crate::stats::{Totals, TrackStats};
 use crate::turn::path::{self, FromServer, TurnPath};
 
-/// Signaling messages per second, and at once, a participant allows itself:
-/// under the SFU's default rate limit (50/s, burst 200) with room for SDP and
-/// pings, since joining a big room costs a relay message per peer.
-const SEND_RATE: f64 = 40.0;
-const SEND_BURST: f64 = 100.0;
-/// How long what we owe newcomers (our pub and wrapped key) accumulates
-/// before one batch goes out, as keys.js `BATCH_WINDOW_MS`.
-const KEY_BATCH_WINDOW: Duration = Duration::from_millis(50);
+mod keys;
+mod media;
+
+use keys::SEND_BURST;
+use media::finish_track;
 
 /// What one participant does.
 #[derive(Debug, Clone)]
@@ -261,58 +254,6 @@ impl Participant {
         if self.out.send(text).is_err() && self.failed.is_none() {
             self.failed = Some("signaling closed".into());
         }
-    }
-
-    /// Queues relay messages behind the send budget and sends what it allows.
-    fn relay(&mut self, out: Vec<crate::key_exchange::Outgoing>, now: Instant) {
-        self.relay_queue
-            .extend(out.iter().map(|o| o.relay_message().to_string()));
-        self.flush_relays(now);
-    }
-
-    fn flush_relays(&mut self, now: Instant) {
-        let (tokens, last) = self.budget;
-        let refill = now.saturating_duration_since(last).as_secs_f64() * SEND_RATE;
-        self.budget = ((tokens + refill).min(SEND_BURST), now);
-        while self.budget.0 >= 1.0 {
-            let Some(text) = self.relay_queue.pop_front() else {
-                break;
-            };
-            self.budget.0 -= 1.0;
-            self.send_text(text);
-        }
-    }
-
-    /// When the send budget allows the next queued relay message.
-    fn relay_due(&self) -> Option<Instant> {
-        if self.relay_queue.is_empty() {
-            return None;
-        }
-        let missing = (1.0 - self.budget.0).max(0.0);
-        Some(self.budget.1 + Duration::from_secs_f64(missing / SEND_RATE))
-    }
-
-    /// Handles an `e2ee-*` relay payload: key exchange answers, learned keys.
-    fn on_key_exchange(&mut self, from: &str, payload: &Value, now: Instant) {
-        let mut out = Vec::new();
-        if let Some(r) = self.kx.handle(from, payload, &mut out) {
-            if let Err(e) = self.ring.learn(&r.from, r.key.kid, r.key.raw) {
-                self.fail(format!("key from {from}: {e}"));
-            }
-        }
-        self.relay(out, now);
-        if self.kx.owed() >= KeyExchange::batch_capacity() {
-            self.flush_keys(now);
-        } else if self.kx.owed() > 0 && self.kx_flush.is_none() {
-            self.kx_flush = Some(now + KEY_BATCH_WINDOW);
-        }
-    }
-
-    /// Sends the batched keys owed to newcomers.
-    fn flush_keys(&mut self, now: Instant) {
-        self.kx_flush = None;
-        let batches = self.kx.flush();
-        self.relay(batches, now);
     }
 
     fn fail(&mut self, why: String) {
@@ -684,148 +625,6 @@ impl Participant {
         }
     }
 
-    fn on_rtp(&mut self, p: str0m::rtp::RtpPacket, now: Instant) {
-        let Some(peer) = self.subscriber.as_mut() else {
-            return;
-        };
-        let Some(mid) = peer
-            .rtc
-            .direct_api()
-            .stream_rx(&p.header.ssrc)
-            .map(|s| s.mid())
-        else {
-            return;
-        };
-        let Some(track) = self.tracks.get_mut(&mid) else {
-            return;
-        };
-        let now_us = clock::micros(now);
-        let clock_rate = match track.kind {
-            Kind::Audio => AUDIO_CLOCK,
-            Kind::Video => VIDEO_CLOCK,
-        };
-        track
-            .stats
-            .on_packet(*p.seq_no, p.header.timestamp, clock_rate, now_us);
-        let frame = match track.kind {
-            Kind::Audio => Some(p.payload.to_vec()),
-            Kind::Video => {
-                track
-                    .reassembler
-                    .push(*p.seq_no, p.header.timestamp, p.header.marker, &p.payload)
-            }
-        };
-        let Some(frame) = frame else { return };
-        let plain = if self.spec.e2ee {
-            match self.ring.decrypt(&track.owner, &frame, &mut self.plain) {
-                Ok(_) => &self.plain[..],
-                Err(DecryptError::NoKey(_)) => {
-                    track.stats.no_key += 1;
-                    return;
-                }
-                Err(e) => {
-                    track.stats.integrity_errors += 1;
-                    self.totals
-                        .note_error(format!("participant {}: {e}", self.spec.index));
-                    return;
-                }
-            }
-        } else {
-            &frame[..]
-        };
-        match FrameHeader::decode(plain) {
-            // A publisher's frames all name one sender: its first frame's.
-            Ok(h)
-                if h.kind == track.kind
-                    && *self.senders.entry(track.owner.clone()).or_insert(h.sender) == h.sender =>
-            {
-                let latency = track.stats.on_frame(&h, now_us);
-                let _ = self.totals.latency_us.record(latency.max(1));
-                self.latency_sum.0 += latency;
-                self.latency_sum.1 += 1;
-                if self.first_frame.is_none() {
-                    self.first_frame = Some(now);
-                }
-            }
-            Ok(h) => {
-                track.stats.integrity_errors += 1;
-                self.totals.note_error(format!(
-                    "frame of sender {} kind {:?} on a {:?} track of {}",
-                    h.sender, h.kind, track.kind, track.owner
-                ));
-            }
-            Err(e) => {
-                track.stats.integrity_errors += 1;
-                self.totals.note_error(format!(
-                    "participant {}: content check: {e}",
-                    self.spec.index
-                ));
-            }
-        }
-    }
-
-    fn send_frame(&mut self, spec: &FrameSpec, now: Instant) {
-        let (Some(peer), Some(key)) = (self.publisher.as_mut(), self.key.as_mut()) else {
-            return;
-        };
-        let (mid, codec) = match spec.kind {
-            Kind::Audio => (self.audio_mid, Codec::Opus),
-            Kind::Video => (self.video_mid, Codec::Vp8),
-        };
-        let Some(mid) = mid else { return };
-        let Some(pt) = peer
-            .rtc
-            .codec_config()
-            .find(|p| p.spec().codec == codec)
-            .map(|p| p.pt())
-        else {
-            return;
-        };
-        let header = FrameHeader {
-            sender: self.spec.index,
-            kind: spec.kind,
-            layer: spec.layer,
-            keyframe: spec.keyframe,
-            number: spec.number,
-            sent_us: clock::micros(now),
-        };
-        let plain = header.encode(spec.bytes);
-        let data = if self.spec.e2ee {
-            match key.encrypt(&plain) {
-                Ok(d) => d,
-                Err(e) => return self.fail(format!("encrypt: {e}")),
-            }
-        } else {
-            plain
-        };
-        let mut api = peer.rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(mid, spec.rid.map(Rid::from)) else {
-            return;
-        };
-        let seq = self.seqs.entry((spec.kind, spec.layer)).or_insert(0);
-        self.totals.frames_sent += 1;
-        match spec.kind {
-            Kind::Audio => {
-                tx.write_rtp(
-                    RtpWrite::new(pt, (*seq).into(), spec.rtp_time, now, data).marker(true),
-                );
-                *seq += 1;
-                self.totals.packets_sent += 1;
-            }
-            Kind::Video => {
-                for packet in packetize_video(&data) {
-                    tx.write_rtp(
-                        RtpWrite::new(pt, (*seq).into(), spec.rtp_time, now, packet.payload)
-                            .marker(packet.marker)
-                            .nackable(true),
-                    );
-                    *seq += 1;
-                    self.totals.packets_sent += 1;
-                }
-            }
-        }
-    }
-
     /// Live receive counters: (packets expected, packets received, frames verified, integrity errors).
     pub fn live_counts(&self) -> [u64; 4] {
         let mut c = [0u64; 4];
@@ -864,161 +663,5 @@ impl Participant {
                 .record(t.saturating_duration_since(self.started).as_millis().max(1) as u64);
         }
         totals
-    }
-}
-
-fn finish_track(totals: &mut Totals, t: &RxTrack) {
-    let (clock, video) = match t.kind {
-        Kind::Audio => (AUDIO_CLOCK, false),
-        Kind::Video => (VIDEO_CLOCK, true),
-    };
-    totals.add_track(&t.stats, clock, video);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::key_exchange::KeyExchange;
-
-    fn publisher(now: Instant) -> (Participant, tokio::sync::mpsc::UnboundedReceiver<String>) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let spec = ParticipantSpec {
-            index: 1,
-            room: "r".into(),
-            token: "t".into(),
-            publish: true,
-            subscribe: false,
-            audio: true,
-            video: None,
-            simulcast: false,
-            e2ee: true,
-            expected_tracks: 0,
-            via_turn: None,
-        };
-        let ip = std::net::Ipv4Addr::LOCALHOST.into();
-        (Participant::new(spec, ip, None, tx, now).unwrap(), rx)
-    }
-
-    fn drain(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Vec<Value> {
-        std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|t| serde_json::from_str(&t).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn newcomers_get_one_batch_after_the_window() {
-        let t0 = Instant::now();
-        let (mut p, mut rx) = publisher(t0);
-        p.on_signal(r#"{"type":"joined","participant":{"id":"PA_me"}}"#, t0);
-        drain(&mut rx);
-        let mut browsers: Vec<KeyExchange> =
-            (0..100).map(|_| KeyExchange::new(None).unwrap()).collect();
-        for (i, b) in browsers.iter().enumerate() {
-            let msg =
-                json!({"type": "relay", "from": format!("PA_{i}"), "payload": b.hello().payload});
-            p.on_signal(&msg.to_string(), t0);
-        }
-        assert!(
-            drain(&mut rx).is_empty(),
-            "nothing before the window closes"
-        );
-        assert_eq!(p.deadline(), t0 + KEY_BATCH_WINDOW);
-        p.poll(t0 + KEY_BATCH_WINDOW);
-        let sent = drain(&mut rx);
-        assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0]["to"].as_array().map(Vec::len), Some(100));
-        assert_eq!(sent[0]["payload"]["kind"], "e2ee-keys");
-        for (i, b) in browsers.iter_mut().enumerate() {
-            b.set_id(&format!("PA_{i}"));
-            let got = b.handle("PA_me", &sent[0]["payload"], &mut Vec::new());
-            assert_eq!(got.map(|r| r.key), p.kx.current(), "PA_{i}");
-        }
-    }
-
-    #[test]
-    fn key_exchange_over_signaling_is_paced_under_the_rate_limit() {
-        let t0 = Instant::now();
-        let (mut p, mut rx) = publisher(t0);
-        p.on_signal(r#"{"type":"joined","participant":{"id":"PA_me"}}"#, t0);
-        let first = drain(&mut rx);
-        let hello = first.iter().find(|m| m["type"] == "relay").unwrap();
-        assert_eq!(hello["to"], "everyone");
-        assert_eq!(hello["payload"]["kind"], "e2ee-hello");
-        // 200 senders already in the room answer our hello at once with
-        // their batches: each wants an ack (200 relays), and we owe them all
-        // our key (one batch).
-        for i in 0..200 {
-            let mut other = KeyExchange::new(Some(BaseKey::generate())).unwrap();
-            let id = format!("PA_{i}");
-            other.set_id(&id);
-            other.handle("PA_me", &hello["payload"], &mut Vec::new());
-            for b in other.flush() {
-                let msg = json!({"type": "relay", "from": id, "payload": b.payload});
-                p.on_signal(&msg.to_string(), t0);
-            }
-        }
-        let burst = drain(&mut rx);
-        assert!(
-            burst.len() <= SEND_BURST as usize,
-            "{} sent at once",
-            burst.len()
-        );
-        // The rest follows at the paced rate, announced by the deadline.
-        let mut sent = burst.len();
-        let mut now = t0;
-        for _ in 0..1000 {
-            let next = p.deadline().min(now + Duration::from_millis(50));
-            now = next.max(now);
-            p.poll(now);
-            sent += drain(&mut rx)
-                .iter()
-                .filter(|m| m["type"] == "relay")
-                .count();
-            if sent >= 201 {
-                break;
-            }
-        }
-        assert_eq!(sent, 201);
-        let secs = now.duration_since(t0).as_secs_f64();
-        assert!(secs >= (201.0 - SEND_BURST) / SEND_RATE - 0.1, "{secs}");
-        assert!(secs < 201.0 / SEND_RATE, "{secs}");
-    }
-
-    #[test]
-    fn keys_from_the_exchange_reach_the_ring() {
-        let t0 = Instant::now();
-        let (mut p, mut rx) = publisher(t0);
-        p.on_signal(r#"{"type":"joined","participant":{"id":"PA_me"}}"#, t0);
-        let hello = drain(&mut rx)
-            .into_iter()
-            .find(|m| m["type"] == "relay")
-            .unwrap();
-        let key = BaseKey::generate();
-        let mut other = KeyExchange::new(Some(key)).unwrap();
-        other.set_id("PA_other");
-        other.handle("PA_me", &hello["payload"], &mut Vec::new());
-        for o in other.flush() {
-            let msg = json!({"type": "relay", "from": "PA_other", "payload": o.payload});
-            p.on_signal(&msg.to_string(), t0);
-        }
-        assert!(p.ring.knows("PA_other"));
-        // Our answers: the ack at once, our own key after the window.
-        let mut answers = drain(&mut rx);
-        p.poll(t0 + KEY_BATCH_WINDOW);
-        answers.extend(drain(&mut rx));
-        let kinds: Vec<&str> = answers
-            .iter()
-            .filter_map(|m| m["payload"]["kind"].as_str())
-            .collect();
-        assert_eq!(kinds, ["e2ee-ack", "e2ee-keys"]);
-        let mut out = Vec::new();
-        let learned: Vec<_> = answers
-            .iter()
-            .filter_map(|m| other.handle("PA_me", &m["payload"], &mut out))
-            .collect();
-        assert_eq!(learned.len(), 1);
-        let learned = &learned[0];
-        assert_eq!(Some(learned.key), p.kx.current());
-        assert!(other.acknowledged("PA_me", key.kid));
     }
 }
