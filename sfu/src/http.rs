@@ -220,8 +220,9 @@ fn session_response(
                 answer,
             )
                 .into_response();
-            let turn = state.turn.as_ref().map(|t| t.ice_server(identity));
-            for server in state.config.ice.servers.iter().chain(&turn) {
+            let servers =
+                crate::turn::ice_servers(&state.config.ice.servers, state.turn.as_ref(), identity);
+            for server in &servers {
                 for url in &server.urls {
                     let mut link = format!("<{url}>; rel=\"ice-server\"");
                     if let (Some(u), Some(c)) = (&server.username, &server.credential) {

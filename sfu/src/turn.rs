@@ -42,6 +42,18 @@ impl TurnCredentials {
     }
 }
 
+/// The ICE servers a client gets: the configured ones plus the embedded relay
+/// (if any) with fresh credentials for `identity`.
+pub fn ice_servers(
+    configured: &[IceServer],
+    turn: Option<&TurnCredentials>,
+    identity: &str,
+) -> Vec<IceServer> {
+    let mut servers = configured.to_vec();
+    servers.extend(turn.map(|t| t.ice_server(identity)));
+    servers
+}
+
 /// The running relay and its credential minting.
 pub struct EmbeddedTurn {
     /// The relay.

@@ -16,32 +16,40 @@ struct Asset {
 }
 
 macro_rules! asset {
-    ($path:literal, $type:expr) => {
+    ($path:literal) => {
         Asset {
             path: $path,
-            content_type: $type,
+            content_type: content_type($path),
             body: include_bytes!(concat!("../web/", $path)),
         }
     };
 }
 
-const JS: &str = "text/javascript; charset=utf-8";
+/// The content type of an embedded file, by its extension (html, css, js).
+const fn content_type(path: &str) -> &'static str {
+    let b = path.as_bytes();
+    match b {
+        [.., b'h', b't', b'm', b'l'] => "text/html; charset=utf-8",
+        [.., b'c', b's', b's'] => "text/css; charset=utf-8",
+        _ => "text/javascript; charset=utf-8",
+    }
+}
 
 static ASSETS: &[Asset] = &[
-    asset!("index.html", "text/html; charset=utf-8"),
-    asset!("style.css", "text/css; charset=utf-8"),
-    asset!("app.js", JS),
-    asset!("call.js", JS),
-    asset!("chat.js", JS),
-    asset!("files.js", JS),
-    asset!("media.js", JS),
-    asset!("signaling.js", JS),
-    asset!("ui.js", JS),
-    asset!("e2ee/bytes.js", JS),
-    asset!("e2ee/keys.js", JS),
-    asset!("e2ee/sframe.js", JS),
-    asset!("e2ee/transform.js", JS),
-    asset!("e2ee/worker.js", JS),
+    asset!("index.html"),
+    asset!("style.css"),
+    asset!("app.js"),
+    asset!("call.js"),
+    asset!("chat.js"),
+    asset!("files.js"),
+    asset!("media.js"),
+    asset!("signaling.js"),
+    asset!("ui.js"),
+    asset!("e2ee/bytes.js"),
+    asset!("e2ee/keys.js"),
+    asset!("e2ee/sframe.js"),
+    asset!("e2ee/transform.js"),
+    asset!("e2ee/worker.js"),
 ];
 
 /// The page may load only its own scripts and talk only to its own origin;

@@ -156,7 +156,7 @@ impl Engine {
     /// A client joined over signaling connection `conn` with verified grants.
     pub fn join(&mut self, conn: ConnId, grants: Grants, auto_subscribe: bool, now: Instant) {
         let room_name = grants.room.clone();
-        let grants_identity = grants.identity.clone();
+        let ice_servers = self.ice_servers(&grants.identity);
         self.replace_identity(&room_name, &grants.identity, "", now);
         let id = random_id("PA_");
         let mut participant = Participant::new(id.clone(), grants, Access::Signaling(conn), now);
@@ -169,7 +169,7 @@ impl Engine {
             room: room_name.clone(),
             participant: me,
             participants: room.others(&id),
-            ice_servers: self.ice_servers(&grants_identity),
+            ice_servers,
         };
         self.signals.push_back(Signal::Message(conn, joined));
         self.deliver(deliveries);
@@ -276,11 +276,11 @@ impl Engine {
     /// The configured ICE servers plus the embedded relay with fresh
     /// credentials for `identity`.
     pub fn ice_servers(&self, identity: &str) -> Vec<IceServer> {
-        let mut servers = self.config.ice_servers.clone();
-        if let Some(turn) = &self.config.turn {
-            servers.push(turn.ice_server(identity));
-        }
-        servers
+        crate::turn::ice_servers(
+            &self.config.ice_servers,
+            self.config.turn.as_ref(),
+            identity,
+        )
     }
 
     // ------------------------------------------------------------------

@@ -194,5 +194,6 @@ export async function unprotectFrame(lookup, codec, data) {
   const n = clearPrefixLength(codec, data);
   if (data.length < n + 1 + TAG_BYTES) throw new Error("SFrame: frame too short");
   const { kid, ctr, payload } = await decrypt(lookup, data.subarray(n), data.subarray(0, n));
-  return { kid, ctr, frame: concat(data.subarray(0, n), payload) };
+  // Opus and VP9 have no clear prefix: hand back the decrypted bytes as they are.
+  return { kid, ctr, frame: n ? concat(data.subarray(0, n), payload) : payload };
 }

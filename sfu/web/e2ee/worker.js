@@ -108,7 +108,7 @@ self.onmessage = async (event) => {
       delete stats.senders[m.participantId];
       break;
     case "stats":
-      self.postMessage({ type: "stats", id: m.id, stats: JSON.parse(JSON.stringify(stats)) });
+      self.postMessage({ type: "stats", id: m.id, stats });
       break;
   }
 };
