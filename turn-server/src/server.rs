@@ -175,6 +175,11 @@ impl TurnServer {
 
     /// Expires allocations, permissions and channels due at `now`.
     pub fn handle_timeout(&mut self, now: Instant, sockets: &mut dyn RelaySockets) {
+        // Workers call this after every batch: skip the stats and the scan
+        // when nothing is due.
+        if self.poll_timeout().is_none_or(|t| t > now) {
+            return;
+        }
         let before = self.table.stats();
         self.expired.clear();
         self.table.expire_into(now, &mut self.expired);
@@ -295,9 +300,6 @@ impl TurnServer {
             Class::Indication if method == Method::SEND => self.send_indication(now, &tuple, msg),
             Class::Request => {
                 if let Some(unknown) = msg.unknown_comprehension_required() {
-                    if !self.admit(now, &tuple) {
-                        return None;
-                    }
                     return self.error(
                         now,
                         &tuple,
@@ -309,10 +311,7 @@ impl TurnServer {
                     );
                 }
                 if method == Method::BINDING {
-                    if !self.admit(now, &tuple) {
-                        return None;
-                    }
-                    return self.binding(&tuple, &msg);
+                    return self.binding(now, &tuple, &msg);
                 }
                 let known = [
                     Method::ALLOCATE,
@@ -321,9 +320,6 @@ impl TurnServer {
                     Method::CHANNEL_BIND,
                 ];
                 if !known.contains(&method) {
-                    if !self.admit(now, &tuple) {
-                        return None;
-                    }
                     return self.error(now, &tuple, &msg, 400, "Bad Request", None, None);
                 }
                 match self.authenticate(now, &tuple, &msg) {
@@ -337,12 +333,9 @@ impl TurnServer {
                             self.request(now, &tuple, &msg, username, &quota_user, key, sockets);
                         self.respond(now, &tuple, &msg, result, key, sha256)
                     }
-                    // Challenges and failures are unauthenticated answers:
-                    // rate limited per source like everything above.
+                    // Challenges and failures are unauthenticated answers,
+                    // rate limited per source in `error`.
                     Auth::Reject(code, reason) => {
-                        if !self.admit(now, &tuple) {
-                            return None;
-                        }
                         self.error(now, &tuple, &msg, code, reason, None, None)
                     }
                 }
@@ -375,7 +368,16 @@ impl TurnServer {
         self.to_peer(forward, payload)
     }
 
-    fn binding<'a>(&'a mut self, tuple: &FiveTuple, msg: &Message<'_>) -> Option<Transmit<'a>> {
+    /// A Binding success response (unauthenticated, so rate limited per source).
+    fn binding<'a>(
+        &'a mut self,
+        now: Instant,
+        tuple: &FiveTuple,
+        msg: &Message<'_>,
+    ) -> Option<Transmit<'a>> {
+        if !self.admit(now, tuple) {
+            return None;
+        }
         self.out.clear();
         let mut b = MessageBuilder::new(
             &mut self.out,
@@ -702,6 +704,8 @@ impl TurnServer {
 
     /// An error response; 401 and 438 carry a fresh NONCE and the REALM;
     /// errors to authenticated requests are signed with the request's key.
+    /// Unsigned errors are unauthenticated answers: each costs the source a
+    /// rate-limit token, and none is sent when it has none left.
     #[allow(clippy::too_many_arguments)]
     fn error<'a>(
         &'a mut self,
@@ -713,6 +717,9 @@ impl TurnServer {
         unknown: Option<&[u16]>,
         signed: Option<(SessionKey, bool)>,
     ) -> Option<Transmit<'a>> {
+        if signed.is_none() && !self.admit(now, tuple) {
+            return None;
+        }
         let nonce = matches!(code, 401 | 438)
             .then(|| self.nonces.issue(tuple.client, self.clock.unix(now)));
         self.out.clear();
