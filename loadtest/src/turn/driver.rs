@@ -13,8 +13,9 @@ use hdrhistogram::Histogram;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
+use turn_server::credentials::mint_rest_credentials;
 use turn_server::stun::channel_data;
-use turn_server::stun::credentials::rest_password;
+use turn_server::stun::{packet_kind, PacketKind};
 
 use super::allocation::{Allocation, Phase};
 use super::echo::EchoPeer;
@@ -123,28 +124,10 @@ pub struct TurnSummary {
     pub violations: Vec<String>,
 }
 
-/// Raises the soft open-file limit to the hard limit; returns the new soft limit.
+/// Raises the soft open-file limit to the hard limit; returns the new soft
+/// limit (0 if it cannot be read).
 pub fn raise_fd_limit() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write/read the struct passed by pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return 0;
-        }
-        if r.rlim_cur < r.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: r.rlim_max,
-                rlim_max: r.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                return want.rlim_cur;
-            }
-        }
-    }
-    r.rlim_cur
+    turn_server::fd_limit::raise_to_hard_limit().map_or(0, |l| l.now)
 }
 
 /// The source address of client `i`: 127.0.0.1 or spread over 127.0.0.0/8.
@@ -202,11 +185,10 @@ pub fn run(o: &TurnOptions) -> anyhow::Result<TurnSummary> {
         sent: AtomicU64::new(0),
         received: AtomicU64::new(0),
     });
-    let expiry = std::time::SystemTime::now()
+    let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0)
-        + 24 * 3600;
+        .unwrap_or(0);
     let mut handles = Vec::new();
     for t in 0..o.threads {
         let range: Vec<usize> = (t..o.allocations).step_by(o.threads).collect();
@@ -214,7 +196,7 @@ pub fn run(o: &TurnOptions) -> anyhow::Result<TurnSummary> {
         handles.push(
             std::thread::Builder::new()
                 .name(format!("loadtest-turn-{t}"))
-                .spawn(move || worker(&o2, range, peer, expiry, &sh))?,
+                .spawn(move || worker(&o2, range, peer, now_unix, &sh))?,
         );
     }
     // Allocation phase: until every allocation is ready or failed.
@@ -411,7 +393,7 @@ fn worker(
     o: &TurnOptions,
     indexes: Vec<usize>,
     peer: SocketAddr,
-    expiry: u64,
+    now_unix: u64,
     shared: &Shared,
 ) -> WorkerResult {
     let mut result = WorkerResult {
@@ -437,11 +419,12 @@ fn worker(
         .map(|&i| {
             let (user, password) = match &o.credentials {
                 Credentials::LongTerm { user, password } => (user.clone(), password.clone()),
-                Credentials::Rest { secret } => {
-                    let user = format!("{expiry}:loadtest-{i}");
-                    let pass = rest_password(secret.as_bytes(), &user);
-                    (user, pass)
-                }
+                Credentials::Rest { secret } => mint_rest_credentials(
+                    secret.as_bytes(),
+                    &format!("loadtest-{i}"),
+                    Duration::from_secs(24 * 3600),
+                    now_unix,
+                ),
             };
             // Channels 0x4000..=0x4FFF; one per allocation, any will do.
             let channel = 0x4000 + (i % 0x1000) as u16;
@@ -601,7 +584,7 @@ fn worker(
                     Err(_) => break,
                 };
                 let data = &buf[..n];
-                if data.first().is_some_and(|b| b & 0xC0 == 0x40) {
+                if packet_kind(data) == PacketKind::ChannelData {
                     if let Ok((_, d)) = channel_data::parse(data) {
                         if d.len() >= PAYLOAD_HEADER {
                             let mut t = [0u8; 8];

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 use str0m::Candidate;
-use turn_server::stun::channel_data;
+use turn_server::stun::{channel_data, packet_kind, PacketKind};
 
 use super::allocation::{Allocation, Phase};
 
@@ -87,7 +87,7 @@ impl TurnPath {
         let Some(a) = self.alloc.as_mut() else {
             return FromServer::Nothing;
         };
-        if data.first().is_some_and(|b| b & 0xC0 == 0x40) {
+        if packet_kind(data) == PacketKind::ChannelData {
             return match (channel_data::parse(data), a.relayed) {
                 (Ok((ch, payload)), Some(to)) if ch == a.channel => FromServer::Media {
                     from: a.peer(),
