@@ -407,32 +407,32 @@ impl SharedPorts {
     /// Drops the reservation `token` of the table counting in `owner`, if
     /// still held (not claimed), releasing its port. `true` if it was.
     pub(crate) fn cancel(&self, token: ReservationToken, owner: &Arc<AtomicUsize>) -> bool {
-        let mut inner = self.lock();
-        let mine = inner
-            .reservations
-            .get(&token)
-            .is_some_and(|h| Arc::ptr_eq(&h.owner, owner));
-        if mine {
-            inner.drop_reservation(&token);
-        }
-        mine
+        self.take_own(token, owner, true)
     }
 
     /// Takes `owner`'s reservation `token` out of the registry *without*
     /// releasing its port: the caller keeps the port taken (quarantines it
     /// because the OS would not let it be bound). `true` if it was held.
     pub(crate) fn forfeit(&self, token: ReservationToken, owner: &Arc<AtomicUsize>) -> bool {
+        self.take_own(token, owner, false)
+    }
+
+    /// Removes `token` if `owner` holds it, releasing its port or not.
+    fn take_own(&self, token: ReservationToken, owner: &Arc<AtomicUsize>, release: bool) -> bool {
         let mut inner = self.lock();
         let mine = inner
             .reservations
             .get(&token)
             .is_some_and(|h| Arc::ptr_eq(&h.owner, owner));
-        if mine {
-            if let Some(h) = inner.reservations.remove(&token) {
-                h.owner.fetch_sub(1, Ordering::AcqRel);
-            }
+        if !mine {
+            return false;
         }
-        mine
+        if release {
+            inner.drop_reservation(&token);
+        } else if let Some(h) = inner.reservations.remove(&token) {
+            h.owner.fetch_sub(1, Ordering::AcqRel);
+        }
+        true
     }
 
     /// The relayed address of `owner`'s reservation `token`, if still held.

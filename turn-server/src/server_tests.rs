@@ -308,16 +308,28 @@ impl Harness {
     /// Challenge, then an authenticated UDP Allocate; returns the
     /// credentials and the IPv4 relayed address.
     fn allocate(&mut self, t: FiveTuple) -> (Cred, SocketAddr) {
-        let nonce = self.challenge(t);
-        let cred = Cred::md5(USER, PASSWORD, &nonce);
-        let out = self.ask(t, &request(ALLOCATE, tid(1), Some(&cred), udp_allocate));
+        let (cred, out) = self.allocate_with(t, 1, |_| {});
         assert_eq!(error_code(&out.data), None, "allocate refused");
-        let relay = parse(&out)
-            .get::<XorRelayedAddress>()
-            .expect("relayed address")
-            .expect("XOR-RELAYED-ADDRESS")
-            .0;
-        (cred, relay)
+        (cred, relay_of(&out))
+    }
+
+    /// Challenge, then an authenticated UDP Allocate with `add`ed
+    /// attributes; returns the credentials and the answer.
+    fn allocate_with(
+        &mut self,
+        t: FiveTuple,
+        id: u8,
+        add: impl FnOnce(&mut MessageBuilder<'_>),
+    ) -> (Cred, Out) {
+        let cred = Cred::md5(USER, PASSWORD, &self.challenge(t));
+        let out = self.ask(
+            t,
+            &request(ALLOCATE, tid(id), Some(&cred), |b| {
+                b.requested_transport(17);
+                add(b);
+            }),
+        );
+        (cred, out)
     }
 
     fn permit(&mut self, t: FiveTuple, cred: &Cred, id: u8, peers: &[SocketAddr]) -> Option<u16> {
@@ -1273,20 +1285,20 @@ fn garbage_gets_no_answer() {
 
 // ----- EVEN-PORT reservations across workers ------------------------------
 
-#[test]
-fn rtcp_allocation_with_a_token_from_another_worker() {
-    // Two workers of one server: shared quotas (and so the port space and
-    // the reservation registry), disjoint slices of the relay port range.
+/// Workers of one server: shared quotas (and so the port space and the
+/// reservation registry), each with its own slice of the relay port range.
+/// Every worker's "OS" refuses to bind the `refused` ports.
+fn workers(slices: &[(u16, u16)], refused: &[u16]) -> Vec<Harness> {
     let t0 = Instant::now();
     let quotas = SharedQuotas::new(QuotaLimits::default());
-    let mut workers: Vec<Harness> = (0..2)
-        .map(|i| {
-            let (lo, hi) = split_port_range(50000, 50999, 2, i).expect("slice");
+    slices
+        .iter()
+        .map(|&(port_min, port_max)| {
             let setup = Setup {
                 table: TableConfig {
                     relay_ips: vec![server_addr().ip()],
-                    port_min: lo,
-                    port_max: hi,
+                    port_min,
+                    port_max,
                     ..TableConfig::default()
                 },
                 ..Setup::default()
@@ -1294,50 +1306,61 @@ fn rtcp_allocation_with_a_token_from_another_worker() {
             let (server, metrics) = server_with(setup, quotas.clone(), t0);
             Harness {
                 server,
-                sockets: FakeSockets::default(),
+                sockets: FakeSockets {
+                    refuse: refused.iter().copied().collect(),
+                    ..FakeSockets::default()
+                },
                 metrics,
                 now: t0,
             }
         })
-        .collect();
-    // RTP: EVEN-PORT R=1 on worker 0.
-    let rtp_tuple = tuple(40000);
-    let cred = Cred::md5(USER, PASSWORD, &workers[0].challenge(rtp_tuple));
-    let out = workers[0].ask(
-        rtp_tuple,
-        &request(ALLOCATE, tid(1), Some(&cred), |b| {
-            b.requested_transport(17).even_port(true);
-        }),
-    );
-    let msg = parse(&out);
+        .collect()
+}
+
+/// The XOR-RELAYED-ADDRESS and RESERVATION-TOKEN of an EVEN-PORT R=1
+/// allocation's answer.
+fn relay_and_token(out: &Out) -> (SocketAddr, [u8; 8]) {
+    let msg = parse(out);
     assert_eq!(msg.class(), Class::Success);
-    let rtp = msg
+    let relay = msg
         .get::<XorRelayedAddress>()
         .expect("decodes")
-        .expect("relay")
-        .0;
-    assert_eq!(rtp.port() % 2, 0);
+        .expect("relay");
     let token = msg
         .get::<ReservationToken>()
         .expect("decodes")
-        .expect("RESERVATION-TOKEN")
-        .0;
-    // RTCP: another client port, hashed to worker 1, which never saw the
-    // token.
-    let rtcp_tuple = tuple(40001);
-    let cred = Cred::md5(USER, PASSWORD, &workers[1].challenge(rtcp_tuple));
-    let out = workers[1].ask(
-        rtcp_tuple,
-        &request(ALLOCATE, tid(2), Some(&cred), |b| {
-            b.requested_transport(17).reservation_token(token);
-        }),
-    );
-    assert_eq!(error_code(&out.data), None);
-    let rtcp = parse(&out)
+        .expect("RESERVATION-TOKEN");
+    (relay.0, token.0)
+}
+
+fn relay_of(out: &Out) -> SocketAddr {
+    parse(out)
         .get::<XorRelayedAddress>()
         .expect("decodes")
         .expect("relay")
-        .0;
+        .0
+}
+
+#[test]
+fn rtcp_allocation_with_a_token_from_another_worker() {
+    let slices: Vec<(u16, u16)> = (0..2)
+        .map(|i| split_port_range(50000, 50999, 2, i).expect("slice"))
+        .collect();
+    let mut workers = workers(&slices, &[]);
+    // RTP: EVEN-PORT R=1 on worker 0.
+    let (_, out) = workers[0].allocate_with(tuple(40000), 1, |b| {
+        b.even_port(true);
+    });
+    let (rtp, token) = relay_and_token(&out);
+    assert_eq!(rtp.port() % 2, 0);
+    // RTCP: another client port, hashed to worker 1, which never saw the
+    // token.
+    let rtcp_tuple = tuple(40001);
+    let (cred, out) = workers[1].allocate_with(rtcp_tuple, 2, |b| {
+        b.reservation_token(token);
+    });
+    assert_eq!(error_code(&out.data), None);
+    let rtcp = relay_of(&out);
     assert_eq!(rtcp, SocketAddr::new(rtp.ip(), rtp.port() + 1));
     assert_eq!(workers[1].sockets.opens, [rtcp]);
     // Relaying works on the claimed port.
@@ -1346,14 +1369,9 @@ fn rtcp_allocation_with_a_token_from_another_worker() {
     assert_eq!(out.to, Destination::Client(rtcp_tuple));
     // A second claim, anywhere, fails.
     for (w, port) in workers.iter_mut().zip([40002u16, 40003]) {
-        let t = tuple(port);
-        let cred = Cred::md5(USER, PASSWORD, &w.challenge(t));
-        let out = w.ask(
-            t,
-            &request(ALLOCATE, tid(3), Some(&cred), |b| {
-                b.requested_transport(17).reservation_token(token);
-            }),
-        );
+        let (_, out) = w.allocate_with(tuple(port), 3, |b| {
+            b.reservation_token(token);
+        });
         assert_eq!(error_code(&out.data), Some(508));
     }
 }
@@ -1367,67 +1385,20 @@ fn a_reserved_port_another_process_holds_is_never_handed_out() {
     // out before answering, not let the claim fail. (Without the check the
     // first pick is one of the four pairs at random: six rounds catch it.)
     for round in 0..6 {
-        let t0 = Instant::now();
-        let quotas = SharedQuotas::new(QuotaLimits::default());
-        let mut workers: Vec<Harness> = [(50000u16, 50007u16), (50008, 50015)]
-            .into_iter()
-            .map(|(lo, hi)| {
-                let setup = Setup {
-                    table: TableConfig {
-                        relay_ips: vec![server_addr().ip()],
-                        port_min: lo,
-                        port_max: hi,
-                        ..TableConfig::default()
-                    },
-                    ..Setup::default()
-                };
-                let (server, metrics) = server_with(setup, quotas.clone(), t0);
-                let sockets = FakeSockets {
-                    refuse: [50001, 50003, 50005].into(),
-                    ..FakeSockets::default()
-                };
-                Harness {
-                    server,
-                    sockets,
-                    metrics,
-                    now: t0,
-                }
-            })
-            .collect();
-        let rtp_tuple = tuple(40000);
-        let cred = Cred::md5(USER, PASSWORD, &workers[0].challenge(rtp_tuple));
-        let out = workers[0].ask(
-            rtp_tuple,
-            &request(ALLOCATE, tid(1), Some(&cred), |b| {
-                b.requested_transport(17).even_port(true);
-            }),
-        );
-        let msg = parse(&out);
-        assert_eq!(msg.class(), Class::Success, "round {round}");
-        let rtp = msg
-            .get::<XorRelayedAddress>()
-            .expect("decodes")
-            .expect("relay")
-            .0;
+        let mut workers = workers(&[(50000, 50007), (50008, 50015)], &[50001, 50003, 50005]);
+        let (_, out) = workers[0].allocate_with(tuple(40000), 1, |b| {
+            b.even_port(true);
+        });
+        let (rtp, token) = relay_and_token(&out);
         assert_eq!(rtp.port(), 50006, "round {round}");
         // Only the RTP socket stays open; the probes were closed.
         assert_eq!(
             workers[0].sockets.open.iter().copied().collect::<Vec<_>>(),
             [rtp]
         );
-        let token = msg
-            .get::<ReservationToken>()
-            .expect("decodes")
-            .expect("token")
-            .0;
-        let rtcp_tuple = tuple(40001);
-        let cred = Cred::md5(USER, PASSWORD, &workers[1].challenge(rtcp_tuple));
-        let out = workers[1].ask(
-            rtcp_tuple,
-            &request(ALLOCATE, tid(2), Some(&cred), |b| {
-                b.requested_transport(17).reservation_token(token);
-            }),
-        );
+        let (_, out) = workers[1].allocate_with(tuple(40001), 2, |b| {
+            b.reservation_token(token);
+        });
         assert_eq!(error_code(&out.data), None, "round {round}");
         assert_eq!(workers[1].sockets.opens, [sa("203.0.113.1:50007")]);
     }

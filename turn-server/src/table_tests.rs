@@ -62,7 +62,22 @@ fn fixture_with(config: TableConfig, policy: AddressPolicy, limits: QuotaLimits)
 }
 
 fn fixture() -> Fixture {
-    fixture_with(config(), AddressPolicy::new(), QuotaLimits::default())
+    fixture_of(config())
+}
+
+/// A fixture with `config`, no deny list and default quotas.
+fn fixture_of(config: TableConfig) -> Fixture {
+    fixture_with(config, AddressPolicy::new(), QuotaLimits::default())
+}
+
+/// A fixture relaying from 192.0.2.10, ports `port_min..=port_max` only.
+fn fixture_ports(port_min: u16, port_max: u16) -> Fixture {
+    fixture_of(TableConfig {
+        relay_ips: vec![ip("192.0.2.10")],
+        port_min,
+        port_max,
+        ..config()
+    })
 }
 
 impl Fixture {
@@ -436,7 +451,7 @@ fn permission_quota() {
         max_permissions_per_allocation: 2,
         ..config()
     };
-    let mut f = fixture_with(cfg, AddressPolicy::new(), QuotaLimits::default());
+    let mut f = fixture_of(cfg);
     f.allocate(1);
     f.table
         .create_permission(
@@ -629,7 +644,7 @@ fn channel_quota() {
         max_channels_per_allocation: 1,
         ..config()
     };
-    let mut f = fixture_with(cfg, AddressPolicy::new(), QuotaLimits::default());
+    let mut f = fixture_of(cfg);
     f.allocate(1);
     f.table
         .channel_bind(&tuple(1), "alice", 0x4000, sa(PEER), f.t0)
@@ -720,7 +735,7 @@ fn address_family_not_supported_and_partial_dual() {
         relay_ips: vec![ip("192.0.2.10")],
         ..config()
     };
-    let mut f = fixture_with(cfg, AddressPolicy::new(), QuotaLimits::default());
+    let mut f = fixture_of(cfg);
     let mut req = AllocateRequest::new(txid(1), "alice", key());
     req.requested_family = Some(AddressFamily::V6);
     assert_eq!(
@@ -741,7 +756,7 @@ fn address_family_not_supported_and_partial_dual() {
         relay_ips: vec![ip("2001:db8::10")],
         ..config()
     };
-    let mut f = fixture_with(cfg, AddressPolicy::new(), QuotaLimits::default());
+    let mut f = fixture_of(cfg);
     assert_eq!(
         f.table.allocate(
             tuple(1),
@@ -839,7 +854,7 @@ fn bandwidth_quota_drops_and_counts() {
         }),
         ..config()
     };
-    let mut f = fixture_with(cfg, AddressPolicy::new(), QuotaLimits::default());
+    let mut f = fixture_of(cfg);
     let relay = f.allocate(1).relays.v4.expect("relay");
     let peer = sa(PEER);
     f.table
@@ -868,13 +883,7 @@ fn bandwidth_quota_drops_and_counts() {
 
 #[test]
 fn ports_are_never_reused_while_in_use() {
-    let cfg = TableConfig {
-        relay_ips: vec![ip("192.0.2.10")],
-        port_min: 50000,
-        port_max: 50003,
-        ..config()
-    };
-    let mut f = fixture_with(cfg, AddressPolicy::new(), QuotaLimits::default());
+    let mut f = fixture_ports(50000, 50003);
     let mut ports: Vec<u16> = (1..=4)
         .map(|i| f.allocate(i).relays.v4.expect("relay").port())
         .collect();
@@ -898,13 +907,7 @@ fn ports_are_never_reused_while_in_use() {
 
 #[test]
 fn even_port_and_reservation() {
-    let cfg = TableConfig {
-        relay_ips: vec![ip("192.0.2.10")],
-        port_min: 50000,
-        port_max: 50005,
-        ..config()
-    };
-    let mut f = fixture_with(cfg, AddressPolicy::new(), QuotaLimits::default());
+    let mut f = fixture_ports(50000, 50005);
     let mut req = AllocateRequest::new(txid(1), "alice", key());
     req.even_port = Some(false);
     let even = f.table.allocate(tuple(1), &req, f.t0).expect("even");
@@ -989,13 +992,7 @@ fn reservations_expire() {
 
 #[test]
 fn bind_failure_picks_another_port_and_quarantines() {
-    let cfg = TableConfig {
-        relay_ips: vec![ip("192.0.2.10")],
-        port_min: 50000,
-        port_max: 50001,
-        ..config()
-    };
-    let mut f = fixture_with(cfg, AddressPolicy::new(), QuotaLimits::default());
+    let mut f = fixture_ports(50000, 50001);
     let first = f.allocate(1).relays.v4.expect("relay");
     let second = f
         .table
@@ -1045,13 +1042,7 @@ fn bind_failure_picks_another_port_and_quarantines() {
 
 #[test]
 fn bind_failure_keeps_even_port_and_moves_reservation() {
-    let cfg = TableConfig {
-        relay_ips: vec![ip("192.0.2.10")],
-        port_min: 50000,
-        port_max: 50003,
-        ..config()
-    };
-    let mut f = fixture_with(cfg, AddressPolicy::new(), QuotaLimits::default());
+    let mut f = fixture_ports(50000, 50003);
     let mut req = AllocateRequest::new(txid(1), "alice", key());
     req.even_port = Some(true);
     let a = f.table.allocate(tuple(1), &req, f.t0).expect("pair");

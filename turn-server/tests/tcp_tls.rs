@@ -644,16 +644,21 @@ fn connection_limit() {
     Client::tcp(server.tcp()).binding();
 }
 
+/// A TCP client with a small receive window, so the server's write queue
+/// for it fills fast when it does not read.
+fn slow_reader(server: SocketAddr) -> Client {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    Client::new(Box::new(stream))
+}
+
 #[test]
 fn client_that_does_not_read_is_disconnected() {
     let server = Server::start(config());
-    // A small receive window so the server's queue fills fast.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&server.tcp().into()).unwrap();
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut client = Client::new(Box::new(stream));
+    let mut client = slow_reader(server.tcp());
     let relay = client.allocate();
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.permit(peer.local_addr().unwrap());
@@ -683,12 +688,7 @@ fn client_that_does_not_read_is_disconnected() {
 #[test]
 fn a_client_that_reads_late_loses_datagrams_not_its_connection() {
     let server = Server::start(config());
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&server.tcp().into()).unwrap();
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut client = Client::new(Box::new(stream));
+    let mut client = slow_reader(server.tcp());
     let relay = client.allocate();
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.bind(0x4001, peer.local_addr().unwrap());
