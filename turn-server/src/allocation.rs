@@ -168,6 +168,8 @@ pub struct AllocateRequest<'a> {
     pub quota_user: &'a str,
     /// The key that verified this request, cached for later ones.
     pub key: SessionKey,
+    /// The credentials' generation `key` was verified under.
+    pub key_generation: u64,
     /// REQUESTED-TRANSPORT protocol number (17 = UDP).
     pub requested_transport: u8,
     /// REQUESTED-ADDRESS-FAMILY (absent = IPv4).
@@ -192,6 +194,7 @@ impl<'a> AllocateRequest<'a> {
             username,
             quota_user: username,
             key,
+            key_generation: 0,
             requested_transport: TRANSPORT_UDP,
             requested_family: None,
             additional_family: None,
@@ -251,6 +254,7 @@ pub struct Allocation {
     /// `None` when equal to `username` (the common case): saves a string.
     pub(crate) quota_user: Option<Box<str>>,
     pub(crate) key: SessionKey,
+    pub(crate) key_generation: u64,
     pub(crate) relays: RelayAddrs,
     /// Expiry, table milliseconds.
     pub(crate) expires: u64,
@@ -291,6 +295,11 @@ impl Allocation {
     /// The cached key to verify later requests with.
     pub fn session_key(&self) -> &SessionKey {
         &self.key
+    }
+
+    /// The credentials' generation the cached key was verified under.
+    pub fn key_generation(&self) -> u64 {
+        self.key_generation
     }
 
     /// Its relayed addresses.

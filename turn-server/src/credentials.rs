@@ -125,6 +125,10 @@ impl ExactSizeIterator for Candidates<'_> {}
 pub struct Credentials {
     users: HashMap<String, String>,
     rest_secrets: Vec<Vec<u8>>,
+    /// Which load of the configuration this store came from: a key
+    /// verified under an older one is checked again (see
+    /// [`Credentials::with_generation`]).
+    generation: u64,
 }
 
 impl fmt::Debug for Credentials {
@@ -210,6 +214,22 @@ impl Credentials {
     pub fn with_rest_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
         self.rest_secrets.push(secret.into());
         self
+    }
+
+    /// Marks the store as the `generation`th load of the configuration.
+    /// Allocations remember the generation their key was verified under and
+    /// skip re-deriving it only while it is current, so a reload that
+    /// removes a user or changes a password or secret takes effect on the
+    /// next request of existing allocations too.
+    #[must_use]
+    pub fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// See [`Credentials::with_generation`].
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Whether any REST secret is configured.

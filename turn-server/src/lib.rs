@@ -1,8 +1,13 @@
-//! TURN relay server (RFC 8656).
+//! TURN relay server (RFC 8656), as a library (the SFU embeds it) and the
+//! `turn-server` binary.
 //!
-//! For now this crate holds the wire codec, [`stun`]: STUN messages
-//! (RFC 8489) with the TURN attributes, ChannelData, TCP/TLS framing and the
-//! credential derivations. The allocation engine and I/O shell build on it.
+//! Layers, bottom up: [`stun`], the wire codec (STUN with the TURN
+//! attributes, ChannelData, TCP/TLS framing, credential derivations);
+//! [`table`], the sans-IO allocation table (input and time in, decisions
+//! out); [`server`], the protocol on top of it (authentication, answers);
+//! [`worker`], the thin mio shell that owns sockets and timers; and
+//! [`service`], which starts workers from a [`config::TurnConfig`] and
+//! reloads what can change while running ([`live`]).
 
 // The one exception is `datagram_batch` (recvmmsg/sendmmsg, UDP GSO).
 #![deny(unsafe_code)]
@@ -16,6 +21,7 @@ pub mod credentials;
 pub mod datagram_batch;
 pub mod fd_limit;
 pub mod five_tuple;
+pub mod live;
 pub mod metrics;
 pub mod nonce;
 pub mod permission;

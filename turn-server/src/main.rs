@@ -1,5 +1,6 @@
 //! The standalone `turn-server` command.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,7 +15,9 @@ use turn_server::service::{serve_metrics, TurnService};
 #[command(
     version,
     after_help = "Configuration: --config FILE (TOML, see configs/turn-server.toml), then \
-environment overrides TURN_<SECTION>_<KEY>, e.g. TURN_SERVER_REALM=example.org."
+environment overrides TURN_<SECTION>_<KEY>, e.g. TURN_SERVER_REALM=example.org.\n\
+Signals: SIGHUP reloads [auth] and the TLS certificate files without dropping \
+allocations; SIGINT or SIGTERM shuts down."
 )]
 struct Cli {
     /// TOML configuration file.
@@ -55,7 +58,9 @@ fn main() -> anyhow::Result<()> {
         println!("username={username}\npassword={password}");
         return Ok(());
     }
+    // Colours only on a terminal, not in log files or journald.
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -66,9 +71,12 @@ fn main() -> anyhow::Result<()> {
         Ok(l) => tracing::info!(before = l.before, now = l.now, "open-file limit"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
+    // Early, so a SIGHUP during the start is queued rather than fatal.
+    let (tx, rx) = std::sync::mpsc::channel();
+    signal_channel(tx);
     let config = TurnConfig::load(cli.config.as_deref(), std::env::vars())?;
     let registry = prometheus::Registry::new();
-    let service = TurnService::start(&config, &registry, &[])?;
+    let mut service = TurnService::start(&config, &registry, &[])?;
     if let Some(addr) = config.metrics.listen {
         serve_metrics(addr, registry.clone())?;
     }
@@ -79,16 +87,43 @@ fn main() -> anyhow::Result<()> {
         realm = %config.server.realm,
         "turn-server listening"
     );
-    let (tx, rx) = std::sync::mpsc::channel();
-    ctrlc_channel(tx);
-    let _ = rx.recv();
+    // SIGHUP reloads; SIGINT/SIGTERM (or a lost signal thread) stop.
+    while let Ok(Signal::Reload) = rx.recv() {
+        match service.reload_from(cli.config.as_deref(), std::env::vars()) {
+            Ok(r) => {
+                tracing::info!(
+                    users = r.users,
+                    secrets = r.secrets,
+                    certificate = r.certificate,
+                    "configuration reloaded"
+                );
+                if !r.needs_restart.is_empty() {
+                    tracing::warn!(
+                        sections = ?r.needs_restart,
+                        "changed settings that take effect only after a restart"
+                    );
+                }
+            }
+            Err(e) => tracing::error!("reload failed, the running configuration stays: {e:#}"),
+        }
+    }
     tracing::info!("shutting down");
     service.stop();
     Ok(())
 }
 
-/// Delivers SIGINT/SIGTERM as a message (a tiny tokio runtime handles signals).
-fn ctrlc_channel(tx: std::sync::mpsc::Sender<()>) {
+/// What a signal asks of the server.
+enum Signal {
+    /// SIGHUP: read the configuration again.
+    Reload,
+    /// SIGINT or SIGTERM: shut down.
+    Stop,
+}
+
+/// Delivers SIGHUP, SIGINT and SIGTERM as messages (a tiny tokio runtime
+/// handles signals).
+fn signal_channel(tx: std::sync::mpsc::Sender<Signal>) {
+    use tokio::signal::unix::{signal, SignalKind};
     std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -97,16 +132,23 @@ fn ctrlc_channel(tx: std::sync::mpsc::Sender<()>) {
             return;
         };
         rt.block_on(async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => return,
+            let (Ok(mut term), Ok(mut hup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) else {
+                return;
+            };
+            loop {
+                let signal = tokio::select! {
+                    _ = tokio::signal::ctrl_c() => Signal::Stop,
+                    _ = term.recv() => Signal::Stop,
+                    _ = hup.recv() => Signal::Reload,
                 };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                let stop = matches!(signal, Signal::Stop);
+                if tx.send(signal).is_err() || stop {
+                    return;
+                }
             }
         });
-        let _ = tx.send(());
     });
 }

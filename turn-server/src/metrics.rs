@@ -32,6 +32,8 @@ pub struct TurnMetrics {
     pub connections: IntGaugeVec,
     /// TCP/TLS client connections closed, by reason.
     pub connections_closed: IntCounterVec,
+    /// Configuration reloads (SIGHUP), by result (`ok`, `error`).
+    pub config_reloads: IntCounterVec,
     /// The `to_peer` and `to_client` children of [`Self::relayed_packets`]
     /// and [`Self::relayed_bytes`], resolved once: the relay path counts
     /// every datagram and a label lookup hashes and locks.
@@ -129,6 +131,11 @@ impl TurnMetrics {
                 "turn_dropped_total",
                 "Datagrams dropped, by reason",
                 "reason",
+            )?,
+            config_reloads: vec(
+                "turn_config_reloads_total",
+                "Configuration reloads (credentials, TLS certificate), by result",
+                "result",
             )?,
             rate_limited: counter(
                 "turn_unauthenticated_rate_limited_total",

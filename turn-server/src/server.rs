@@ -21,6 +21,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::allocation::{AddressFamily, AllocateRequest, Allocated, ReservationToken, SessionKey};
 use crate::credentials::Credentials;
 use crate::five_tuple::{ClientTransport, FiveTuple};
+use crate::live::Live;
 use crate::metrics::TurnMetrics;
 use crate::nonce::{NonceCheck, NonceKey};
 use crate::rate_limit::RateLimiter;
@@ -102,12 +103,20 @@ pub struct TurnServer {
     config: ServerConfig,
     clock: UnixClock,
     table: AllocationTable,
-    credentials: Arc<Credentials>,
+    credentials: Arc<Live<Credentials>>,
     nonces: Arc<NonceKey>,
     limiter: RateLimiter,
     metrics: TurnMetrics,
     out: Vec<u8>,
     expired: Vec<SocketAddr>,
+}
+
+/// The key a request was verified with, and the credentials' generation
+/// it was verified under (an allocation caches both).
+#[derive(Clone, Copy)]
+struct VerifiedKey {
+    key: SessionKey,
+    generation: u64,
 }
 
 /// The outcome of authenticating a request.
@@ -116,7 +125,7 @@ enum Auth<'m> {
     Ok {
         username: &'m str,
         quota_user: String,
-        key: SessionKey,
+        key: VerifiedKey,
         sha256: bool,
     },
     /// Answer with this error (401/438/400), unauthenticated.
@@ -135,7 +144,7 @@ impl TurnServer {
     pub fn new(
         config: ServerConfig,
         table: AllocationTable,
-        credentials: Arc<Credentials>,
+        credentials: Arc<Live<Credentials>>,
         nonces: Arc<NonceKey>,
         limiter: RateLimiter,
         metrics: TurnMetrics,
@@ -331,7 +340,7 @@ impl TurnServer {
                     } => {
                         let result =
                             self.request(now, &tuple, &msg, username, &quota_user, key, sockets);
-                        self.respond(now, &tuple, &msg, result, key, sha256)
+                        self.respond(now, &tuple, &msg, result, key.key, sha256)
                     }
                     // Challenges and failures are unauthenticated answers,
                     // rate limited per source in `error`.
@@ -437,24 +446,30 @@ impl TurnServer {
             Ok(None) => PasswordAlgorithm::MD5,
             Err(_) => return Auth::Reject(400, "Bad Request"),
         };
+        // One snapshot for the whole request: a reload meanwhile applies
+        // from the next one.
+        let credentials = self.credentials.get();
+        let generation = credentials.generation();
         // The allocation's cached key first: no hashing of the password on
-        // every Refresh/CreatePermission/ChannelBind.
-        if let Some(a) = self.table.get(tuple).filter(|a| a.username() == username) {
+        // every Refresh/CreatePermission/ChannelBind, unless the
+        // credentials were reloaded since it was verified.
+        if let Some(a) = self
+            .table
+            .get(tuple)
+            .filter(|a| a.username() == username && a.key_generation() == generation)
+        {
             let key = *a.session_key();
-            let fresh = self
-                .credentials
-                .rest_expiry(username)
-                .is_none_or(|t| t >= unix);
+            let fresh = credentials.rest_expiry(username).is_none_or(|t| t >= unix);
             if fresh && verify(msg, key.as_bytes(), has_sha256) {
                 return Auth::Ok {
                     username,
                     quota_user: a.quota_user().to_string(),
-                    key,
+                    key: VerifiedKey { key, generation },
                     sha256: has_sha256,
                 };
             }
         }
-        let resolved = match self.credentials.lookup(username, unix) {
+        let resolved = match credentials.lookup(username, unix) {
             Ok(r) => r,
             Err(e) => {
                 self.auth_failure(e.as_str());
@@ -473,7 +488,7 @@ impl TurnServer {
                 return Auth::Ok {
                     username,
                     quota_user,
-                    key,
+                    key: VerifiedKey { key, generation },
                     sha256: has_sha256,
                 };
             }
@@ -492,7 +507,7 @@ impl TurnServer {
         msg: &Message<'_>,
         username: &str,
         quota_user: &str,
-        key: SessionKey,
+        key: VerifiedKey,
         sockets: &mut dyn RelaySockets,
     ) -> Result<Success, TurnError> {
         let before = self.table.stats();
@@ -577,13 +592,14 @@ impl TurnServer {
         msg: &Message<'_>,
         username: &str,
         quota_user: &str,
-        key: SessionKey,
+        key: VerifiedKey,
         sockets: &mut dyn RelaySockets,
     ) -> Result<Success, TurnError> {
         let Ok(Some(RequestedTransport(transport))) = msg.get::<RequestedTransport>() else {
             return Err(TurnError::BadRequest("REQUESTED-TRANSPORT required"));
         };
-        let mut req = AllocateRequest::new(msg.transaction_id(), username, key);
+        let mut req = AllocateRequest::new(msg.transaction_id(), username, key.key);
+        req.key_generation = key.generation;
         req.quota_user = quota_user;
         req.requested_transport = transport;
         req.requested_family = msg

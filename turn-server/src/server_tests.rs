@@ -19,6 +19,7 @@ use proptest::prelude::*;
 use crate::address_policy::{AddressPolicy, Cidr};
 use crate::credentials::{rest_password, Credentials};
 use crate::five_tuple::{ClientTransport, FiveTuple};
+use crate::live::Live;
 use crate::metrics::TurnMetrics;
 use crate::nonce::NonceKey;
 use crate::quota::{QuotaLimits, SharedQuotas};
@@ -161,7 +162,7 @@ fn server_with(setup: Setup, quotas: Arc<SharedQuotas>, t0: Instant) -> (TurnSer
             software: None,
         },
         table,
-        Arc::new(setup.credentials),
+        Live::new(setup.credentials),
         Arc::new(NonceKey::from_bytes([9; 32])),
         RateLimiter::new(setup.rate, t0),
         metrics.clone(),

@@ -1,5 +1,6 @@
 //! Starting the relay: workers per listener, shared credentials, nonces and
-//! quotas, TLS configuration, and (standalone) a `/metrics` endpoint.
+//! quotas, TLS configuration, and (standalone) a `/metrics` endpoint;
+//! reloading the credentials and the TLS certificate while it runs.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -15,6 +16,7 @@ use crate::address_policy::AddressPolicy;
 use crate::bandwidth::BandwidthLimit;
 use crate::config::TurnConfig;
 use crate::credentials::Credentials;
+use crate::live::Live;
 use crate::metrics::TurnMetrics;
 use crate::nonce::NonceKey;
 use crate::quota::{QuotaLimits, SharedQuotas};
@@ -22,7 +24,7 @@ use crate::rate_limit::{RateLimitConfig, RateLimiter};
 use crate::server::{ServerConfig, TurnServer};
 use crate::stream::StreamTimeouts;
 use crate::table::{split_port_range, AllocationTable, TableConfig};
-use crate::tls;
+use crate::tls::{self, TlsSetup};
 use crate::worker::{self, StreamLimits, StreamListener, WorkerHandle, WorkerSockets};
 
 /// A running relay.
@@ -33,8 +35,39 @@ pub struct TurnService {
     pub tcp_addrs: Vec<SocketAddr>,
     /// Bound TLS listener addresses.
     pub tls_addrs: Vec<SocketAddr>,
-    tls_chain: Vec<CertificateDer<'static>>,
     workers: Vec<WorkerHandle>,
+    /// The configuration running now (start, then each successful reload).
+    running: TurnConfig,
+    credentials: Arc<Live<Credentials>>,
+    /// The TLS listeners' configuration and chain, if there are any.
+    tls: Option<Arc<Live<TlsSetup>>>,
+    metrics: TurnMetrics,
+}
+
+/// What a [`TurnService::reload`] changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Static users now configured.
+    pub users: usize,
+    /// REST secrets now configured.
+    pub secrets: usize,
+    /// Whether the TLS certificate and key were read again.
+    pub certificate: bool,
+    /// Sections that differ from the running configuration but take effect
+    /// only after a restart (listeners, relay addresses, limits, ...).
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// The credential store `config` describes, as its `generation`th load.
+fn credentials(config: &TurnConfig, generation: u64) -> Credentials {
+    let mut credentials = Credentials::new().with_generation(generation);
+    for (user, password) in &config.auth.users {
+        credentials.add_user(user.clone(), password.clone());
+    }
+    for secret in &config.auth.secrets {
+        credentials = credentials.with_rest_secret(secret.as_bytes().to_vec());
+    }
+    credentials
 }
 
 /// Binds `count` SO_REUSEPORT sockets on `addr` with `bind`; the first
@@ -89,14 +122,7 @@ impl TurnService {
             Some(setup)
         };
         let metrics = TurnMetrics::register(registry).context("registering TURN metrics")?;
-        let mut credentials = Credentials::new();
-        for (user, password) in &config.auth.users {
-            credentials.add_user(user.clone(), password.clone());
-        }
-        for secret in &config.auth.secrets {
-            credentials = credentials.with_rest_secret(secret.as_bytes().to_vec());
-        }
-        let credentials = Arc::new(credentials);
+        let credentials = Live::new(credentials(config, 0));
         let nonces = Arc::new(NonceKey::random());
         let server_ips = config.listen_ips();
         let mut policy =
@@ -146,10 +172,10 @@ impl TurnService {
         let mut stream_sockets: Vec<Vec<StreamListener>> = (0..parts).map(|_| Vec::new()).collect();
         let mut tcp_addrs = Vec::new();
         let mut tls_addrs = Vec::new();
-        let tls_config = tls.as_ref().map(|t| t.config.clone());
+        let tls_live = tls.map(Live::new);
         let stream_addrs = config.listen.tcp.iter().map(|a| (*a, None));
         let stream_addrs =
-            stream_addrs.chain(config.listen.tls.iter().map(|a| (*a, tls_config.clone())));
+            stream_addrs.chain(config.listen.tls.iter().map(|a| (*a, tls_live.clone())));
         for (listen, tls) in stream_addrs {
             let kind = if tls.is_some() { "TLS" } else { "TCP" };
             let (bound, sockets) = bind_group(
@@ -246,15 +272,101 @@ impl TurnService {
             udp_addrs,
             tcp_addrs,
             tls_addrs,
-            tls_chain: tls.map(|t| t.chain).unwrap_or_default(),
             workers,
+            running: config.clone(),
+            credentials,
+            tls: tls_live,
+            metrics,
         })
     }
 
     /// The certificate chain the TLS listeners serve (leaf first; empty
     /// without TLS). Clients of a development certificate trust its leaf.
-    pub fn tls_certificates(&self) -> &[CertificateDer<'static>] {
-        &self.tls_chain
+    pub fn tls_certificates(&self) -> Vec<CertificateDer<'static>> {
+        self.tls
+            .as_ref()
+            .map(|t| t.get().chain.clone())
+            .unwrap_or_default()
+    }
+
+    /// Applies what can change without a restart from `config`: the
+    /// credentials (`[auth]` users and REST secrets) and, with TLS
+    /// listeners and `tls.cert`/`tls.key` files, the certificate (read
+    /// again, so a renewed file takes effect). Allocations and connections
+    /// stay; new TLS connections get the new certificate, and requests of
+    /// existing allocations are checked against the new credentials.
+    ///
+    /// All or nothing: a bad configuration or certificate is an error and
+    /// changes nothing. Other sections that differ are reported in
+    /// [`Reloaded::needs_restart`] and otherwise ignored.
+    pub fn reload(&mut self, config: &TurnConfig) -> anyhow::Result<Reloaded> {
+        let result = self.try_reload(config);
+        self.counted(result)
+    }
+
+    /// Reads the configuration again (`file`, then `TURN_*` variables of
+    /// `env`, as at start) and [reloads](Self::reload) it: what the
+    /// standalone server does on SIGHUP. An unreadable or invalid file is
+    /// an error that changes nothing.
+    pub fn reload_from(
+        &mut self,
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Reloaded> {
+        let result = TurnConfig::load(file, env)
+            .map_err(anyhow::Error::from)
+            .and_then(|config| self.try_reload(&config));
+        self.counted(result)
+    }
+
+    /// `result`, counted in `turn_config_reloads_total`.
+    fn counted(&self, result: anyhow::Result<Reloaded>) -> anyhow::Result<Reloaded> {
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
+        result
+    }
+
+    fn try_reload(&mut self, config: &TurnConfig) -> anyhow::Result<Reloaded> {
+        config.validate()?;
+        // The development certificate is kept: its clients trust that leaf.
+        let files = config.tls.cert.as_ref().zip(config.tls.key.as_ref());
+        let certificate = match (&self.tls, files) {
+            (Some(_), Some((cert, key))) => Some(tls::from_files(cert, key)?),
+            _ => None,
+        };
+        let generation = self.credentials.get().generation() + 1;
+        self.credentials.replace(credentials(config, generation));
+        if let (Some(live), Some(setup)) = (&self.tls, &certificate) {
+            live.replace(setup.clone());
+        }
+        let (was, now) = (&self.running, config);
+        let needs_restart = [
+            ("server", was.server != now.server),
+            ("listen", was.listen != now.listen),
+            ("tls", certificate.is_none() && was.tls != now.tls),
+            ("relay", was.relay != now.relay),
+            ("policy", was.policy != now.policy),
+            ("limits", was.limits != now.limits),
+            ("metrics", was.metrics != now.metrics),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect();
+        // What runs now: the new credentials and certificate; the rest as
+        // started.
+        self.running.auth = config.auth.clone();
+        if certificate.is_some() {
+            self.running.tls = config.tls.clone();
+        }
+        Ok(Reloaded {
+            users: config.auth.users.len(),
+            secrets: config.auth.secrets.len(),
+            certificate: certificate.is_some(),
+            needs_restart,
+        })
     }
 
     /// Stops every worker (allocations and connections end with them).

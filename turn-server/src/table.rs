@@ -889,6 +889,7 @@ impl AllocationTable {
             username: req.username.into(),
             quota_user: (req.quota_user != req.username).then(|| req.quota_user.into()),
             key: req.key,
+            key_generation: req.key_generation,
             relays,
             expires,
             scheduled: u64::MAX,

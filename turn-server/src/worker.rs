@@ -34,9 +34,11 @@ use tracing::debug;
 
 use crate::datagram_batch::{RecvBatch, SendQueue, BATCH};
 use crate::five_tuple::{ClientTransport, FiveTuple};
+use crate::live::Live;
 use crate::metrics::TurnMetrics;
 use crate::server::{Destination, RelaySockets, Transmit, TurnServer};
 use crate::stream::{CloseReason, Outbound, StreamConn, StreamTimeouts, READ_CHUNK};
+use crate::tls::TlsSetup;
 
 const CLIENT: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -138,8 +140,8 @@ pub fn probe_free(addr: SocketAddr, transport: Type) -> std::io::Result<()> {
 pub struct StreamListener {
     /// The SO_REUSEPORT listener.
     pub listener: TcpListener,
-    /// TLS configuration; `None` for plain TCP.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS configuration, replaced by a reload; `None` for plain TCP.
+    pub tls: Option<Arc<Live<TlsSetup>>>,
 }
 
 /// Limits shared by every worker's stream connections.
@@ -643,7 +645,8 @@ impl Worker {
                 continue;
             };
             let tuple = FiveTuple::new(from, local, transport);
-            let core = match StreamConn::new(tuple, l.tls.as_ref(), Instant::now()) {
+            let tls = l.tls.as_ref().map(|t| t.get().config.clone());
+            let core = match StreamConn::new(tuple, tls.as_ref(), Instant::now()) {
                 Ok(c) => c,
                 Err(e) => {
                     debug!("TLS session for {tuple}: {e}");
