@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use turn_server::config::LayeredError;
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -259,12 +260,9 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let config: Config =
-            turn_server::config::layered(text, "SFU_", SECTIONS, env).map_err(|e| {
-                if e.starts_with("environment variable") {
-                    ConfigError::UnknownEnv(e)
-                } else {
-                    ConfigError::Invalid(e)
-                }
+            turn_server::config::layered(text, "SFU_", SECTIONS, env).map_err(|e| match e {
+                LayeredError::UnknownEnv(m) => ConfigError::UnknownEnv(m),
+                LayeredError::Invalid(m) => ConfigError::Invalid(m),
             })?;
         config.validate()?;
         Ok(config)

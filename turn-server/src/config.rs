@@ -255,8 +255,8 @@ impl TurnConfig {
             })?,
             None => String::new(),
         };
-        let config: TurnConfig =
-            layered(&text, "TURN_", SECTIONS, env).map_err(ConfigError::Invalid)?;
+        let config: TurnConfig = layered(&text, "TURN_", SECTIONS, env)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -364,6 +364,17 @@ fn overlapping_ips(a: IpAddr, b: IpAddr) -> bool {
         || (b.is_unspecified() && (a.is_ipv4() == b.is_ipv4() || b.is_ipv6()))
 }
 
+/// Why [`layered`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayeredError {
+    /// A `<PREFIX>*` variable does not name a section and key.
+    #[error("{0}")]
+    UnknownEnv(String),
+    /// The TOML (file plus overrides) is malformed or does not fit the type.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// The layered loading both the relay and the SFU use: `text` (TOML), then
 /// environment variables `<PREFIX><SECTION>_<KEY>` whose values are TOML
 /// values when they parse as such, strings otherwise (so
@@ -374,8 +385,9 @@ pub fn layered<T: serde::de::DeserializeOwned>(
     prefix: &str,
     sections: &[&str],
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<T, String> {
-    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+) -> Result<T, LayeredError> {
+    let invalid = |e: toml::de::Error| LayeredError::Invalid(e.to_string());
+    let mut table: toml::Table = text.parse().map_err(invalid)?;
     for (name, value) in env {
         let Some(rest) = name.strip_prefix(prefix) else {
             continue;
@@ -383,15 +395,15 @@ pub fn layered<T: serde::de::DeserializeOwned>(
         let lower = rest.to_ascii_lowercase();
         let Some((section, key)) = lower.split_once('_').filter(|(s, _)| sections.contains(s))
         else {
-            return Err(format!(
+            return Err(LayeredError::UnknownEnv(format!(
                 "environment variable {name} does not name a config key ({prefix}<SECTION>_<KEY>)"
-            ));
+            )));
         };
         let entry = table
             .entry(section.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let toml::Value::Table(t) = entry else {
-            return Err(format!("[{section}] is not a table"));
+            return Err(LayeredError::Invalid(format!("[{section}] is not a table")));
         };
         let parsed = format!("v = {value}")
             .parse::<toml::Table>()
@@ -400,9 +412,7 @@ pub fn layered<T: serde::de::DeserializeOwned>(
             .unwrap_or(toml::Value::String(value));
         t.insert(key.to_string(), parsed);
     }
-    toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| e.to_string())
+    toml::Value::Table(table).try_into().map_err(invalid)
 }
 
 #[cfg(test)]
