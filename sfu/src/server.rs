@@ -87,7 +87,13 @@ impl Server {
                 &config.media.announce,
                 metrics.registry(),
             )?;
-            info!(udp = ?turn.service.udp_addrs, "embedded TURN relay listening");
+            let relay = &turn.service;
+            info!(
+                udp = ?relay.udp_addrs,
+                tcp = ?relay.tcp_addrs,
+                tls = ?relay.tls_addrs,
+                "embedded TURN relay listening"
+            );
             Some(turn)
         } else {
             None
