@@ -444,6 +444,19 @@ mod tests {
     }
 
     #[test]
+    fn the_deployment_example_in_the_docs_loads() {
+        let doc = include_str!("../../docs/turn-server.md");
+        let example = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml block");
+        let c = load(example, &[]).unwrap();
+        assert_eq!(c.listen.tls, vec!["0.0.0.0:443".parse().unwrap()]);
+        assert_eq!(c.auth.secrets.len(), 1);
+    }
+
+    #[test]
     fn stream_listeners_and_tls() {
         let users = "[auth]\nusers = { a = \"b\" }\n";
         let c = load(users, &[]).unwrap();
