@@ -1,7 +1,8 @@
 //! Batched UDP I/O: `recvmmsg` fills up to [`BATCH`] datagrams per system
 //! call, `sendmmsg` sends a queue of datagrams to many destinations in one,
 //! and runs of equal-sized datagrams to one destination leave as one UDP
-//! GSO (`UDP_SEGMENT`) message the kernel splits.
+//! GSO (`UDP_SEGMENT`) message the kernel splits. The relay's workers use
+//! it on mio sockets, the SFU's shell on its tokio socket ([`Datagrams`]).
 //!
 //! On loopback a relayed datagram costs the server a few microseconds of
 //! kernel time, most of it per system call (entry, socket lookup, wakeup
@@ -19,7 +20,43 @@
 use std::io;
 use std::net::SocketAddr;
 
-use mio::net::UdpSocket;
+/// A non-blocking UDP socket the batches work on: the relay's (mio) or the
+/// SFU's (tokio).
+pub trait Datagrams {
+    /// One datagram to `to`; `WouldBlock` if the send buffer is full.
+    fn send_one(&self, data: &[u8], to: SocketAddr) -> io::Result<usize>;
+    /// One datagram; `WouldBlock` if none is waiting.
+    fn recv_one(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    /// The descriptor the batched system calls use.
+    #[cfg(target_os = "linux")]
+    fn fd(&self) -> std::os::fd::RawFd;
+}
+
+impl Datagrams for mio::net::UdpSocket {
+    fn send_one(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.send_to(data, to)
+    }
+    fn recv_one(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.recv_from(buf)
+    }
+    #[cfg(target_os = "linux")]
+    fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(self)
+    }
+}
+
+impl Datagrams for tokio::net::UdpSocket {
+    fn send_one(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.try_send_to(data, to)
+    }
+    fn recv_one(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.try_recv_from(buf)
+    }
+    #[cfg(target_os = "linux")]
+    fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(self)
+    }
+}
 
 /// Datagrams per system call.
 pub const BATCH: usize = 32;
@@ -58,7 +95,7 @@ impl RecvBatch {
     /// `WouldBlock` if none is waiting. Fewer than [`BATCH`] means the
     /// socket's queue was empty when the call returned. Truncated
     /// datagrams and unknown address families are dropped here.
-    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    pub fn recv(&mut self, socket: &impl Datagrams) -> io::Result<usize> {
         self.got.clear();
         sys::recv(socket, &mut self.buf, &mut self.got)?;
         Ok(self.got.len())
@@ -95,6 +132,8 @@ struct Queued {
 pub struct SendQueue {
     data: Vec<u8>,
     items: Vec<Queued>,
+    /// Items before this one are sent (see [`SendQueue::send_until_full`]).
+    head: usize,
     /// Cleared after the kernel refused GSO as unsupported.
     gso_off: bool,
 }
@@ -129,39 +168,72 @@ impl SendQueue {
 
     /// Datagrams queued.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.items.len() - self.head
     }
 
     /// Nothing queued.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+        self.data.clear();
+        self.head = 0;
     }
 
     /// Sends everything queued on `socket` and empties the queue. What the
     /// socket does not take at once is dropped, as a single `send_to` that
     /// fails with `WouldBlock` would drop it: UDP has no back-pressure and
     /// the client retransmits what matters.
-    pub fn flush(&mut self, socket: &UdpSocket) -> Flushed {
+    pub fn flush(&mut self, socket: &impl Datagrams) -> Flushed {
         let mut done = Flushed::default();
-        if let [one] = self.items[..] {
+        if let [one] = self.items[self.head..] {
             // The common case on a relay socket: no headers to build.
             done.calls = 1;
             let data = self
                 .data
                 .get(one.start..one.start + one.len)
                 .unwrap_or_default();
-            match socket.send_to(data, one.to) {
+            match socket.send_one(data, one.to) {
                 Ok(_) => done.sent = 1,
                 Err(e) => {
                     tracing::debug!("send to {}: {e}", one.to);
                     done.dropped = 1;
                 }
             }
-            self.items.clear();
-            self.data.clear();
-            return done;
+        } else {
+            let (cursor, _) = self.send_from(socket, self.head, &mut done);
+            done.dropped += self.items.len() - cursor;
         }
-        let mut cursor = 0;
+        self.clear();
+        done
+    }
+
+    /// Sends what is queued until the socket's buffer is full and keeps the
+    /// rest for the next call, for a sender that waits for the socket to
+    /// become writable again instead of dropping (the SFU keeps its pace
+    /// to the socket's, as an awaited `send_to` would).
+    pub fn send_until_full(&mut self, socket: &impl Datagrams) -> Flushed {
+        let mut done = Flushed::default();
+        let (cursor, full) = self.send_from(socket, self.head, &mut done);
+        if full {
+            self.head = cursor;
+        } else {
+            self.clear();
+        }
+        done
+    }
+
+    /// Sends from item `cursor` on; returns where it stopped and whether
+    /// the socket was full there (else everything from `cursor` was sent
+    /// or dropped one by one).
+    fn send_from(
+        &mut self,
+        socket: &impl Datagrams,
+        mut cursor: usize,
+        done: &mut Flushed,
+    ) -> (usize, bool) {
         // Bounded: every pass either advances the cursor or turns GSO off
         // (at most once) before advancing.
         while cursor < self.items.len() {
@@ -174,9 +246,9 @@ impl SendQueue {
                     done.sent += last.end - cursor;
                     cursor = last.end;
                 }
-                Ok(_) => break,
+                Ok(_) => return (cursor, true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (cursor, true),
                 Err(e) => {
                     let Some(&first) = plan.first() else { break };
                     if first.segments() > 1 {
@@ -186,7 +258,7 @@ impl SendQueue {
                         if gso_unsupported(&e) {
                             self.gso_off = true;
                         }
-                        self.send_singly(socket, first, &mut done);
+                        self.send_singly(socket, first, done);
                     } else {
                         tracing::debug!("send to {}: {e}", self.items[first.first].to);
                         done.dropped += 1;
@@ -195,15 +267,12 @@ impl SendQueue {
                 }
             }
         }
-        done.dropped += self.items.len() - cursor.min(self.items.len());
-        self.items.clear();
-        self.data.clear();
-        done
+        (cursor.min(self.items.len()), false)
     }
 
     /// Sends the datagrams of `run` one message each, in as few calls as
     /// [`BATCH`] allows.
-    fn send_singly(&self, socket: &UdpSocket, run: Message, done: &mut Flushed) {
+    fn send_singly(&self, socket: &impl Datagrams, run: Message, done: &mut Flushed) {
         let mut single = [Message::default(); BATCH];
         let mut next = run.first;
         while next < run.end {
@@ -289,14 +358,10 @@ fn gso_unsupported(e: &io::Error) -> bool {
 mod sys {
     //! `recvmmsg`/`sendmmsg` through libc.
 
+    use super::{Datagrams, Message, Queued, BATCH, MAX_DATAGRAM};
     use std::io;
     use std::mem::{size_of, zeroed};
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-    use std::os::fd::AsRawFd;
-
-    use mio::net::UdpSocket;
-
-    use super::{Message, Queued, BATCH, MAX_DATAGRAM};
 
     pub const GSO: bool = true;
     pub const EIO: i32 = libc::EIO;
@@ -314,7 +379,7 @@ mod sys {
     struct Control([u8; 32]);
 
     pub fn recv(
-        socket: &UdpSocket,
+        socket: &impl Datagrams,
         buf: &mut [u8],
         got: &mut Vec<(usize, SocketAddr)>,
     ) -> io::Result<()> {
@@ -343,7 +408,7 @@ mod sys {
         // borrowed until the call returns; the kernel writes at most that.
         let n = unsafe {
             libc::recvmmsg(
-                socket.as_raw_fd(),
+                socket.fd(),
                 hdrs.as_mut_ptr(),
                 slots as libc::c_uint,
                 0,
@@ -365,7 +430,7 @@ mod sys {
     }
 
     pub fn send(
-        socket: &UdpSocket,
+        socket: &impl Datagrams,
         data: &[u8],
         items: &[Queued],
         plan: &[Message],
@@ -425,14 +490,7 @@ mod sys {
         }
         // SAFETY: `hdrs[..count]` point into `data` (only read by the
         // kernel), `names` and `controls`, all live until the call returns.
-        let n = unsafe {
-            libc::sendmmsg(
-                socket.as_raw_fd(),
-                hdrs.as_mut_ptr(),
-                count as libc::c_uint,
-                0,
-            )
-        };
+        let n = unsafe { libc::sendmmsg(socket.fd(), hdrs.as_mut_ptr(), count as libc::c_uint, 0) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -496,9 +554,7 @@ mod sys {
     use std::io;
     use std::net::SocketAddr;
 
-    use mio::net::UdpSocket;
-
-    use super::{Message, Queued, BATCH, MAX_DATAGRAM};
+    use super::{Datagrams, Message, Queued, BATCH, MAX_DATAGRAM};
 
     pub const GSO: bool = false;
     pub const EIO: i32 = -1;
@@ -506,12 +562,12 @@ mod sys {
     pub const EOPNOTSUPP: i32 = -1;
 
     pub fn recv(
-        socket: &UdpSocket,
+        socket: &impl Datagrams,
         buf: &mut [u8],
         got: &mut Vec<(usize, SocketAddr)>,
     ) -> io::Result<()> {
         for slot in buf.chunks_exact_mut(MAX_DATAGRAM).take(BATCH) {
-            match socket.recv_from(slot) {
+            match socket.recv_one(slot) {
                 Ok((n, from)) => got.push((n, from)),
                 Err(e) if got.is_empty() => return Err(e),
                 Err(_) => break,
@@ -521,7 +577,7 @@ mod sys {
     }
 
     pub fn send(
-        socket: &UdpSocket,
+        socket: &impl Datagrams,
         data: &[u8],
         items: &[Queued],
         plan: &[Message],
@@ -533,7 +589,7 @@ mod sys {
             let Some(bytes) = data.get(item.start..item.start + item.len) else {
                 return Ok(i);
             };
-            if let Err(e) = socket.send_to(bytes, item.to) {
+            if let Err(e) = socket.send_one(bytes, item.to) {
                 return if i == 0 { Err(e) } else { Ok(i) };
             }
         }
@@ -544,6 +600,7 @@ mod sys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mio::net::UdpSocket;
     use std::time::{Duration, Instant};
 
     fn bound() -> UdpSocket {
@@ -600,6 +657,35 @@ mod tests {
                 assert_eq!(*from, tx.local_addr().unwrap());
                 assert_eq!(data, &vec![(j * 3 + k) as u8; 100]);
             }
+        }
+    }
+
+    #[test]
+    fn a_tokio_socket_sends_until_full_and_keeps_nothing_when_all_fit() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let std_tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std_tx.set_nonblocking(true).unwrap();
+        let tx = tokio::net::UdpSocket::from_std(std_tx).unwrap();
+        let rx = bound();
+        let to = rx.local_addr().unwrap();
+        let mut q = SendQueue::new();
+        // Two subscribers' worth of a frame: equal packets, then a shorter.
+        for i in 0..40u8 {
+            q.push(to, &[i; 1000][..if i == 39 { 500 } else { 1000 }]);
+        }
+        assert_eq!(q.len(), 40);
+        let done = q.send_until_full(&tx);
+        assert_eq!((done.sent, done.dropped), (40, 0));
+        assert!(q.is_empty());
+        let got = recv_all(&mut RecvBatch::new(), &rx, 40);
+        assert_eq!(got.len(), 40);
+        for (i, (data, _)) in got.iter().enumerate() {
+            assert_eq!(data.len(), if i == 39 { 500 } else { 1000 });
+            assert!(data.iter().all(|&b| usize::from(b) == i));
         }
     }
 

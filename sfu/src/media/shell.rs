@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::net::Protocol;
+use str0m::net::{Protocol, Transmit};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
+use turn_server::datagram_batch::SendQueue;
 
 use super::engine::{Engine, SessionError, Signal};
 use super::ice_tcp;
@@ -114,9 +116,10 @@ pub enum Command {
 pub async fn run(mut engine: Engine, socket: UdpSocket, mut commands: mpsc::Receiver<Command>) {
     let mut conns: HashMap<ConnId, mpsc::Sender<ServerMessage>> = HashMap::new();
     let mut tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut out = Outgoing::default();
     let mut buf = vec![0u8; 4096];
     loop {
-        flush(&mut engine, &socket, &mut conns, &tcp).await;
+        flush(&mut engine, &socket, &mut out, &mut conns, &tcp).await;
         let now = Instant::now();
         let deadline = engine
             .poll_timeout()
@@ -201,21 +204,31 @@ fn handle_command(
     }
 }
 
+/// UDP datagrams of one flush, reused from flush to flush.
+#[derive(Default)]
+struct Outgoing {
+    /// In the engine's order.
+    transmits: Vec<Transmit>,
+    /// Grouped by destination, on their way to the socket.
+    queue: SendQueue,
+}
+
+/// Times a flush waits for the socket to take more before it drops the
+/// rest (UDP semantics) rather than stall the engine.
+const MAX_SEND_WAITS: usize = 64;
+
 /// Sends what the engine produced: datagrams, then signaling.
 async fn flush(
     engine: &mut Engine,
     socket: &UdpSocket,
+    out: &mut Outgoing,
     conns: &mut HashMap<ConnId, mpsc::Sender<ServerMessage>>,
     tcp: &HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
 ) {
     loop {
         while let Some(t) = engine.poll_transmit() {
             match t.proto {
-                Protocol::Udp => {
-                    if let Err(e) = socket.send_to(&t.contents, t.destination).await {
-                        debug!("send to {}: {e}", t.destination);
-                    }
-                }
+                Protocol::Udp => out.transmits.push(t),
                 _ => {
                     let framed = tcp.get(&t.destination).zip(ice_tcp::frame(&t.contents));
                     if let Some((tx, bytes)) = framed {
@@ -224,6 +237,7 @@ async fn flush(
                 }
             }
         }
+        send_datagrams(socket, out).await;
         let Some(signal) = engine.poll_signal() else {
             return;
         };
@@ -240,5 +254,71 @@ async fn flush(
                 conns.remove(&conn);
             }
         }
+    }
+}
+
+/// Sends the round's UDP datagrams in batches (`sendmmsg`). Grouped by
+/// destination first, order kept per destination: a packet forwarded to a
+/// hundred subscribers makes a hundred transmits, so a round with several
+/// packets of a frame interleaves subscribers; grouped, each subscriber's
+/// equal-sized packets leave as one UDP GSO message. Waits while the socket
+/// is full, as an awaited `send_to` would, up to [`MAX_SEND_WAITS`] times.
+async fn send_datagrams(socket: &UdpSocket, out: &mut Outgoing) {
+    if out.transmits.is_empty() {
+        return;
+    }
+    group_by_destination(&mut out.transmits);
+    for t in out.transmits.drain(..) {
+        out.queue.push(t.destination, &t.contents);
+    }
+    for _ in 0..MAX_SEND_WAITS {
+        // Through tokio, so that a full socket clears its readiness and
+        // `writable` waits for room rather than returning at once.
+        let sent = socket.try_io(Interest::WRITABLE, || {
+            out.queue.send_until_full(socket);
+            match out.queue.is_empty() {
+                true => Ok(()),
+                false => Err(std::io::ErrorKind::WouldBlock.into()),
+            }
+        });
+        if sent.is_ok() || socket.writable().await.is_err() {
+            break;
+        }
+    }
+    let dropped = out.queue.flush(socket).dropped;
+    if dropped > 0 {
+        debug!("send buffer full: {dropped} datagrams dropped");
+    }
+}
+
+/// Puts transmits to the same destination next to each other, each
+/// destination's in their original order.
+fn group_by_destination(transmits: &mut [Transmit]) {
+    // A stable sort: equal keys keep their order.
+    transmits.sort_by_key(|t| t.destination);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouping_keeps_each_destinations_order() {
+        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2000".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:7882".parse().unwrap();
+        let t = |to: SocketAddr, seq: u8| Transmit {
+            proto: Protocol::Udp,
+            source: local,
+            destination: to,
+            contents: vec![seq].into(),
+        };
+        let mut transmits = vec![t(b, 1), t(a, 2), t(b, 3), t(a, 4), t(b, 5)];
+        group_by_destination(&mut transmits);
+        let order: Vec<(SocketAddr, u8)> = transmits
+            .iter()
+            .map(|t| (t.destination, t.contents[0]))
+            .collect();
+        assert_eq!(order, [(a, 2), (a, 4), (b, 1), (b, 3), (b, 5)]);
     }
 }
