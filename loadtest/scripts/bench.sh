@@ -2,7 +2,9 @@
 # Runs the standard load-test scenarios with the SFU and the loadtest pinned
 # to different cores, writing one JSON summary per scenario.
 #   loadtest/scripts/bench.sh [OUT_DIR] [DURATION_SECS] [SCENARIO...]
-# Extra loadtest flags (e.g. "--rooms 3") come from $LOADTEST_EXTRA.
+# Extra loadtest flags (e.g. "--rooms 3") come from $LOADTEST_EXTRA; $BENCH_SFU_BIN
+# runs another sfu binary (e.g. an older commit's, to compare) instead of
+# this checkout's.
 # Uses ports 17880 (HTTP) and 17882 (media UDP) so it does not collide with
 # a development SFU on the defaults; the embedded TURN relay is off.
 set -euo pipefail
@@ -15,7 +17,7 @@ scenarios=("$@")
 mkdir -p "$out"
 cargo build --release -p sfu -p loadtest
 # Private copies: a concurrent build must not replace the binaries mid-run.
-cp target/release/sfu "$out/sfu"
+cp "${BENCH_SFU_BIN:-target/release/sfu}" "$out/sfu"
 cp target/release/loadtest "$out/loadtest"
 for s in "${scenarios[@]}"; do
   SFU_TURN_ENABLED=false SFU_MEDIA_ICE_TCP=false SFU_LOG_LEVEL=warn \
