@@ -276,9 +276,10 @@ async fn send_datagrams(socket: &UdpSocket, out: &mut Outgoing) {
         // `writable` waits for room rather than returning at once.
         let sent = socket.try_io(Interest::WRITABLE, || {
             out.queue.send_until_full(socket);
-            match out.queue.is_empty() {
-                true => Ok(()),
-                false => Err(std::io::ErrorKind::WouldBlock.into()),
+            if out.queue.is_empty() {
+                Ok(())
+            } else {
+                Err(std::io::ErrorKind::WouldBlock.into())
             }
         });
         if sent.is_ok() || socket.writable().await.is_err() {
