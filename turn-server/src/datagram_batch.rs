@@ -5,9 +5,10 @@
 //! it on mio sockets, the SFU's shell on its tokio socket ([`Datagrams`]).
 //!
 //! On loopback a relayed datagram costs the server a few microseconds of
-//! kernel time, most of it per system call (entry, socket lookup, wakeup
-//! bookkeeping), so one call per batch rather than per datagram is where
-//! the CPU goes down; see `benches/RESULTS.md`.
+//! kernel time. One call per batch saves the per-call share (entry,
+//! descriptor lookup, readiness bookkeeping); GSO also saves building and
+//! routing each datagram, which is most of the rest. See
+//! `benches/RESULTS.md` for how much each saves.
 //!
 //! This is the crate's only `unsafe` code: std has no `recvmmsg`,
 //! `sendmmsg` or control messages, quinn-udp sends one destination per
