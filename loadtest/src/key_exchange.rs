@@ -273,23 +273,21 @@ impl KeyExchange {
     pub fn handle(&mut self, from: &str, p: &Value, out: &mut Vec<Outgoing>) -> Option<Received> {
         match p["kind"].as_str()? {
             "e2ee-hello" => {
-                self.on_hello(from, p);
+                self.on_hello(from, &p["pub"], p["keyless"] == json!(true));
                 None
             }
             "e2ee-key" => {
                 let kid = p["kid"].as_u64()?;
-                self.on_key(from, p, aad(kid), out)
+                self.on_key(from, kid, p, aad(kid), out)
             }
             "e2ee-keys" => {
                 // The pub is a reply hello for whoever did not know `from`.
-                let mut hello = json!({"pub": p["pub"].clone(), "reply": true});
-                self.on_hello(from, &hello);
+                self.on_hello(from, &p["pub"], false);
                 let me = self.me.as_deref()?;
                 let entry = p["keys"].get(me)?;
-                hello = json!({"kid": p["kid"].clone(), "iv": entry["iv"].clone(),
-                               "wrapped": entry["wrapped"].clone()});
                 let kid = p["kid"].as_u64()?;
-                self.on_key(from, &hello, batch_aad(kid, from, me), out)
+                let aad = batch_aad(kid, from, me);
+                self.on_key(from, kid, entry, aad, out)
             }
             "e2ee-ack" => {
                 if let Some(kid) = p["kid"].as_u64() {
@@ -303,8 +301,10 @@ impl KeyExchange {
         }
     }
 
-    fn on_hello(&mut self, from: &str, p: &Value) {
-        let Some(public) = p["pub"].as_str().and_then(|s| B64.decode(s).ok()) else {
+    /// A public key `public` (base64) from `from`; `keyless` if they will
+    /// send no media key of their own.
+    fn on_hello(&mut self, from: &str, public: &Value, keyless: bool) {
+        let Some(public) = public.as_str().and_then(|s| B64.decode(s).ok()) else {
             return;
         };
         if public.len() != PUBLIC_LEN {
@@ -319,7 +319,7 @@ impl KeyExchange {
         };
         self.peers.insert(from.to_string(), peer);
         // Keyless to keyless: neither has anything to wrap for the other.
-        if self.current.is_none() && p["keyless"] == json!(true) {
+        if self.current.is_none() && keyless {
             return;
         }
         // They may not have our public key yet, and need our base key: both
@@ -330,17 +330,22 @@ impl KeyExchange {
         }
     }
 
+    /// Sender `from`'s key `kid`, wrapped for us in `entry` (`iv`,
+    /// `wrapped`) under `aad`.
     fn on_key(
         &mut self,
         from: &str,
-        p: &Value,
+        kid: u64,
+        entry: &Value,
         aad: Vec<u8>,
         out: &mut Vec<Outgoing>,
     ) -> Option<Received> {
         let peer = self.peers.get(from)?;
-        let kid = p["kid"].as_u64().filter(|k| *k <= MAX_SAFE_INTEGER)?;
-        let iv: [u8; NONCE_LEN] = B64.decode(p["iv"].as_str()?).ok()?.try_into().ok()?;
-        let mut wrapped = B64.decode(p["wrapped"].as_str()?).ok()?;
+        if kid > MAX_SAFE_INTEGER {
+            return None;
+        }
+        let iv: [u8; NONCE_LEN] = B64.decode(entry["iv"].as_str()?).ok()?.try_into().ok()?;
+        let mut wrapped = B64.decode(entry["wrapped"].as_str()?).ok()?;
         let raw = peer
             .wrap_in
             .open_in_place(

@@ -195,7 +195,9 @@ impl Summary {
             jitter_ms_max: t.jitter_ms_max,
             video_layers_received: t.layers,
             server,
-            loadtest_cpu_secs: own_cpu_secs(),
+            // User + system CPU of this process so far.
+            loadtest_cpu_secs: crate::server_cost::sample_process(std::process::id())
+                .map_or(0.0, |s| s.cpu_secs),
             latency_buckets: buckets(&t.latency_us, 1e-3),
             join_buckets: buckets(&t.join_ms, 1.0),
             series,
@@ -397,17 +399,6 @@ impl Summary {
         h += "</body></html>\n";
         h
     }
-}
-
-/// User + system CPU seconds of this process so far.
-fn own_cpu_secs() -> f64 {
-    // SAFETY: getrusage writes into the zeroed struct passed by pointer.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
-        return 0.0;
-    }
-    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
 }
 
 fn esc(s: &str) -> String {

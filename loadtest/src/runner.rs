@@ -34,6 +34,8 @@ pub fn participants(s: &Scenario) -> anyhow::Result<Vec<ParticipantSpec>> {
     let tracks = s.tracks_per_publisher();
     let mut out = Vec::new();
     let key = s.signing_key();
+    // Once: a turn: URL with a host name is resolved here.
+    let via_turn = s.via_turn();
     for r in 0..s.rooms {
         let room = format!("loadtest-{}-{r}", s.name);
         for k in 0..s.publishers + s.subscribers {
@@ -53,7 +55,7 @@ pub fn participants(s: &Scenario) -> anyhow::Result<Vec<ParticipantSpec>> {
                 simulcast: s.simulcast,
                 e2ee: s.e2ee,
                 expected_tracks: if subscribe { others * tracks } else { 0 },
-                via_turn: s.via_turn(),
+                via_turn: via_turn.clone(),
             });
         }
     }

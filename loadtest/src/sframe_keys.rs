@@ -67,7 +67,8 @@ impl SenderKey {
 /// per sender, as the web client chooses them, so two senders may collide).
 #[derive(Default)]
 pub struct KeyRing {
-    keys: HashMap<(String, u64), DecryptionKey>,
+    /// Sender id → key id → key.
+    keys: HashMap<String, HashMap<u64, DecryptionKey>>,
 }
 
 impl KeyRing {
@@ -75,13 +76,16 @@ impl KeyRing {
     pub fn learn(&mut self, from: &str, kid: u64, material: [u8; 16]) -> anyhow::Result<()> {
         let key = DecryptionKey::derive_from(SUITE, kid, material)
             .map_err(|e| anyhow::anyhow!("sframe key: {e}"))?;
-        self.keys.insert((from.to_string(), kid), key);
+        self.keys
+            .entry(from.to_string())
+            .or_default()
+            .insert(kid, key);
         Ok(())
     }
 
     /// Whether any key of sender `from` is known.
     pub fn knows(&self, from: &str) -> bool {
-        self.keys.keys().any(|(owner, _)| owner == from)
+        self.keys.get(from).is_some_and(|k| !k.is_empty())
     }
 
     /// Decrypts one frame of sender `from` into `out` (replacing its
@@ -95,8 +99,9 @@ impl KeyRing {
         let view = EncryptedFrameView::try_new(frame)
             .map_err(|e| DecryptError::Malformed(e.to_string()))?;
         let kid = view.header().key_id();
-        let Some(key) = self.keys.get(&(from.to_string(), kid)) else {
-            return Err(match self.keys.keys().find(|(_, k)| *k == kid) {
+        let Some(key) = self.keys.get(from).and_then(|k| k.get(&kid)) else {
+            let owner = self.keys.iter().find(|(_, k)| k.contains_key(&kid));
+            return Err(match owner {
                 Some((owner, _)) => DecryptError::WrongSender {
                     kid,
                     owner: owner.clone(),

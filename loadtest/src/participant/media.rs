@@ -71,7 +71,13 @@ impl Participant {
             // A publisher's frames all name one sender: its first frame's.
             Ok(h)
                 if h.kind == track.kind
-                    && *self.senders.entry(track.owner.clone()).or_insert(h.sender) == h.sender =>
+                    && match self.senders.get(&track.owner) {
+                        Some(&first) => first == h.sender,
+                        None => {
+                            self.senders.insert(track.owner.clone(), h.sender);
+                            true
+                        }
+                    } =>
             {
                 let latency = track.stats.on_frame(&h, now_us);
                 let _ = self.totals.latency_us.record(latency.max(1));

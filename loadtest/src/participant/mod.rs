@@ -189,14 +189,14 @@ impl Participant {
         out: UnboundedSender<String>,
         now: Instant,
     ) -> anyhow::Result<Participant> {
-        let via = spec.via_turn.clone();
+        let direct = spec.via_turn.is_none();
         let publisher = spec
             .publish
-            .then(|| Peer::new(local_ip, cert, via.is_none(), now))
+            .then(|| Peer::new(local_ip, cert, direct, now))
             .transpose()?;
         let subscriber = spec
             .subscribe
-            .then(|| Peer::new(local_ip, cert, via.is_none(), now))
+            .then(|| Peer::new(local_ip, cert, direct, now))
             .transpose()?;
         // KIDs are random per sender, as the web client makes them.
         let base = BaseKey::generate();
@@ -302,13 +302,12 @@ impl Participant {
                         if let Err(e) = peer.rtc.sdp_api().accept_answer(p, a) {
                             self.fail(format!("publish answer: {e}"));
                         }
-                        let sfu = msg["sdp"].as_str().and_then(path::sfu_candidate);
-                        self.start_turn(Side::Publish, sfu, now);
+                        self.start_turn(Side::Publish, msg["sdp"].as_str(), now);
                     }
                     _ => self.fail("unusable publish_answer".into()),
                 }
             }
-            Some("subscribe_offer") => self.on_subscribe_offer(&msg),
+            Some("subscribe_offer") => self.on_subscribe_offer(&msg, now),
             Some("relay") => {
                 let payload = &msg["payload"];
                 let ours = payload["kind"]
@@ -390,7 +389,9 @@ impl Participant {
     }
 
     /// Starts the TURN allocation of `side` towards the SFU's address.
-    fn start_turn(&mut self, side: Side, sfu: Option<SocketAddr>, now: Instant) {
+    /// With `--via-turn`, allocates and relays to the SFU's UDP candidate
+    /// in `sdp` (its answer or offer).
+    fn start_turn(&mut self, side: Side, sdp: Option<&str>, now: Instant) {
         let peer = match side {
             Side::Publish => self.publisher.as_mut(),
             Side::Subscribe => self.subscriber.as_mut(),
@@ -399,7 +400,7 @@ impl Participant {
         let Some(turn) = peer.turn.as_mut() else {
             return;
         };
-        let Some(sfu) = sfu else {
+        let Some(sfu) = sdp.and_then(path::sfu_candidate) else {
             return self.fail("--via-turn: no UDP candidate in the SFU's SDP".into());
         };
         if let Some(req) = turn.start(sfu, now) {
@@ -409,7 +410,7 @@ impl Participant {
         }
     }
 
-    fn on_subscribe_offer(&mut self, msg: &Value) {
+    fn on_subscribe_offer(&mut self, msg: &Value, now: Instant) {
         let Some(peer) = self.subscriber.as_mut() else {
             self.fail("subscribe_offer without a subscribe connection".into());
             return;
@@ -457,8 +458,7 @@ impl Participant {
             });
         }
         self.send(json!({"type": "subscribe_answer", "sdp": answer.to_sdp_string()}));
-        let sfu = msg["sdp"].as_str().and_then(path::sfu_candidate);
-        self.start_turn(Side::Subscribe, sfu, Instant::now());
+        self.start_turn(Side::Subscribe, msg["sdp"].as_str(), now);
     }
 
     /// Feeds one datagram received on `side`'s socket; returns the next deadline.
@@ -531,22 +531,20 @@ impl Participant {
                 Side::Subscribe => self.subscriber.as_mut(),
             };
             let Some(peer) = peer else { continue };
+            let mut turn_failure = None;
             if let Some(turn) = peer.turn.as_mut() {
                 if let Some(req) = turn.poll_retransmit(now) {
                     let _ = peer.socket.send_to(&req, turn.server);
                 }
-                if let Some(f) = turn.failure() {
-                    if self.failed.is_none() {
-                        self.totals
-                            .note_error(format!("participant {}: {f}", self.spec.index));
-                        self.failed = Some(f);
-                    }
-                }
+                turn_failure = turn.failure();
             }
             // poll_output is not free: only after input (a due timeout or media written).
             let due = peer.next_timeout <= now;
             if due {
                 let _ = peer.rtc.handle_input(Input::Timeout(now));
+            }
+            if let Some(f) = turn_failure {
+                self.fail(f);
             }
             if due || (sent && side == Side::Publish) {
                 self.drain(side, now);
@@ -592,11 +590,13 @@ impl Participant {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
-                    let sent = match peer.turn.as_ref() {
+                    let sent = match peer.turn.as_mut() {
                         // Through the relay only; nothing leaves before the channel is bound.
-                        Some(turn) => turn
-                            .wrap(t.source, &t.contents)
-                            .and_then(|w| peer.socket.send_to(&w, turn.server).ok()),
+                        Some(turn) => {
+                            let server = turn.server;
+                            turn.wrap(t.source, &t.contents)
+                                .and_then(|w| peer.socket.send_to(w, server).ok())
+                        }
                         None => peer.socket.send_to(&t.contents, t.destination).ok(),
                     };
                     if let Some(n) = sent {

@@ -43,6 +43,8 @@ pub struct TurnPath {
     password: String,
     alloc: Option<Allocation>,
     candidate_added: bool,
+    /// The last wrapped datagram (reused: one per packet sent).
+    wrapped: Vec<u8>,
 }
 
 impl TurnPath {
@@ -54,6 +56,7 @@ impl TurnPath {
             password,
             alloc: None,
             candidate_added: false,
+            wrapped: Vec::new(),
         }
     }
 
@@ -116,14 +119,14 @@ impl TurnPath {
     /// Wraps a datagram str0m sends from `source`, if that is the relayed
     /// address and the channel is bound (earlier ones are dropped; ICE
     /// retransmits its checks).
-    pub fn wrap(&self, source: SocketAddr, contents: &[u8]) -> Option<Vec<u8>> {
+    pub fn wrap(&mut self, source: SocketAddr, contents: &[u8]) -> Option<&[u8]> {
         let a = self.alloc.as_ref()?;
         if a.relayed != Some(source) || a.phase != Phase::Ready {
             return None;
         }
-        let mut out = Vec::with_capacity(contents.len() + 4);
-        channel_data::encode(&mut out, a.channel, contents, false).ok()?;
-        Some(out)
+        self.wrapped.clear();
+        channel_data::encode(&mut self.wrapped, a.channel, contents, false).ok()?;
+        Some(&self.wrapped)
     }
 
     /// A request retransmission due at `now`.
