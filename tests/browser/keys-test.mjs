@@ -203,6 +203,33 @@ check("no reply hellos", !seen.some((t) => JSON.parse(t).reply));
   for (const n of newcomers) clearTimeout(n.km.flushTimer);
 }
 
+// Someone joins and someone else leaves within the batching window, while
+// the sender's rotation is still waiting for an ack (Q never acks): the
+// newcomer gets the old key in the batch and the new one from the rotation,
+// and must keep the one the sender encrypts with once the old ones expire.
+{
+  const q = await joinAs("Q", true);
+  await joinAs("L");
+  const worker = { messages: [], postMessage(m) { this.messages.push(m); } };
+  const km = new KeyManager({ send: (to, p) => deliver("N", to, p), worker, keepPreviousMs: 200 });
+  people.set("N", { km, worker, chain: Promise.resolve() });
+  await km.start("N");
+  await sleep(10);
+  people.delete("L");
+  await Promise.all([...people.values()].map((p) => p.km.peerLeft("L")));
+  await idle();
+  await sleep(1700); // past the unacked rotation's switch and the 200 ms expiry
+  const held = new Set();
+  for (const m of worker.messages.filter((m) => m.participantId === "A")) {
+    if (m.type === "recv-key") held.add(m.kid);
+    if (m.type === "drop-key") held.delete(m.kid);
+  }
+  check("a newcomer during a rotation keeps the sender's key", held.has(a.km.kid), JSON.stringify([...held]));
+  for (const id of ["Q", "N"]) people.delete(id);
+  await Promise.all([a, b].map((p) => p.km.peerLeft("Q").then(() => p.km.peerLeft("N"))));
+  void q;
+}
+
 const report = { ok: failures.length === 0, relayed: seen.length, failures };
 console.log(JSON.stringify(report));
 process.exit(report.ok ? 0 : 1);

@@ -63,18 +63,21 @@ export class KeyManager extends EventTarget {
    * @param {(to: string[]|"everyone", payload: object) => void} o.send relay sender
    * @param {Worker} o.worker the encryption worker
    * @param {boolean} [o.dropKeys] test switch: discard every key received
+   * @param {number} [o.keepPreviousMs] how long a sender's replaced keys stay usable
    */
-  constructor({ send, worker, dropKeys = false }) {
+  constructor({ send, worker, dropKeys = false, keepPreviousMs = KEEP_PREVIOUS_MS }) {
     super();
     this.send = send;
     this.worker = worker;
     this.dropKeys = dropKeys;
+    this.keepPreviousMs = keepPreviousMs;
     this.peers = new Map(); // id -> {pub: Uint8Array, wrapKeys, keys: Map(kid -> {raw, chat})}
     this.current = null; // {kid, raw, chat}
     this.pending = null; // {kid, raw, chat, waiting: Set, timer}
     this.owed = new Set(); // peers owed our pub and key, sent at the next flush
     this.flushTimer = null;
     this.flushing = 0; // flushes still wrapping keys
+    this.outbox = Promise.resolve(); // key batches, sent one after another
   }
 
   /** Whether owed keys wait for the batching window (tests wait it out). */
@@ -176,14 +179,29 @@ export class KeyManager extends EventTarget {
       this.send(ids, { kind: "e2ee-keys", v: 1, pub: toB64(this.pub), keys: {} });
       return;
     }
-    const pending = this.pending;
     this.flushing++;
     try {
-      await this.#sendBatches(this.current, ids);
-      if (pending) await this.#sendBatches(pending, ids);
+      // The keys as they are when this batch's turn comes: the current one,
+      // then a rotation's pending one, which the recipient keeps last.
+      await this.#inOrder(async () => {
+        const { current, pending } = this;
+        await this.#sendBatches(current, ids);
+        if (pending) await this.#sendBatches(pending, ids);
+      });
     } finally {
       this.flushing--;
     }
+  }
+
+  /**
+   * Runs `send` after every key batch queued before it, so that a peer
+   * receives our keys in the order we made them: the last key it gets from
+   * us is the one it keeps.
+   */
+  #inOrder(send) {
+    const run = this.outbox.then(send);
+    this.outbox = run.catch(() => {});
+    return run;
   }
 
   /** Learns a peer's public key; true if it was new (then we owe them). */
@@ -223,17 +241,22 @@ export class KeyManager extends EventTarget {
       return; // not for us, or tampered with
     }
     if (this.dropKeys || raw.length !== 16) return;
-    const previous = [...peer.keys.keys()];
-    peer.keys.set(kid, { raw, chat: await chatKeyOf(raw) });
-    this.worker.postMessage({ type: "recv-key", participantId: from, kid, key: raw });
+    // The key received last is the sender's newest (KIDs are random, not
+    // ordered); a key received again becomes the newest again.
+    peer.latest = kid;
+    if (!peer.keys.has(kid)) {
+      peer.keys.set(kid, { raw, chat: await chatKeyOf(raw) });
+      this.worker.postMessage({ type: "recv-key", participantId: from, kid, key: raw });
+    }
     this.send([from], { kind: "e2ee-ack", kid });
-    // Older keys of this sender stay usable briefly for frames in flight.
-    for (const old of previous) {
+    // Older keys of this sender stay usable briefly for frames in flight,
+    // unless one of them has become the newest by then.
+    for (const old of peer.keys.keys()) {
       if (old === kid) continue;
       setTimeout(() => {
-        peer.keys.delete(old);
+        if (peer.latest === old || !peer.keys.delete(old)) return;
         this.worker.postMessage({ type: "drop-key", participantId: from, kid: old });
-      }, KEEP_PREVIOUS_MS);
+      }, this.keepPreviousMs);
     }
     this.#changed();
     this.dispatchEvent(new CustomEvent("key", { detail: { from, kid } }));
@@ -280,7 +303,9 @@ export class KeyManager extends EventTarget {
     key.waiting = new Set(this.peers.keys());
     this.pending = key;
     key.timer = setTimeout(() => this.#switch(), SWITCH_AFTER_MS);
-    await this.#sendBatches(key, [...this.peers.keys()]);
+    // Peers still owed a batch get this key from it, after the current one.
+    const ids = [...this.peers.keys()].filter((id) => !this.owed.has(id));
+    await this.#inOrder(() => this.#sendBatches(key, ids));
     if (key.waiting.size === 0) this.#switch();
   }
 
