@@ -138,6 +138,13 @@ async function connect() {
   }
 }
 
+/** What to tell the user when the server ends the session for good. */
+const FATAL_TEXT = {
+  bad_token: "This link's token is not valid on this server.",
+  token_expired: "This link has expired: ask for a new one.",
+  replaced: "This call was opened again elsewhere (another tab or device).",
+};
+
 async function openSession() {
   ui.setStatus(attempt ? "reconnecting" : "connecting", attempt ? "Reconnecting…" : "Connecting…");
   const e2ee = new E2eeTransforms(opts.api);
@@ -147,9 +154,7 @@ async function openSession() {
     joined = await sig.join(await fetchToken());
   } catch (err) {
     e2ee.worker.terminate();
-    if (sig.fatal === "bad_token") return fatal("This link's token is not valid on this server.");
-    if (sig.fatal === "token_expired") return fatal("This link has expired: ask for a new one.");
-    if (sig.fatal && FATAL.has(sig.fatal)) return fatal(err.message);
+    if (sig.fatal && FATAL.has(sig.fatal)) return fatal(FATAL_TEXT[sig.fatal] ?? err.message);
     if (err.message.includes("invitation link")) return fatal(err.message);
     return retry();
   }
@@ -212,8 +217,9 @@ async function openSession() {
     if (session !== s) return;
     teardown();
     if (leaving) return;
-    if (e.detail.fatal === "replaced") return fatal("This call was opened again elsewhere (another tab or device).");
-    if (e.detail.fatal) return fatal(`The server refused the session (${e.detail.fatal}).`);
+    if (e.detail.fatal) {
+      return fatal(FATAL_TEXT[e.detail.fatal] ?? `The server refused the session (${e.detail.fatal}).`);
+    }
     retry();
   });
 

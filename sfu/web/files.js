@@ -116,6 +116,8 @@ export class Files extends EventTarget {
       if (!entry || entry.from !== from || !Number.isInteger(p.i) || p.i < 0 || p.i >= entry.parts.length) return;
       if (entry.parts[p.i]) return;
       const part = await this.keys.openWhenReady(from, p, `file ${p.id} ${p.i}`);
+      // Abandoned (the sender left) while this chunk was being opened.
+      if (this.incoming.get(p.id) !== entry) return;
       const t = entry.transfer;
       if (t.done + part.length > t.size) return;
       entry.parts[p.i] = part;

@@ -146,7 +146,6 @@ export function fileEntry(t, senderName) {
   }
   el.querySelector(".desc").textContent = `${t.mine ? "You" : senderName} · ${t.name} (${size(t.size)})`;
   const bar = el.querySelector("progress");
-  if (!bar) return el; // already finished
   bar.value = t.size ? t.done / t.size : 1;
   if (t.ok !== undefined) {
     bar.remove();
