@@ -300,7 +300,10 @@ impl TurnService {
     /// changes nothing. Other sections that differ are reported in
     /// [`Reloaded::needs_restart`] and otherwise ignored.
     pub fn reload(&mut self, config: &TurnConfig) -> anyhow::Result<Reloaded> {
-        let result = self.try_reload(config);
+        let result = config
+            .validate()
+            .map_err(anyhow::Error::from)
+            .and_then(|()| self.try_reload(config));
         self.counted(result)
     }
 
@@ -329,8 +332,8 @@ impl TurnService {
         result
     }
 
+    /// [`Self::reload`] of a validated `config`.
     fn try_reload(&mut self, config: &TurnConfig) -> anyhow::Result<Reloaded> {
-        config.validate()?;
         // The development certificate is kept: its clients trust that leaf.
         let files = config.tls.cert.as_ref().zip(config.tls.key.as_ref());
         let certificate = match (&self.tls, files) {
