@@ -331,6 +331,7 @@ impl FanoutHarness {
                 ice_servers: vec![],
                 turn: None,
                 max_relay_bytes: 64 * 1024,
+                shard: 0,
             },
             metrics.clone(),
         );
@@ -652,6 +653,7 @@ impl FanoutHarness {
         let (conn, msg) = match signal {
             Signal::Message(conn, msg) => (conn, msg),
             Signal::Close(conn) => return err(format!("engine closed connection {conn}")),
+            Signal::RoomClosed(room) => return err(format!("engine closed room {room}")),
         };
         let Some(client) = self.clients.get_mut(conn as usize) else {
             return err(format!("signal for unknown connection {conn}"));

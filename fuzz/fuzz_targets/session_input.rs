@@ -22,6 +22,7 @@ fuzz_target!(|input: (String, Vec<Vec<u8>>)| {
         ice_servers: vec![],
         turn: None,
         max_relay_bytes: 1024,
+        shard: 0,
     };
     let mut engine = Engine::new(config, Metrics::new());
     let now = Instant::now();

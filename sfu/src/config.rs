@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use platform::layered::{layered, LayeredError};
 use serde::{Deserialize, Serialize};
-use turn_server::config::LayeredError;
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -67,12 +67,20 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
-    /// The one UDP socket all peers share.
+    /// Engine threads (shards), each owning whole rooms and its own sockets.
+    /// 0: one per core.
+    pub workers: usize,
+    /// Shard 0's UDP socket; shard `i` binds the next port up (`port + i`),
+    /// or its own ephemeral port when this port is 0.
     pub udp_listen: SocketAddr,
     /// Whether to offer ICE-TCP (RFC 4571 framing) for clients whose UDP is blocked.
     pub ice_tcp: bool,
-    /// The ICE-TCP listener.
+    /// Shard 0's ICE-TCP listener; shard `i` listens on `port + i`.
     pub tcp_listen: SocketAddr,
+    /// Kernel receive and send buffer asked for each media UDP socket
+    /// (bytes; 0 keeps the system default). Bursts of video overflow the
+    /// default ≈ 208 KiB.
+    pub socket_buffer_bytes: usize,
     /// Addresses announced in ICE candidates instead of the bind address
     /// (the public address when the server is behind NAT). The ports stay
     /// those of `udp_listen` / `tcp_listen`.
@@ -90,9 +98,11 @@ pub struct MediaConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         Self {
+            workers: 0,
             udp_listen: ([127, 0, 0, 1], 7882).into(),
             ice_tcp: true,
             tcp_listen: ([127, 0, 0, 1], 7881).into(),
+            socket_buffer_bytes: 4 << 20,
             announce: Vec::new(),
             peer_timeout_ms: 8_000,
             keyframe_interval_ms: 500,
@@ -102,6 +112,22 @@ impl Default for MediaConfig {
 }
 
 impl MediaConfig {
+    /// How many shards to run: `workers`, or one per core when 0.
+    pub fn shards(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+    /// Shard `shard`'s address for a configured base address: the next
+    /// ports up, or port 0 (ephemeral) throughout. `None` past port 65535.
+    pub fn shard_addr(base: SocketAddr, shard: usize) -> Option<SocketAddr> {
+        if base.port() == 0 {
+            return Some(base);
+        }
+        let port = u16::try_from(usize::from(base.port()) + shard).ok()?;
+        Some(SocketAddr::new(base.ip(), port))
+    }
     /// `peer_timeout_ms` as a duration.
     pub fn peer_timeout(&self) -> Duration {
         Duration::from_millis(self.peer_timeout_ms)
@@ -259,11 +285,10 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let config: Config =
-            turn_server::config::layered(text, "SFU_", SECTIONS, env).map_err(|e| match e {
-                LayeredError::UnknownEnv(m) => ConfigError::UnknownEnv(m),
-                LayeredError::Invalid(m) => ConfigError::Invalid(m),
-            })?;
+        let config: Config = layered(text, "SFU_", SECTIONS, env).map_err(|e| match e {
+            LayeredError::UnknownEnv(m) => ConfigError::UnknownEnv(m),
+            LayeredError::Invalid(m) => ConfigError::Invalid(m),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -286,6 +311,17 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "media.{key} {addr} binds every interface: set media.announce to the address(es) clients reach"
             )));
+        }
+        let last = m.shards().saturating_sub(1);
+        for (key, base) in [("udp_listen", m.udp_listen), ("tcp_listen", m.tcp_listen)] {
+            if MediaConfig::shard_addr(base, last).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "media.{key} {base}: {} shards need ports {}..={} (shard i listens on port + i)",
+                    last + 1,
+                    base.port(),
+                    usize::from(base.port()) + last
+                )));
+            }
         }
         if self.media.peer_timeout_ms < 500 {
             return Err(ConfigError::Invalid(
@@ -362,6 +398,12 @@ mod tests {
             unannounced.to_string().contains("media.announce"),
             "{unannounced}"
         );
+        let no_ports = Config::from_toml_with_env(
+            "[media]\nworkers = 4\nudp_listen = \"127.0.0.1:65534\"\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(no_ports.to_string().contains("65534..=65537"), "{no_ports}");
         let missing = Config::load(Some(Path::new("/nonexistent/sfu.toml")), env(&[])).unwrap_err();
         assert!(matches!(missing, ConfigError::Read { .. }));
     }

@@ -1,8 +1,6 @@
 //! HTTP: WebSocket signaling, WHIP/WHEP, metrics, health and (in
 //! development mode) a token endpoint.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -13,56 +11,15 @@ use axum::routing::{get, post};
 use axum::Router;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tower_http::cors::{Any, CorsLayer};
 
+use crate::app_state::AppState;
 use crate::auth::{Grants, TokenAuthority, TokenError};
-use crate::config::Config;
+use crate::media::command::Command;
 use crate::media::engine::SessionError;
-use crate::media::shell::Command;
-use crate::metrics::Metrics;
+use crate::media::placement::ShardId;
 use crate::signal::websocket;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    /// The loaded configuration.
-    pub config: Arc<Config>,
-    /// Token verification.
-    pub auth: TokenAuthority,
-    /// The metrics registry.
-    pub metrics: Metrics,
-    /// To the engine task.
-    pub commands: mpsc::Sender<Command>,
-    /// Embedded TURN credentials for WHIP/WHEP `Link` headers.
-    pub turn: Option<crate::turn::TurnCredentials>,
-    conn_ids: Arc<AtomicU64>,
-}
-
-impl AppState {
-    /// Shared state for the handlers.
-    pub fn new(
-        config: Arc<Config>,
-        auth: TokenAuthority,
-        metrics: Metrics,
-        commands: mpsc::Sender<Command>,
-        turn: Option<crate::turn::TurnCredentials>,
-    ) -> Self {
-        Self {
-            config,
-            auth,
-            metrics,
-            commands,
-            turn,
-            conn_ids: Arc::new(AtomicU64::new(1)),
-        }
-    }
-
-    /// A fresh signaling connection id.
-    pub fn next_conn(&self) -> u64 {
-        self.conn_ids.fetch_add(1, Ordering::Relaxed)
-    }
-}
 
 /// Every route.
 pub fn router(state: AppState) -> Router {
@@ -190,17 +147,26 @@ fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, HttpError> {
         .map_err(|_| http_error(StatusCode::BAD_REQUEST, "SDP is not UTF-8"))
 }
 
+/// Which shard a request goes to.
+enum To<'a> {
+    /// The shard holding this room (placing it if new).
+    Room(&'a str),
+    /// A known shard.
+    Shard(ShardId),
+}
+
 async fn ask<T>(
     state: &AppState,
+    to: To<'_>,
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<T, HttpError> {
     let (tx, rx) = oneshot::channel();
     let unavailable = || http_error(StatusCode::SERVICE_UNAVAILABLE, "media engine unavailable");
-    state
-        .commands
-        .send(make(tx))
-        .await
-        .map_err(|_| unavailable())?;
+    let sent = match to {
+        To::Room(room) => state.shards.send_for_room(room, make(tx)).await.map(drop),
+        To::Shard(shard) => state.shards.send(shard, make(tx)).await,
+    };
+    sent.map_err(|_| unavailable())?;
     rx.await.map_err(|_| unavailable())
 }
 
@@ -286,7 +252,7 @@ async fn start_session(
     let identity = grants.identity.clone();
     let result = match kind {
         SessionKind::Whip => {
-            ask(&state, |reply| Command::Whip {
+            ask(&state, To::Room(&room), |reply| Command::Whip {
                 grants,
                 offer,
                 reply,
@@ -300,7 +266,7 @@ async fn start_session(
                 offer,
                 reply,
             };
-            ask(&state, whep).await
+            ask(&state, To::Room(&room), whep).await
         }
     };
     match result {
@@ -335,7 +301,15 @@ async fn whep_participant(
 }
 
 async fn end_session(State(state): State<AppState>, Path(session): Path<String>) -> Response {
-    match ask(&state, |reply| Command::EndSession { session, reply }).await {
+    let Some(shard) = state.shards.session_shard(&session) else {
+        return plain(StatusCode::NOT_FOUND, "no such session");
+    };
+    match ask(&state, To::Shard(shard), |reply| Command::EndSession {
+        session,
+        reply,
+    })
+    .await
+    {
         Ok(true) => StatusCode::OK.into_response(),
         Ok(false) => plain(StatusCode::NOT_FOUND, "no such session"),
         Err(r) => r.into_response(),
@@ -361,7 +335,10 @@ async fn patch_session(
     let Ok(fragment) = String::from_utf8(body.to_vec()) else {
         return plain(StatusCode::BAD_REQUEST, "fragment is not UTF-8");
     };
-    match ask(&state, |reply| Command::PatchSession {
+    let Some(shard) = state.shards.session_shard(&session) else {
+        return session_error(SessionError::NotFound);
+    };
+    match ask(&state, To::Shard(shard), |reply| Command::PatchSession {
         session,
         fragment,
         reply,

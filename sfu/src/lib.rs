@@ -1,10 +1,12 @@
 //! A payload-blind selective forwarding unit for end-to-end encrypted
 //! browser calls.
 //!
-//! Layout: [`room`] is the pure room model, [`media`] the sans-IO engine
-//! (rooms + str0m peers) with its tokio shell, [`signal`] the WebSocket
-//! protocol, [`http`] the routes, [`server`] the wiring.
+//! Layout: [`room`] is the pure room model, [`media`] the shards (each a
+//! sans-IO engine of rooms + str0m peers with its tokio shell) and the
+//! edge's routing to them, [`signal`] the WebSocket protocol, [`http`] the
+//! routes, [`app_state`] what they share, [`server`] the wiring.
 
+pub mod app_state;
 pub mod auth;
 pub mod config;
 pub mod http;

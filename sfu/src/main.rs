@@ -104,7 +104,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     }
     // WebSockets, ICE-TCP connections and the embedded relay's sockets all
     // need descriptors; the usual soft limit of 1024 would cap a busy server.
-    match turn_server::fd_limit::raise_to_hard_limit() {
+    match platform::fd_limit::raise_to_hard_limit() {
         Ok(l) => tracing::info!(before = l.before, now = l.now, "open-file limit"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }

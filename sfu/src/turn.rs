@@ -62,10 +62,11 @@ pub struct EmbeddedTurn {
     pub credentials: TurnCredentials,
 }
 
-/// Starts the relay described by `config`, relaying only to `media`.
+/// Starts the relay described by `config`, relaying only to the shards'
+/// media sockets (`media`).
 pub fn start(
     config: &TurnConfig,
-    media: SocketAddr,
+    media: &[SocketAddr],
     announce: &[std::net::IpAddr],
     registry: &prometheus::Registry,
 ) -> anyhow::Result<EmbeddedTurn> {
@@ -82,7 +83,7 @@ pub fn start(
     relay.relay.port_min = config.port_min;
     relay.relay.port_max = config.port_max;
     relay.auth.secrets = vec![secret.clone()];
-    let service = TurnService::start(&relay, registry, &[media]).context("embedded TURN relay")?;
+    let service = TurnService::start(&relay, registry, media).context("embedded TURN relay")?;
     let public = |bound: &SocketAddr| -> Vec<SocketAddr> {
         if announce.is_empty() {
             vec![*bound]

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use platform::layered::layered;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Why a configuration could not be loaded.
@@ -362,57 +363,6 @@ fn overlapping_ips(a: IpAddr, b: IpAddr) -> bool {
     a == b
         || (a.is_unspecified() && (a.is_ipv4() == b.is_ipv4() || a.is_ipv6()))
         || (b.is_unspecified() && (a.is_ipv4() == b.is_ipv4() || b.is_ipv6()))
-}
-
-/// Why [`layered`] failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LayeredError {
-    /// A `<PREFIX>*` variable does not name a section and key.
-    #[error("{0}")]
-    UnknownEnv(String),
-    /// The TOML (file plus overrides) is malformed or does not fit the type.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// The layered loading both the relay and the SFU use: `text` (TOML), then
-/// environment variables `<PREFIX><SECTION>_<KEY>` whose values are TOML
-/// values when they parse as such, strings otherwise (so
-/// `TURN_SERVER_REALM=x` and `SFU_MEDIA_ANNOUNCE=["1.2.3.4"]` both work).
-/// Section names contain no `_`; a variable naming an unknown section is an error.
-pub fn layered<T: serde::de::DeserializeOwned>(
-    text: &str,
-    prefix: &str,
-    sections: &[&str],
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<T, LayeredError> {
-    let invalid = |e: toml::de::Error| LayeredError::Invalid(e.to_string());
-    let mut table: toml::Table = text.parse().map_err(invalid)?;
-    for (name, value) in env {
-        let Some(rest) = name.strip_prefix(prefix) else {
-            continue;
-        };
-        let lower = rest.to_ascii_lowercase();
-        let Some((section, key)) = lower.split_once('_').filter(|(s, _)| sections.contains(s))
-        else {
-            return Err(LayeredError::UnknownEnv(format!(
-                "environment variable {name} does not name a config key ({prefix}<SECTION>_<KEY>)"
-            )));
-        };
-        let entry = table
-            .entry(section.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let toml::Value::Table(t) = entry else {
-            return Err(LayeredError::Invalid(format!("[{section}] is not a table")));
-        };
-        let parsed = format!("v = {value}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or(toml::Value::String(value));
-        t.insert(key.to_string(), parsed);
-    }
-    toml::Value::Table(table).try_into().map_err(invalid)
 }
 
 #[cfg(test)]

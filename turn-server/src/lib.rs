@@ -9,7 +9,6 @@
 //! [`service`], which starts workers from a [`config::TurnConfig`] and
 //! reloads what can change while running ([`live`]).
 
-// The one exception is `datagram_batch` (recvmmsg/sendmmsg, UDP GSO).
 #![deny(unsafe_code)]
 
 pub mod address_policy;
@@ -18,8 +17,6 @@ pub mod bandwidth;
 pub mod channel;
 pub mod config;
 pub mod credentials;
-pub mod datagram_batch;
-pub mod fd_limit;
 pub mod five_tuple;
 pub mod live;
 pub mod metrics;

@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     // One relay socket per allocation: the soft limit would cap them.
-    match turn_server::fd_limit::raise_to_hard_limit() {
+    match platform::fd_limit::raise_to_hard_limit() {
         Ok(l) => tracing::info!(before = l.before, now = l.now, "open-file limit"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }

@@ -5,7 +5,7 @@
 //! * UDP: a SO_REUSEPORT client socket per worker; the kernel hashes each
 //!   client's 5-tuple to one worker's socket. UDP sockets (client and
 //!   relay) are read with `recvmmsg`, and what a round sends leaves in
-//!   `sendmmsg`/GSO batches ([`crate::datagram_batch`]).
+//!   `sendmmsg`/GSO batches ([`platform::datagram_batch`]).
 //! * TCP and TLS: a SO_REUSEPORT listener per worker and address; the
 //!   kernel spreads incoming connections over the workers' listeners, and
 //!   a connection (with its allocation, relay socket and TLS session)
@@ -32,13 +32,13 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::debug;
 
-use crate::datagram_batch::{RecvBatch, SendQueue, BATCH};
 use crate::five_tuple::{ClientTransport, FiveTuple};
 use crate::live::Live;
 use crate::metrics::TurnMetrics;
 use crate::server::{Destination, RelaySockets, Transmit, TurnServer};
 use crate::stream::{CloseReason, Outbound, StreamConn, StreamTimeouts, READ_CHUNK};
 use crate::tls::TlsSetup;
+use platform::datagram_batch::{RecvBatch, SendQueue, BATCH};
 
 const CLIENT: Token = Token(0);
 const WAKER: Token = Token(1);

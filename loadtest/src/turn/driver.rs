@@ -127,7 +127,7 @@ pub struct TurnSummary {
 /// Raises the soft open-file limit to the hard limit; returns the new soft
 /// limit (0 if it cannot be read).
 pub fn raise_fd_limit() -> u64 {
-    turn_server::fd_limit::raise_to_hard_limit().map_or(0, |l| l.now)
+    platform::fd_limit::raise_to_hard_limit().map_or(0, |l| l.now)
 }
 
 /// The source address of client `i`: 127.0.0.1 or spread over 127.0.0.0/8.

@@ -2,9 +2,9 @@
 //! machine. The shell feeds it datagrams, signaling and time, and drains
 //! datagrams to send, signaling to deliver and the next wake-up time.
 //!
-//! One engine owns whole rooms (a peer never refers to another room), so
-//! rooms can later be spread over one engine per core with the shell routing
-//! datagrams by the address map.
+//! One engine owns whole rooms (a peer never refers to another room): each
+//! shard (`media/shard.rs`) runs one engine on its own thread with its own
+//! sockets.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -36,6 +36,8 @@ pub enum Signal {
     Message(ConnId, ServerMessage),
     /// Close the connection (after sending what was queued).
     Close(ConnId),
+    /// The room's last participant left; the engine no longer holds it.
+    RoomClosed(String),
 }
 
 /// Why a WHIP/WHEP request failed.
@@ -65,6 +67,9 @@ pub struct EngineConfig {
     pub turn: Option<crate::turn::TurnCredentials>,
     /// Maximum relay payload size.
     pub max_relay_bytes: usize,
+    /// This engine's shard: the prefix of its WHIP/WHEP session ids, so a
+    /// `/sessions/{id}` request finds its shard without a table.
+    pub shard: usize,
 }
 
 /// Rooms, participants and peers; see the module docs.
@@ -87,6 +92,19 @@ pub struct Engine {
     /// Corrupt one payload byte per forwarded packet (test-only switch that
     /// proves end-to-end integrity checks can fail).
     corrupt_payloads: bool,
+    /// What this engine last added to the shared gauges (several shards
+    /// share them, so each adds its own change instead of setting a value).
+    reported: Gauges,
+}
+
+/// Counts behind the shared gauges.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Gauges {
+    rooms: i64,
+    participants: i64,
+    tracks: i64,
+    subscriptions: i64,
+    peers: i64,
 }
 
 fn random_id(prefix: &str) -> String {
@@ -118,7 +136,18 @@ impl Engine {
             transmits: VecDeque::new(),
             signals: VecDeque::new(),
             corrupt_payloads,
+            reported: Gauges::default(),
         }
+    }
+
+    /// Whether this engine holds `room`.
+    pub fn has_room(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    /// Participants in this engine's rooms.
+    pub fn participants(&self) -> usize {
+        self.reported.participants as usize
     }
 
     /// Test-only: flip a byte of every forwarded payload.
@@ -421,7 +450,12 @@ impl Engine {
     ) -> (String, String) {
         let room_name = grants.room.clone();
         // The session URL is the capability to end it: make it unguessable.
-        let session = Alphanumeric.sample_string(&mut rand::rng(), 24);
+        // The shard prefix routes `/sessions/{id}` (see `session_shard`).
+        let session = format!(
+            "{}-{}",
+            self.config.shard,
+            Alphanumeric.sample_string(&mut rand::rng(), 24)
+        );
         let id = random_id("PA_");
         let mut p = Participant::new(id.clone(), grants, Access::Session(session.clone()), now);
         p.hidden = hidden;
@@ -1344,6 +1378,7 @@ impl Engine {
         }
         if self.rooms.get(room).is_some_and(Room::is_empty) {
             self.rooms.remove(room);
+            self.signals.push_back(Signal::RoomClosed(room.to_string()));
         } else {
             // Subscribers of the removed tracks renegotiate.
             self.update_all_subscribers(room, now);
@@ -1391,25 +1426,25 @@ impl Engine {
             .extend(deliveries.into_iter().map(|(c, m)| Signal::Message(c, m)));
     }
 
-    fn update_gauges(&self) {
-        let m = &self.metrics;
-        m.rooms.set(self.rooms.len() as i64);
-        m.participants.set(
-            self.rooms
-                .values()
-                .map(|r| r.participants.len())
-                .sum::<usize>() as i64,
-        );
-        m.tracks
-            .set(self.rooms.values().map(|r| r.tracks.len()).sum::<usize>() as i64);
-        m.subscriptions.set(
-            self.rooms
-                .values()
+    fn update_gauges(&mut self) {
+        let rooms = self.rooms.values();
+        let now = Gauges {
+            rooms: self.rooms.len() as i64,
+            participants: rooms.clone().map(|r| r.participants.len() as i64).sum(),
+            tracks: rooms.clone().map(|r| r.tracks.len() as i64).sum(),
+            subscriptions: rooms
                 .flat_map(|r| r.tracks.values())
-                .map(|t| t.sinks.len())
-                .sum::<usize>() as i64,
-        );
-        m.peers.set(self.peers.len() as i64);
+                .map(|t| t.sinks.len() as i64)
+                .sum(),
+            peers: self.peers.len() as i64,
+        };
+        let (m, was) = (&self.metrics, self.reported);
+        m.rooms.add(now.rooms - was.rooms);
+        m.participants.add(now.participants - was.participants);
+        m.tracks.add(now.tracks - was.tracks);
+        m.subscriptions.add(now.subscriptions - was.subscriptions);
+        m.peers.add(now.peers - was.peers);
+        self.reported = now;
     }
 }
 
@@ -1438,6 +1473,7 @@ mod tests {
             ice_servers: vec![],
             turn: None,
             max_relay_bytes: 1024,
+            shard: 0,
         };
         (Engine::new(config, metrics.clone()), metrics)
     }
@@ -1458,6 +1494,7 @@ mod tests {
                     format!("{c}:{}", v["type"].as_str().unwrap())
                 }
                 Signal::Close(c) => format!("{c}:close"),
+                Signal::RoomClosed(r) => format!("room {r} closed"),
             })
             .collect()
     }
@@ -1496,7 +1533,10 @@ mod tests {
         assert_eq!(metrics.participants.get(), 2);
         e.disconnect(3, t0);
         e.handle_client(2, ClientMessage::Leave, t0);
-        assert_eq!(types(&signals(&mut e)), ["2:participant_left", "2:close"]);
+        assert_eq!(
+            types(&signals(&mut e)),
+            ["2:participant_left", "room r closed", "2:close"]
+        );
         assert_eq!(metrics.rooms.get(), 0);
         assert_eq!(metrics.participants.get(), 0);
     }

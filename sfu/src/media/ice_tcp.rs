@@ -8,7 +8,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::shell::Command;
+use super::command::Command;
 
 /// Largest frame accepted or sent (RFC 4571 allows 65535).
 pub const MAX_FRAME: usize = u16::MAX as usize;

@@ -1,147 +1,84 @@
-//! The thin tokio shell around the engine: one UDP socket, ICE-TCP
-//! connections, signaling channels and one timer.
+//! The thin tokio shell around one shard's engine: its UDP socket, its
+//! ICE-TCP connections, signaling channels and one timer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use platform::datagram_batch::{RecvBatch, SendQueue, BATCH};
 use str0m::net::{Protocol, Transmit};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
-use turn_server::datagram_batch::SendQueue;
 
-use super::engine::{Engine, SessionError, Signal};
+use super::command::Command;
+use super::engine::{Engine, Signal};
 use super::ice_tcp;
-use crate::auth::Grants;
+use super::placement::{Placement, ShardId};
 use crate::room::ConnId;
-use crate::signal::protocol::{ClientMessage, ServerMessage};
+use crate::signal::protocol::ServerMessage;
 
-/// Messages queued per signaling connection; a client that falls this far
-/// behind is disconnected rather than slowing the engine. The engine task
-/// holds the only sender: dropping it closes the connection after the
-/// messages already queued.
-pub const SIGNAL_QUEUE: usize = 1024;
-
-/// A WHIP/WHEP result: session id and SDP answer.
-pub type SessionReply = oneshot::Sender<Result<(String, String), SessionError>>;
-
-/// Requests from the HTTP, WebSocket and ICE-TCP tasks to the engine task.
-#[derive(Debug)]
-pub enum Command {
-    /// A WebSocket client joined with verified grants.
-    Join {
-        /// Connection id.
-        conn: ConnId,
-        /// Verified token grants.
-        grants: Grants,
-        /// From the join message.
-        auto_subscribe: bool,
-        /// Where the engine's messages for this connection go.
-        outbound: mpsc::Sender<ServerMessage>,
-    },
-    /// A parsed message from a joined client.
-    Client {
-        /// Connection id.
-        conn: ConnId,
-        /// The message.
-        msg: ClientMessage,
-    },
-    /// The WebSocket closed.
-    Disconnect {
-        /// Connection id.
-        conn: ConnId,
-    },
-    /// WHIP publish.
-    Whip {
-        /// Verified grants.
-        grants: Grants,
-        /// SDP offer.
-        offer: String,
-        /// Answer channel.
-        reply: SessionReply,
-    },
-    /// WHEP view.
-    Whep {
-        /// Verified grants.
-        grants: Grants,
-        /// Participant id or identity to view, if any.
-        target: Option<String>,
-        /// SDP offer.
-        offer: String,
-        /// Answer channel.
-        reply: SessionReply,
-    },
-    /// DELETE a WHIP/WHEP session.
-    EndSession {
-        /// Session id.
-        session: String,
-        /// Whether it existed.
-        reply: oneshot::Sender<bool>,
-    },
-    /// PATCH a WHIP/WHEP session with trickled candidates.
-    PatchSession {
-        /// Session id.
-        session: String,
-        /// SDP fragment.
-        fragment: String,
-        /// Outcome.
-        reply: oneshot::Sender<Result<(), SessionError>>,
-    },
-    /// An ICE-TCP connection opened.
-    TcpOpened {
-        /// Remote address.
-        addr: SocketAddr,
-        /// Its writer (frames already RFC 4571-prefixed).
-        tx: mpsc::Sender<Vec<u8>>,
-    },
-    /// An ICE-TCP frame arrived.
-    TcpFrame {
-        /// Remote address.
-        addr: SocketAddr,
-        /// Frame contents.
-        data: Vec<u8>,
-    },
-    /// An ICE-TCP connection closed.
-    TcpClosed {
-        /// Remote address.
-        addr: SocketAddr,
-    },
-    /// Test-only: corrupt forwarded payloads.
-    CorruptPayloads(bool),
+/// A shard's place among the others: its index and the shared room table.
+#[derive(Debug, Clone)]
+pub struct ShardContext {
+    /// This shard.
+    pub id: ShardId,
+    /// The room → shard table this shard reports to.
+    pub placement: Arc<Placement>,
 }
 
-/// Runs the engine until the command channel closes.
-pub async fn run(mut engine: Engine, socket: UdpSocket, mut commands: mpsc::Receiver<Command>) {
+/// Datagram batches read per wake-up before the loop flushes (each batch is
+/// up to [`BATCH`] datagrams): bounded, so commands and timers keep their turn.
+const RECV_BATCHES: usize = 4;
+
+/// Runs one shard's engine until `stop` fires or the command channel closes.
+pub async fn run(
+    mut engine: Engine,
+    socket: UdpSocket,
+    mut commands: mpsc::Receiver<Command>,
+    mut stop: oneshot::Receiver<()>,
+    shard: ShardContext,
+) {
     let mut conns: HashMap<ConnId, mpsc::Sender<ServerMessage>> = HashMap::new();
     let mut tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut out = Outgoing::default();
-    let mut buf = vec![0u8; 4096];
+    let mut batch = RecvBatch::new();
     loop {
-        flush(&mut engine, &socket, &mut out, &mut conns, &tcp).await;
+        flush(&mut engine, &socket, &mut out, &mut conns, &tcp, &shard).await;
         let now = Instant::now();
         let deadline = engine
             .poll_timeout()
             .unwrap_or(now + Duration::from_secs(1))
             .min(now + Duration::from_secs(1));
         tokio::select! {
-            received = socket.recv_from(&mut buf) => {
-                let Ok((n, source)) = received else { continue };
-                engine.handle_receive(Instant::now(), Protocol::Udp, source, &buf[..n]);
-                // Take what else is queued before flushing, bounded.
-                for _ in 0..32 {
-                    let Ok((n, source)) = socket.try_recv_from(&mut buf) else { break };
-                    engine.handle_receive(Instant::now(), Protocol::Udp, source, &buf[..n]);
+            ready = socket.readable() => {
+                if ready.is_err() {
+                    continue;
+                }
+                // recvmmsg until the socket is empty or the bound is reached.
+                for _ in 0..RECV_BATCHES {
+                    let Ok(n) = socket.try_io(Interest::READABLE, || batch.recv(&socket)) else {
+                        break;
+                    };
+                    let now = Instant::now();
+                    for (data, source) in (0..n).filter_map(|i| batch.get(i)) {
+                        engine.handle_receive(now, Protocol::Udp, source, data);
+                    }
+                    if n < BATCH {
+                        break;
+                    }
                 }
             }
             command = commands.recv() => {
                 let Some(command) = command else { return };
-                handle_command(&mut engine, command, &mut conns, &mut tcp);
+                handle_command(&mut engine, command, &mut conns, &mut tcp, &shard);
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 engine.handle_timeout(Instant::now());
             }
+            _ = &mut stop => return,
         }
     }
 }
@@ -151,8 +88,17 @@ fn handle_command(
     command: Command,
     conns: &mut HashMap<ConnId, mpsc::Sender<ServerMessage>>,
     tcp: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    shard: &ShardContext,
 ) {
     let now = Instant::now();
+    // Requests the edge routed by room (`Placement::route`) are reported
+    // back once handled, so the table knows whether the room still lives here.
+    let routed = match &command {
+        Command::Join { grants, .. }
+        | Command::Whip { grants, .. }
+        | Command::Whep { grants, .. } => Some(grants.room.clone()),
+        _ => None,
+    };
     match command {
         Command::Join {
             conn,
@@ -202,6 +148,14 @@ fn handle_command(
         }
         Command::CorruptPayloads(on) => engine.set_corrupt_payloads(on),
     }
+    if let Some(room) = routed {
+        shard
+            .placement
+            .handled(&room, shard.id, engine.has_room(&room));
+    }
+    shard
+        .placement
+        .report_participants(shard.id, engine.participants());
 }
 
 /// UDP datagrams of one flush, reused from flush to flush.
@@ -224,6 +178,7 @@ async fn flush(
     out: &mut Outgoing,
     conns: &mut HashMap<ConnId, mpsc::Sender<ServerMessage>>,
     tcp: &HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    shard: &ShardContext,
 ) {
     loop {
         while let Some(t) = engine.poll_transmit() {
@@ -253,6 +208,7 @@ async fn flush(
             Signal::Close(conn) => {
                 conns.remove(&conn);
             }
+            Signal::RoomClosed(room) => shard.placement.closed(&room, shard.id),
         }
     }
 }

@@ -12,9 +12,10 @@ use super::protocol::{
     parse_client_message, ClientMessage, ErrorCode, ServerMessage, PROTOCOL_VERSION,
 };
 use super::rate_limit::RateLimit;
+use crate::app_state::AppState;
 use crate::auth::TokenError;
-use crate::http::AppState;
-use crate::media::shell::{Command, SIGNAL_QUEUE};
+use crate::media::command::{Command, SIGNAL_QUEUE};
+use crate::media::placement::ShardId;
 
 /// Interval of WebSocket pings.
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
@@ -29,7 +30,8 @@ pub async fn serve(socket: WebSocket, state: AppState) {
     let mut out_tx = Some(out_tx);
     let limits = &state.config.signaling;
     let mut rate = RateLimit::new(limits.messages_per_second, limits.burst, Instant::now());
-    let mut joined = false;
+    // The shard that took the join gets everything after it.
+    let mut joined: Option<ShardId> = None;
     // Keep-alive: a ping every interval; silence for three intervals ends it.
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     let mut last_heard = Instant::now();
@@ -74,21 +76,25 @@ pub async fn serve(socket: WebSocket, state: AppState) {
                 } else {
                     match parse_client_message(&text) {
                         Err((code, message)) => Some(reject(&state, code, message)),
-                        Ok(msg) if joined => {
-                            if state.commands.send(Command::Client { conn, msg }).await.is_err() { break }
+                        Ok(msg) if joined.is_some() => {
+                            let Some(shard) = joined else { break };
+                            if state.shards.send(shard, Command::Client { conn, msg }).await.is_err() { break }
                             None
                         }
                         Ok(ClientMessage::Join { version, token, auto_subscribe }) => {
                             match (admit(&state, version, &token), out_tx.take()) {
                                 (Ok(grants), Some(outbound)) => {
-                                    joined = true;
+                                    let room = grants.room.clone();
                                     let cmd = Command::Join {
                                         conn,
                                         grants,
                                         auto_subscribe: auto_subscribe.unwrap_or(true),
                                         outbound,
                                     };
-                                    if state.commands.send(cmd).await.is_err() { break }
+                                    match state.shards.send_for_room(&room, cmd).await {
+                                        Ok(shard) => joined = Some(shard),
+                                        Err(_) => break,
+                                    }
                                     None
                                 }
                                 (Err((code, message)), tx) => {
@@ -114,8 +120,8 @@ pub async fn serve(socket: WebSocket, state: AppState) {
     }
     debug!(conn, "signaling connection closed");
     let _ = ws_tx.close().await;
-    if joined {
-        let _ = state.commands.send(Command::Disconnect { conn }).await;
+    if let Some(shard) = joined {
+        let _ = state.shards.send(shard, Command::Disconnect { conn }).await;
     }
 }
 

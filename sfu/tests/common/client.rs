@@ -56,6 +56,9 @@ pub struct Options {
     pub video_codec: Codec,
     /// Media over ICE-TCP instead of UDP.
     pub tcp: bool,
+    /// UDP: send each connection's first datagram here instead of where
+    /// ICE addressed it (a misrouted packet, e.g. to another shard's port).
+    pub misroute_first: Option<SocketAddr>,
 }
 
 impl Default for Options {
@@ -64,6 +67,7 @@ impl Default for Options {
             publish: true,
             video_codec: Codec::Vp8,
             tcp: false,
+            misroute_first: None,
         }
     }
 }
@@ -270,7 +274,7 @@ impl Peer {
             let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
             let local = socket.local_addr().unwrap();
             rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
-            tokio::spawn(udp_transport(socket, out_rx, in_tx));
+            tokio::spawn(udp_transport(socket, out_rx, in_tx, options.misroute_first));
             (local, Protocol::Udp)
         };
         Peer {
@@ -308,6 +312,7 @@ async fn udp_transport(
     socket: Arc<UdpSocket>,
     mut out: mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)>,
     incoming: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    mut misroute_first: Option<SocketAddr>,
 ) {
     let reader = socket.clone();
     tokio::spawn(async move {
@@ -319,6 +324,7 @@ async fn udp_transport(
         }
     });
     while let Some((to, data)) = out.recv().await {
+        let to = misroute_first.take().unwrap_or(to);
         let _ = socket.send_to(&data, to).await;
     }
 }
