@@ -19,6 +19,7 @@ use str0m::{Candidate, Event, Input, Output, RtcError};
 use tracing::{debug, info, warn};
 
 use super::peer::{forwarded_extensions, LocalAddrs, Peer, PendingOffer, Role, Slot};
+use super::timers::Timers;
 use crate::auth::Grants;
 use crate::config::{IceServer, MediaConfig};
 use crate::metrics::Metrics;
@@ -87,7 +88,11 @@ pub struct Engine {
     next_peer: PeerId,
     /// Peers whose `Rtc` changed and needs `poll_output` draining.
     dirty: Vec<PeerId>,
+    /// When each peer next needs a str0m timeout or a liveness check.
+    timers: Timers<PeerId>,
     transmits: VecDeque<Transmit>,
+    /// Datagrams queued since `sfu_datagrams_out_total` was last updated.
+    unreported_out: u64,
     signals: VecDeque<Signal>,
     /// Corrupt one payload byte per forwarded packet (test-only switch that
     /// proves end-to-end integrity checks can fail).
@@ -133,7 +138,9 @@ impl Engine {
             sessions: HashMap::new(),
             next_peer: 1,
             dirty: Vec::new(),
+            timers: Timers::default(),
             transmits: VecDeque::new(),
+            unreported_out: 0,
             signals: VecDeque::new(),
             corrupt_payloads,
             reported: Gauges::default(),
@@ -161,7 +168,13 @@ impl Engine {
 
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front();
+        if t.is_none() && self.unreported_out > 0 {
+            // One shared-counter update per flush, not per datagram.
+            self.metrics.datagrams_out.inc_by(self.unreported_out);
+            self.unreported_out = 0;
+        }
+        t
     }
 
     /// Next signaling action.
@@ -171,11 +184,7 @@ impl Engine {
 
     /// When the engine next needs `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let timeout = self.config.media.peer_timeout();
-        self.peers
-            .values()
-            .map(|p| p.timeout.min(p.last_heard + timeout))
-            .min()
+        self.timers.next()
     }
 
     // ------------------------------------------------------------------
@@ -538,20 +547,35 @@ impl Engine {
         self.drive(now);
     }
 
-    /// Time passed: run due str0m timers and remove dead peers.
+    /// Time passed: run due str0m timers and remove dead peers. Only peers
+    /// whose deadline came are touched (see `media/timers.rs`).
     pub fn handle_timeout(&mut self, now: Instant) {
         let timeout = self.config.media.peer_timeout();
         let mut dead = Vec::new();
-        for peer in self.peers.values_mut() {
+        let peers = &mut self.peers;
+        let mut claim = |id, at| {
+            peers
+                .get_mut(&id)
+                .is_some_and(|p| p.scheduled == Some(at) && p.scheduled.take().is_some())
+        };
+        let mut due = Vec::new();
+        while let Some(id) = self.timers.pop_due(now, &mut claim) {
+            due.push(id);
+        }
+        for id in due {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
             if peer.timeout <= now {
                 if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
                     debug!(peer = peer.id, "timeout input: {e}");
                 }
-                mark(&mut self.dirty, peer);
             }
             if !peer.rtc.is_alive() || now.saturating_duration_since(peer.last_heard) > timeout {
                 dead.push((peer.room.clone(), peer.participant.clone()));
             }
+            // Draining it schedules its next deadline.
+            mark(&mut self.dirty, peer);
         }
         self.drive(now);
         for (room, pid) in dead {
@@ -610,7 +634,7 @@ impl Engine {
                         break;
                     }
                     Ok(Output::Transmit(t)) => {
-                        self.metrics.datagrams_out.inc();
+                        self.unreported_out += 1;
                         self.transmits.push_back(t);
                     }
                     Ok(Output::Event(e)) => events.push(e),
@@ -621,6 +645,8 @@ impl Engine {
                     }
                 }
             }
+            let deadline = peer.deadline(self.config.media.peer_timeout());
+            self.timers.schedule(id, deadline, &mut peer.scheduled);
         }
         for event in events {
             self.handle_event(id, event, now);
@@ -671,6 +697,7 @@ impl Engine {
                     peer.last_heard =
                         now - self.config.media.peer_timeout() - Duration::from_millis(1);
                     peer.timeout = now;
+                    self.timers.schedule(id, now, &mut peer.scheduled);
                 }
             }
             _ => {}
@@ -761,6 +788,9 @@ impl Engine {
         } else {
             packet.payload.clone()
         };
+        // Counted once per packet: the counters are shared by every shard,
+        // and an atomic add per subscriber would bounce their cache line.
+        let mut sent = 0u64;
         for sink in &track.sinks {
             let Some(sub) = self.peers.get_mut(&sink.peer) else {
                 continue;
@@ -806,9 +836,12 @@ impl Engine {
                 .nackable(is_video),
             );
             mark(&mut self.dirty, sub);
-            self.metrics.rtp_packets_out.inc();
-            self.metrics.rtp_bytes_out.inc_by(payload.len() as u64);
+            sent += 1;
         }
+        self.metrics.rtp_packets_out.inc_by(sent);
+        self.metrics
+            .rtp_bytes_out
+            .inc_by(sent * payload.len() as u64);
     }
 
     fn request_keyframe(

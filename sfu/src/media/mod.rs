@@ -9,3 +9,4 @@ pub mod placement;
 pub mod shard;
 pub mod shards;
 pub mod shell;
+pub mod timers;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
@@ -94,6 +94,8 @@ pub struct Peer {
     pub rtc: Rtc,
     /// When str0m next wants a timeout.
     pub timeout: Instant,
+    /// The deadline queued for it in the engine's timers, if any.
+    pub scheduled: Option<Instant>,
     /// Last datagram received (or creation).
     pub last_heard: Instant,
     /// ICE + DTLS are up.
@@ -126,6 +128,12 @@ pub struct LocalAddrs {
 }
 
 impl Peer {
+    /// When the engine must look at this peer: str0m's next timeout, or
+    /// when it will have been silent for `peer_timeout`.
+    pub fn deadline(&self, peer_timeout: Duration) -> Instant {
+        self.timeout.min(self.last_heard + peer_timeout)
+    }
+
     /// A new ICE-lite, RTP-mode peer with host candidates for `local`.
     pub fn new(
         id: PeerId,
@@ -158,6 +166,7 @@ impl Peer {
             role,
             rtc,
             timeout: now,
+            scheduled: None,
             last_heard: now,
             connected: false,
             addrs: Vec::new(),
