@@ -21,12 +21,13 @@
 #
 # Environment (defaults in brackets):
 #   VIEWERS ["10 20 40"]   viewer counts, one run of each server per count
+#   REPEAT [1]             rounds of all counts (the table shows medians)
 #   WINDOW [25]            measured seconds per run
 #   WARMUP [5]             seconds between the last viewer's first packet and the window
 #   PPS [230]              publisher's RTP packets per second (the clip is encoded for it)
 #   BENCH_SFU_BIN          our sfu binary to measure [target/release/sfu, built here]
 #   OUT [target/janus-compare]  logs, clip, per-run JSON
-#   OURS_PORT [17980] OURS_UDP_PORT [17982] JANUS_PORT [18088]
+#   OURS_PORT [17980] OURS_UDP_PORT [17982] JANUS_PORT [18088] JANUS_ADMIN_PORT [18089]
 #   JANUS_RTP_PORTS [52000-53999]   Janus's ICE/RTP port range
 #   NICE [-10 as root, else 0]  scheduling priority (autogroup nice) of the servers
 #                          and clients: keeps other work on the machine (builds)
@@ -35,9 +36,9 @@
 #   MAX_SECONDS [1800]     watchdog for everything after the build
 #
 # Loopback only: our SFU listens on 127.0.0.1; Janus gets its own config in
-# $OUT/janus (VideoRoom plugin and HTTP transport only, HTTP on 127.0.0.1,
-# ICE gathering enforced to `lo`, no STUN/TURN, no admin API, no event
-# handlers) and runs under loopback_only.so, an LD_PRELOAD shim that lets
+# $OUT/janus (VideoRoom plugin and HTTP transport only, HTTP and the Admin
+# API, with a random secret, on 127.0.0.1, ICE gathering enforced to `lo`,
+# no STUN/TURN, no event handlers) and runs under loopback_only.so, an LD_PRELOAD shim that lets
 # libnice gather 127.0.0.1 (it skips IFF_LOOPBACK interfaces) and hides every
 # other interface. Every socket of both servers is checked to be on loopback
 # during each run. Every process started here is stopped on exit.
@@ -125,11 +126,13 @@ fi
 
 # ---------------------------------------------------------------- phase 2
 VIEWERS=${VIEWERS:-10 20 40}
+REPEAT=${REPEAT:-1}
 WINDOW=${WINDOW:-25}
 WARMUP=${WARMUP:-5}
 OURS_PORT=${OURS_PORT:-17980}
 OURS_UDP_PORT=${OURS_UDP_PORT:-17982}
 JANUS_PORT=${JANUS_PORT:-18088}
+JANUS_ADMIN_PORT=${JANUS_ADMIN_PORT:-18089}
 JANUS_RTP_PORTS=${JANUS_RTP_PORTS:-52000-53999}
 RUN_TIMEOUT=$((120 + WARMUP + WINDOW + 60))
 if [[ -z ${NICE:-} ]]; then
@@ -188,9 +191,9 @@ port_bound() { # proto port -> 0 if a UDP socket is bound to / TCP listens on it
         awk -v h="$hex" -v p="$1" '$2 ~ (":" h "$") && (p == "udp" || $4 == "0A") { f = 1 }
             END { exit !f }'
 }
-for p in "$OURS_PORT" "$OURS_UDP_PORT" "$JANUS_PORT"; do
+for p in "$OURS_PORT" "$OURS_UDP_PORT" "$JANUS_PORT" "$JANUS_ADMIN_PORT"; do
     if port_bound udp "$p" || port_bound tcp "$p"; then
-        die "port $p is in use; choose others (OURS_PORT, OURS_UDP_PORT, JANUS_PORT)"
+        die "port $p is in use; choose others (OURS_PORT, OURS_UDP_PORT, JANUS_PORT, JANUS_ADMIN_PORT)"
     fi
 done
 
@@ -229,8 +232,9 @@ start_ours() { # tag -> SRV_PID
 
 # Janus's own configuration, written once: only the VideoRoom plugin and the
 # HTTP transport are loadable (the folders hold just these two), HTTP on
-# 127.0.0.1, ICE gathering enforced to `lo`, session timeouts off (the
-# clients do not poll during the window).
+# 127.0.0.1 (the Admin API too: it gives Janus's own packet count), ICE
+# gathering enforced to `lo`, session timeouts off (the clients do not poll
+# during the window).
 JDIR=$OUT/janus
 write_janus_config() {
     local lib
@@ -252,6 +256,7 @@ general: {
 	interface = "127.0.0.1"
 	server_name = "bench"
 	session_timeout = 0
+	admin_secret = "$BENCH_JANUS_ADMIN_SECRET"
 }
 certificates: {
 }
@@ -284,7 +289,10 @@ general: {
 	https = false
 }
 admin: {
-	admin_http = false
+	admin_base_path = "/admin"
+	admin_http = true
+	admin_port = $JANUS_ADMIN_PORT
+	admin_ip = "127.0.0.1"
 	admin_https = false
 }
 cors: {
@@ -307,6 +315,8 @@ start_janus() { # tag -> SRV_PID
 }
 
 # ---------------------------------------------------------------- runs
+BENCH_JANUS_ADMIN_SECRET=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export BENCH_JANUS_ADMIN_SECRET
 write_janus_config
 {
     echo "{\"date\": \"$(date -u '+%Y-%m-%d %H:%M UTC')\","
@@ -320,43 +330,54 @@ write_janus_config
     echo " \"loadavg_start\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
 } >"$OUT/meta.json"
 
+run_one() { # server viewers rep: one measured run, its JSON in $OUT/run-SERVER-N-REP.json
+    local srv=$1 n=$2 rep=$3
+    local tag="$srv-$n-$rep" base extra rc lpid end
+    if [[ $srv == ours ]]; then
+        start_ours "$tag"
+        base=http://127.0.0.1:$OURS_PORT
+        extra=()
+    else
+        start_janus "$tag"
+        base=http://127.0.0.1:$JANUS_PORT
+        extra=(--janus-admin "http://127.0.0.1:$JANUS_ADMIN_PORT/admin")
+    fi
+    log "$srv, $n viewers: server pid $SRV_PID on CPU 0, clients on CPU 1"
+    rc=0
+    timeout -k 5 "$RUN_TIMEOUT" "${PRIO[@]}" taskset -c 1 "$PY" "$HERE/load.py" --server "$srv" --base "$base" \
+        --server-pid "$SRV_PID" --clip "$OUT/clip.vp8" --viewers "$n" \
+        --window "$WINDOW" --warmup "$WARMUP" --json "$OUT/run-$tag.json" "${extra[@]}" \
+        >"$OUT/load-$tag.log" 2>&1 &
+    lpid=$!
+    PIDS+=("$lpid")
+    # Record the server's sockets once the clients are in (the load
+    # prints its warm-up line then): all must be on loopback.
+    end=$((SECONDS + RUN_TIMEOUT))
+    until grep -q 'warm-up' "$OUT/load-$tag.log" 2>/dev/null || ! kill -0 "$lpid" 2>/dev/null ||
+        ((SECONDS > end)); do
+        sleep 0.2
+    done
+    kill -0 "$lpid" 2>/dev/null && check_loopback_sockets "$SRV_PID" "$tag"
+    wait "$lpid" || rc=$?
+    stop "$lpid"
+    stop "$SRV_PID"
+    if [[ $rc != 0 || ! -s $OUT/run-$tag.json ]]; then
+        tail -5 "$OUT/load-$tag.log" >&2 || true
+        die "$srv with $n viewers failed (status $rc; log $OUT/load-$tag.log)"
+    fi
+    log "$srv, $n viewers: $(cat "$OUT/run-$tag.json")"
+}
+
 i=0
-for n in $VIEWERS; do
-    if ((i % 2 == 0)); then order=(ours janus); else order=(janus ours); fi
-    i=$((i + 1))
-    for srv in "${order[@]}"; do
-        tag="$srv-$n"
-        if [[ $srv == ours ]]; then
-            start_ours "$tag"
-            base=http://127.0.0.1:$OURS_PORT
-        else
-            start_janus "$tag"
-            base=http://127.0.0.1:$JANUS_PORT
-        fi
-        log "$srv, $n viewers: server pid $SRV_PID on CPU 0, clients on CPU 1"
-        rc=0
-        timeout -k 5 "$RUN_TIMEOUT" "${PRIO[@]}" taskset -c 1 "$PY" "$HERE/load.py" --server "$srv" --base "$base" \
-            --server-pid "$SRV_PID" --clip "$OUT/clip.vp8" --viewers "$n" \
-            --window "$WINDOW" --warmup "$WARMUP" --json "$OUT/run-$tag.json" \
-            >"$OUT/load-$tag.log" 2>&1 &
-        lpid=$!
-        PIDS+=("$lpid")
-        # Record the server's sockets once the clients are in (the load
-        # prints its warm-up line then): all must be on loopback.
-        end=$((SECONDS + RUN_TIMEOUT))
-        until grep -q 'warm-up' "$OUT/load-$tag.log" 2>/dev/null || ! kill -0 "$lpid" 2>/dev/null ||
-            ((SECONDS > end)); do
-            sleep 0.2
+for rep in $(seq 1 "$REPEAT"); do
+    for n in $VIEWERS; do
+        # Alternate which server goes first, so drifting background load
+        # does not always hit the same one.
+        if ((i % 2 == 0)); then order=(ours janus); else order=(janus ours); fi
+        i=$((i + 1))
+        for srv in "${order[@]}"; do
+            run_one "$srv" "$n" "$rep"
         done
-        kill -0 "$lpid" 2>/dev/null && check_loopback_sockets "$SRV_PID" "$tag"
-        wait "$lpid" || rc=$?
-        stop "$lpid"
-        stop "$SRV_PID"
-        if [[ $rc != 0 || ! -s $OUT/run-$tag.json ]]; then
-            tail -5 "$OUT/load-$tag.log" >&2 || true
-            die "$srv with $n viewers failed (status $rc; log $OUT/load-$tag.log)"
-        fi
-        log "$srv, $n viewers: $(cat "$OUT/run-$tag.json")"
     done
 done
 

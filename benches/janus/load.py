@@ -8,7 +8,9 @@ RTP packets (aiortc's receive path is cut right after SRTP decryption: no
 RTP parsing, jitter buffer, decoding or NACKs). Once every viewer has received
 packets, after --warmup seconds, the server's CPU (utime + stime of
 /proc/PID/stat) and the viewers' packet counts are read at the start and end
-of a --window seconds window. One JSON object goes to --json and stdout.
+of a --window seconds window; the server's own count of forwarded packets
+(our /metrics, Janus's Admin API) is read just before and after it as a
+cross-check. One JSON object goes to --json and stdout.
 
     .venv/bin/python benches/janus/load.py --server ours --base http://127.0.0.1:17980 \\
         --server-pid PID --clip clip.vp8 --viewers 20 [--window 25] [--warmup 5]
@@ -104,6 +106,32 @@ async def our_forwarded_counter(base: str) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+async def janus_forwarded_counter(admin: str, secret: str) -> int | None:
+    """RTP packets Janus has sent on all its handles' media streams (Admin
+    API handle_info, stats.out.packets), None if unreadable."""
+    async def ask(path: str, what: str) -> dict | None:
+        body = json.dumps({"janus": what, "transaction": "bench", "admin_secret": secret}).encode()
+        status, _, data = await ww.http("POST", f"{admin}{path}", None, 5.0,
+                                        body=body, content_type="application/json")
+        if status != 200:
+            return None
+        reply = json.loads(data)
+        return reply if reply.get("janus") == "success" else None
+
+    total = 0
+    sessions = await ask("", "list_sessions")
+    if sessions is None:
+        return None
+    for sid in sessions.get("sessions", [])[:1000]:
+        handles = await ask(f"/{sid}", "list_handles")
+        for hid in (handles or {}).get("handles", [])[:1000]:
+            info = await ask(f"/{sid}/{hid}", "handle_info")
+            media = (((info or {}).get("info") or {}).get("webrtc") or {}).get("media") or {}
+            for m in media.values():
+                total += int(((m.get("stats") or {}).get("out") or {}).get("packets", 0))
+    return total
 
 
 # ---------------------------------------------------------------------------
@@ -393,19 +421,33 @@ async def run(args) -> dict:
 
         pid = args.server_pid
 
-        async def snapshot() -> dict:
-            fwd = await our_forwarded_counter(args.base) if args.server == "ours" else None
+        async def counter() -> tuple[float, int | None]:
+            """The server's own count of forwarded packets, and when."""
+            if args.server == "ours":
+                value = await our_forwarded_counter(args.base)
+            elif args.janus_admin:
+                value = await janus_forwarded_counter(args.janus_admin,
+                                                      os.environ.get("BENCH_JANUS_ADMIN_SECRET", ""))
+            else:
+                value = None
+            return time.monotonic(), value
+
+        def snapshot() -> dict:
             per_viewer = [v.counts() for v in viewers]
             return {
-                "t": time.monotonic(), "ticks": server_ticks(pid), "forwarded_counter": fwd,
+                "t": time.monotonic(), "ticks": server_ticks(pid),
                 "media": [c[0] for c in per_viewer], "all": [c[1] for c in per_viewer],
                 "sent": track.sent_packets, "client": sum(os.times()[:2]),
                 "rcvbuf_errors": udp_rcvbuf_errors(), "run_delay_ns": run_delay_ns(),
             }
 
-        s0 = await snapshot()
+        # The servers' counters are read just outside the CPU window: asking
+        # Janus costs it one Admin API request per handle.
+        c0 = await counter()
+        s0 = snapshot()
         await asyncio.sleep(args.window)
-        s1 = await snapshot()
+        s1 = snapshot()
+        c1 = await counter()
         rss = server_rss_kb(pid)
 
         window = s1["t"] - s0["t"]
@@ -414,9 +456,9 @@ async def run(args) -> dict:
         forwarded = sum(per_viewer)
         forwarded_all = sum(b - a for a, b in zip(s0["all"], s1["all"]))
         sent = s1["sent"] - s0["sent"]
-        counter = None
-        if s0["forwarded_counter"] is not None and s1["forwarded_counter"] is not None:
-            counter = s1["forwarded_counter"] - s0["forwarded_counter"]
+        counter_pps = None
+        if c0[1] is not None and c1[1] is not None and c1[0] > c0[0]:
+            counter_pps = round((c1[1] - c0[1]) / (c1[0] - c0[0]), 1)
         result = {
             "server": args.server, "viewers": args.viewers, "window_s": round(window, 2),
             "join_s": round(join_s, 2),
@@ -430,7 +472,11 @@ async def run(args) -> dict:
             "client_cpu_pct": round(100 * (s1["client"] - s0["client"]) / window, 1),
             "viewer_packets_min": min(per_viewer), "viewer_packets_max": max(per_viewer),
             "rtp_packets_all": forwarded_all,
-            "forwarded_counter_pps": round(counter / window, 1) if counter is not None else None,
+            # The server's own count (ours: sfu_rtp_packets_forwarded_total,
+            # Janus: Admin API out packets), over the counter reads' interval.
+            "server_counter_pps": counter_pps,
+            "us_per_server_counted_packet":
+                round(cpu_s * 1e6 / (counter_pps * window), 2) if counter_pps else None,
             # Other work on the machine during the run (the figures are the
             # server's own CPU time, but a busy machine disturbs them).
             "udp_rcvbuf_errors": s1["rcvbuf_errors"] - s0["rcvbuf_errors"],
@@ -472,11 +518,15 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=float, default=25.0)
     p.add_argument("--connect-timeout", type=float, default=120.0,
                    help="seconds for the publisher and all viewers to connect and receive")
+    p.add_argument("--janus-admin", help="Janus Admin API URL (loopback) for its packet count; "
+                   "secret in BENCH_JANUS_ADMIN_SECRET")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
     host = urllib.parse.urlsplit(args.base).hostname or ""
     if not ww.is_loopback_host(host):
         p.error(f"--base host {host!r} is not a loopback address")
+    if args.janus_admin and not ww.is_loopback_host(urllib.parse.urlsplit(args.janus_admin).hostname or ""):
+        p.error("--janus-admin must be a loopback URL")
     if not (1 <= args.viewers <= 500) or args.window <= 0 or args.warmup < 0:
         p.error("--viewers 1..500, --window > 0, --warmup >= 0")
 

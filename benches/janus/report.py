@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Summary of benches/janus/compare.sh: per viewer count, both servers' CPU µs
-per forwarded packet and the Janus/ours ratio, as a Markdown table on stdout
-and JSON in --out.
+"""Summary of benches/janus/compare.sh: per viewer count and server, the
+median over the rounds of every figure (µs per forwarded packet also with its
+range), and the Janus/ours ratio of the medians; a Markdown table on stdout,
+JSON in --out.
 
     python3 benches/janus/report.py --meta meta.json --out results.json run-*.json
 """
@@ -10,11 +11,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+
+FIGURES = [
+    "published_pps", "forwarded_pps", "delivered_ratio", "server_cpu_pct",
+    "us_per_forwarded_packet", "server_rss_kb", "server_counter_pps",
+    "us_per_server_counted_packet", "client_cpu_pct", "client_wait_pct", "join_s",
+]
 
 
 def fmt(v, spec: str = "") -> str:
     return "–" if v is None else format(v, spec)
+
+
+def median(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 2) if present else None
 
 
 def main(argv=None) -> int:
@@ -25,38 +38,50 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     with open(args.meta) as f:
         meta = json.load(f)
-    runs = []
+    groups: dict[tuple[int, str], list[dict]] = {}
     for path in args.runs:
         with open(path) as f:
-            runs.append(json.load(f))
-    by_n: dict[int, dict[str, dict]] = {}
-    for r in runs:
-        by_n.setdefault(int(r["viewers"]), {})[r["server"]] = r
-    rows = []
-    for n in sorted(by_n):
-        ours, janus = by_n[n].get("ours"), by_n[n].get("janus")
-        ratio = None
-        if ours and janus and ours.get("us_per_forwarded_packet") and janus.get("us_per_forwarded_packet"):
-            ratio = round(janus["us_per_forwarded_packet"] / ours["us_per_forwarded_packet"], 2)
-        rows.append({"viewers": n, "ours": ours, "janus": janus, "janus_over_ours": ratio})
+            r = json.load(f)
+        groups.setdefault((int(r["viewers"]), r["server"]), []).append(r)
 
-    print(f"clip {meta['clip'].get('width')}x{meta['clip'].get('height')} VP8 "
-          f"{meta['clip'].get('packets_per_s')} packets/s; window {meta['window_s']} s; "
-          f"Janus {meta.get('janus')}; ours {meta.get('git_rev')}; {meta.get('cpu_model')}")
+    rows = []
+    for n in sorted({k[0] for k in groups}):
+        row: dict = {"viewers": n}
+        for srv in ("ours", "janus"):
+            runs = groups.get((n, srv), [])
+            if not runs:
+                continue
+            us = [r["us_per_forwarded_packet"] for r in runs if r.get("us_per_forwarded_packet")]
+            row[srv] = {k: median([r.get(k) for r in runs]) for k in FIGURES}
+            row[srv]["runs"] = len(runs)
+            row[srv]["us_per_forwarded_packet_range"] = [min(us), max(us)] if us else None
+        o = (row.get("ours") or {}).get("us_per_forwarded_packet")
+        j = (row.get("janus") or {}).get("us_per_forwarded_packet")
+        row["janus_over_ours"] = round(j / o, 2) if o and j else None
+        rows.append(row)
+
+    clip = meta.get("clip", {})
+    print(f"Clip {clip.get('width')}x{clip.get('height')} VP8, {clip.get('packets_per_s')} packets/s; "
+          f"window {meta['window_s']} s; Janus {meta.get('janus')}; ours at {meta.get('git_rev')}; "
+          f"{meta.get('cpu_model')}; load average at start {meta.get('loadavg_start')}")
     print()
-    print("| N | server | published pkt/s | forwarded pkt/s | delivered | server CPU | "
-          "µs/forwarded pkt | RSS MB | our counter pkt/s | client CPU | Janus/ours |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| N | server | runs | published pkt/s | forwarded pkt/s | delivered | server CPU | "
+          "µs/forwarded pkt (range) | server's own count pkt/s | RSS MB | client CPU | Janus/ours |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         for srv in ("ours", "janus"):
-            r = row[srv]
+            r = row.get(srv)
             if not r:
                 continue
-            ratio = fmt(row["janus_over_ours"], ".2f") + "×" if srv == "janus" else ""
-            print(f"| {row['viewers']} | {srv} | {fmt(r['published_pps'])} | {fmt(r['forwarded_pps'])} | "
-                  f"{fmt(r['delivered_ratio'], '.1%')} | {fmt(r['server_cpu_pct'])} % | "
-                  f"{fmt(r['us_per_forwarded_packet'])} | {r['server_rss_kb'] / 1024:.1f} | "
-                  f"{fmt(r['forwarded_counter_pps'])} | {fmt(r['client_cpu_pct'])} % | {ratio} |")
+            rng = r["us_per_forwarded_packet_range"]
+            rng_s = f" ({rng[0]}–{rng[1]})" if rng and r["runs"] > 1 else ""
+            ratio = f"**{fmt(row['janus_over_ours'], '.2f')}×**" if srv == "janus" else ""
+            rss = r["server_rss_kb"]
+            print(f"| {row['viewers']} | {srv} | {r['runs']} | {fmt(r['published_pps'])} | "
+                  f"{fmt(r['forwarded_pps'])} | {fmt(r['delivered_ratio'], '.1%')} | "
+                  f"{fmt(r['server_cpu_pct'])} % | **{fmt(r['us_per_forwarded_packet'])}**{rng_s} | "
+                  f"{fmt(r['server_counter_pps'])} | {fmt(None if rss is None else rss / 1024, '.1f')} | "
+                  f"{fmt(r['client_cpu_pct'])} % | {ratio} |")
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
         f.write("\n")
