@@ -25,9 +25,9 @@ def fmt(v, spec: str = "") -> str:
     return "–" if v is None else format(v, spec)
 
 
-def median(values: list) -> float | None:
+def median(values: list, digits: int = 2) -> float | None:
     present = [v for v in values if v is not None]
-    return round(statistics.median(present), 2) if present else None
+    return round(statistics.median(present), digits) if present else None
 
 
 def main(argv=None) -> int:
@@ -52,13 +52,31 @@ def main(argv=None) -> int:
             if not runs:
                 continue
             us = [r["us_per_forwarded_packet"] for r in runs if r.get("us_per_forwarded_packet")]
-            row[srv] = {k: median([r.get(k) for r in runs]) for k in FIGURES}
+            row[srv] = {k: median([r.get(k) for r in runs], 4 if k == "delivered_ratio" else 2)
+                        for k in FIGURES}
             row[srv]["runs"] = len(runs)
             row[srv]["us_per_forwarded_packet_range"] = [min(us), max(us)] if us else None
         o = (row.get("ours") or {}).get("us_per_forwarded_packet")
         j = (row.get("janus") or {}).get("us_per_forwarded_packet")
         row["janus_over_ours"] = round(j / o, 2) if o and j else None
         rows.append(row)
+
+    # Marginal cost: the extra server CPU per extra forwarded packet between
+    # the smallest and the largest N, free of the costs that do not grow
+    # with viewers (receiving the publisher, timers, RTCP).
+    marginal = {}
+    if len(rows) >= 2:
+        lo, hi = rows[0], rows[-1]
+        for srv in ("ours", "janus"):
+            a, b = lo.get(srv), hi.get(srv)
+            if a and b and None not in (a["server_cpu_pct"], b["server_cpu_pct"],
+                                        a["forwarded_pps"], b["forwarded_pps"]):
+                dpps = b["forwarded_pps"] - a["forwarded_pps"]
+                if dpps > 0:
+                    marginal[srv] = round((b["server_cpu_pct"] - a["server_cpu_pct"]) / 100 * 1e6 / dpps, 2)
+        if "ours" in marginal and "janus" in marginal and marginal["ours"] > 0:
+            marginal["janus_over_ours"] = round(marginal["janus"] / marginal["ours"], 2)
+        marginal["between"] = [lo["viewers"], hi["viewers"]]
 
     clip = meta.get("clip", {})
     print(f"Clip {clip.get('width')}x{clip.get('height')} VP8, {clip.get('packets_per_s')} packets/s; "
@@ -82,8 +100,13 @@ def main(argv=None) -> int:
                   f"{fmt(r['server_cpu_pct'])} % | **{fmt(r['us_per_forwarded_packet'])}**{rng_s} | "
                   f"{fmt(r['server_counter_pps'])} | {fmt(None if rss is None else rss / 1024, '.1f')} | "
                   f"{fmt(r['client_cpu_pct'])} % | {ratio} |")
+    if marginal.get("ours") is not None and marginal.get("janus") is not None:
+        print()
+        print(f"Marginal server CPU per extra forwarded packet, N = {marginal['between'][0]} → "
+              f"{marginal['between'][1]}: ours {marginal['ours']} µs, Janus {marginal['janus']} µs"
+              + (f" ({marginal['janus_over_ours']}×)" if "janus_over_ours" in marginal else ""))
     with open(args.out, "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+        json.dump({"meta": meta, "rows": rows, "marginal_us_per_packet": marginal}, f, indent=1)
         f.write("\n")
     return 0
 
