@@ -81,6 +81,34 @@ def udp_rcvbuf_errors() -> int:
     return int(rows[1][rows[0].index("RcvbufErrors")])
 
 
+def socket_drops(pid: int) -> int:
+    """Datagrams dropped on arrival (full receive buffer) at the UDP sockets
+    of process pid: the last column of /proc/net/udp for its socket inodes."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return 0
+    drops = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    cols = line.split()
+                    if len(cols) >= 13 and cols[9] in inodes:
+                        drops += int(cols[-1])
+        except OSError:
+            pass
+    return drops
+
+
 def run_delay_ns() -> int:
     """Nanoseconds this process's threads waited on a run queue (schedstat)."""
     total = 0
@@ -439,6 +467,7 @@ async def run(args) -> dict:
                 "media": [c[0] for c in per_viewer], "all": [c[1] for c in per_viewer],
                 "sent": track.sent_packets, "client": sum(os.times()[:2]),
                 "rcvbuf_errors": udp_rcvbuf_errors(), "run_delay_ns": run_delay_ns(),
+                "server_drops": socket_drops(pid),
             }
 
         # The servers' counters are read just outside the CPU window: asking
@@ -480,6 +509,8 @@ async def run(args) -> dict:
             # Other work on the machine during the run (the figures are the
             # server's own CPU time, but a busy machine disturbs them).
             "udp_rcvbuf_errors": s1["rcvbuf_errors"] - s0["rcvbuf_errors"],
+            # Of which at the server's own sockets (its ingress from the publisher).
+            "server_socket_drops": s1["server_drops"] - s0["server_drops"],
             # Time the client process was runnable but waited for its CPU.
             "client_wait_pct": round(100 * (s1["run_delay_ns"] - s0["run_delay_ns"]) / 1e9 / window, 1),
             "loadavg_1m": float(open("/proc/loadavg").read().split()[0]),

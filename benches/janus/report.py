@@ -18,6 +18,7 @@ FIGURES = [
     "published_pps", "forwarded_pps", "delivered_ratio", "server_cpu_pct",
     "us_per_forwarded_packet", "server_rss_kb", "server_counter_pps",
     "us_per_server_counted_packet", "client_cpu_pct", "client_wait_pct", "join_s",
+    "server_socket_drops", "udp_rcvbuf_errors",
 ]
 
 
