@@ -87,9 +87,20 @@ if [[ $INNER == 0 ]]; then
         [[ $(id -u) == 0 ]] || SUDO=(sudo)
         log "installing Debian's janus (apt-get)"
         "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
+        # The package would start a system Janus with its default config
+        # (HTTP and WebSockets on every interface): a policy-rc.d that
+        # refuses service starts keeps it down during the install.
+        guard=0
+        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+            printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+            "${SUDO[@]}" chmod +x /usr/sbin/policy-rc.d
+            guard=1
+        fi
+        rc=0
         "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 \
-            install -y -q --no-install-recommends janus >/dev/null
-        # The package may start a system Janus with its default (public) config.
+            install -y -q --no-install-recommends janus >/dev/null || rc=$?
+        ((guard == 0)) || "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
+        ((rc == 0)) || die "apt-get install janus failed"
         if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
             "${SUDO[@]}" systemctl disable --now janus >/dev/null 2>&1 || true
         fi
