@@ -10,8 +10,10 @@
 # alternates from one N to the next) it measures, over a steady window, the
 # server's CPU (utime + stime of /proc/PID/stat, all threads), the packets
 # the viewers received, CPU µs per forwarded packet, the Janus/ours ratio and
-# the server's RSS; for ours it cross-checks the viewers' count with
-# sfu_rtp_packets_forwarded_total. Prints a table, writes $OUT/results.json.
+# the server's RSS, and cross-checks the viewers' count with the server's own
+# (ours: sfu_rtp_packets_forwarded_total; Janus: its Admin API). Prints a
+# table (medians over REPEAT rounds), writes $OUT/results.json; a round of
+# N = 10, 20, 40 takes about 3.5 minutes.
 #
 #   benches/janus/compare.sh [--skip-build]
 #
@@ -33,14 +35,14 @@
 #                          and clients: keeps other work on the machine (builds)
 #                          from starving the single client process, which would
 #                          then fall behind and understate the forwarded packets
-#   MAX_SECONDS [1800]     watchdog for everything after the build
+#   MAX_SECONDS [1800]     watchdog for everything after the build (raise it for REPEAT > 5)
 #
 # Loopback only: our SFU listens on 127.0.0.1; Janus gets its own config in
 # $OUT/janus (VideoRoom plugin and HTTP transport only, HTTP and the Admin
 # API, with a random secret, on 127.0.0.1, ICE gathering enforced to `lo`,
-# no STUN/TURN, no event handlers) and runs under loopback_only.so, an LD_PRELOAD shim that lets
-# libnice gather 127.0.0.1 (it skips IFF_LOOPBACK interfaces) and hides every
-# other interface. Every socket of both servers is checked to be on loopback
+# no STUN/TURN, no event handlers) and runs under loopback_only.so, an
+# LD_PRELOAD shim that lets libnice gather 127.0.0.1 (it skips IFF_LOOPBACK
+# interfaces) and hides every other interface. Every socket of both servers is checked to be on loopback
 # during each run. Every process started here is stopped on exit.
 
 set -Eeuo pipefail
