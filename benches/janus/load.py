@@ -109,6 +109,11 @@ def socket_drops(pid: int) -> int:
     return drops
 
 
+def loadavg_1m() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
 def run_delay_ns() -> int:
     """Nanoseconds this process's threads waited on a run queue (schedstat)."""
     total = 0
@@ -506,14 +511,15 @@ async def run(args) -> dict:
             "server_counter_pps": counter_pps,
             "us_per_server_counted_packet":
                 round(cpu_s * 1e6 / (counter_pps * window), 2) if counter_pps else None,
-            # Other work on the machine during the run (the figures are the
-            # server's own CPU time, but a busy machine disturbs them).
+            # Datagrams the kernel dropped for full receive buffers, machine-wide
+            # and at the server's own sockets (its ingress from the publisher).
             "udp_rcvbuf_errors": s1["rcvbuf_errors"] - s0["rcvbuf_errors"],
-            # Of which at the server's own sockets (its ingress from the publisher).
             "server_socket_drops": s1["server_drops"] - s0["server_drops"],
             # Time the client process was runnable but waited for its CPU.
             "client_wait_pct": round(100 * (s1["run_delay_ns"] - s0["run_delay_ns"]) / 1e9 / window, 1),
-            "loadavg_1m": float(open("/proc/loadavg").read().split()[0]),
+            # Other work on the machine during the run (the figures are the
+            # server's own CPU time, but a busy machine disturbs them).
+            "loadavg_1m": loadavg_1m(),
         }
         return result
     finally:
