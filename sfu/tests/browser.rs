@@ -278,6 +278,9 @@ async fn screen_share_decodes_beside_the_camera_switches_and_stops_everywhere() 
     );
     assert_eq!(shared["tile"]["label"], "Alice · screen", "{report}");
     assert_eq!(report["self_view"], 1, "{report}");
+    let shot = report["screenshot"].as_str().expect("screenshot path");
+    let png = std::fs::read(Path::new(shot)).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
     assert_eq!(report["switched"], "same track");
     assert_eq!(report["stopped_by_app"], "tile removed");
     assert_eq!(report["stopped_by_browser"]["removed"], true);
@@ -308,6 +311,11 @@ async fn firefox_and_chromium_share_an_encrypted_call_without_server_errors() {
         assert_eq!(report["files"][way]["bytes"], 200 * 1024 + 17, "{report}");
     }
     assert_eq!(report["alone_after_leave"], "connected");
+    let rejoin = report["after_rejoin"]["Bob<-Carol"]["frames"].as_u64();
+    assert!(
+        rejoin.unwrap_or(0) >= 30,
+        "Firefox decodes a later joiner: {report}"
+    );
     assert_eq!(report["server_errors"]["Bob"], serde_json::json!([]));
     assert!(
         report["refused"]

@@ -179,6 +179,9 @@ async function screen() {
     tile: shared.tile,
   };
   report.self_view = (await screenTiles(alice, "self")).length;
+  mkdirSync(artifacts, { recursive: true });
+  report.screenshot = `${artifacts}/screen-share.png`;
+  await bob.page.screenshot({ path: report.screenshot });
 
   // "Share another": the same track carries the new source, no new tile.
   await alice.page.click("#screen-switch");

@@ -3,8 +3,9 @@
 // Alice uses Chromium (playwright-core), Bob Firefox ESR (puppeteer-core over
 // WebDriver BiDi): each decodes the other's video and audio through
 // RTCRtpScriptTransform, chat and a file pass both ways, both show the same
-// safety number, and when Alice leaves Bob stays in the call. Neither page
-// may receive an `error` message from the SFU. Last, a browser without
+// safety number, and when Alice leaves Bob stays in the call, where he then
+// decodes Carol (Chromium) who joins. No page may receive an `error` message
+// from the SFU. Last, a browser without
 // encoded transforms is refused at the join screen.
 // Prints one JSON line: {"ok": true|false, ...}.
 import { createHash, randomBytes } from "node:crypto";
@@ -109,8 +110,14 @@ async function run() {
     throw new Error(`Bob lost his session after Alice left: ${JSON.stringify(bobAfter)}`);
   }
   report.alone_after_leave = "connected";
-  report.server_errors = { Alice: states[0].serverErrors, Bob: bobAfter.serverErrors };
-  if (bobAfter.serverErrors.length || states[0].serverErrors.length) {
+
+  // Carol joins: her tracks reach Bob on the subscribe connection he kept.
+  const carol = await join(chromium, base, room, "Carol");
+  people.push(carol);
+  report.after_rejoin = await allDecoding([bob, carol], 30, 30000);
+  const last = await Promise.all([bob, carol].map(state));
+  report.server_errors = { Alice: states[0].serverErrors, Bob: last[0].serverErrors, Carol: last[1].serverErrors };
+  if (Object.values(report.server_errors).some((e) => e.length) || last[0].selfId !== bobBefore.selfId) {
     throw new Error(`the SFU sent errors: ${JSON.stringify(report.server_errors)}`);
   }
 
