@@ -2,9 +2,10 @@
 # Install what the SFU test suite needs on a Debian machine, skipping what is
 # already present. Safe to run repeatedly.
 #
-#   - Debian packages: chromium (browser tests), coturn (TURN tests)
-#   - npm: playwright-core into tests/browser/node_modules (no browser download;
-#     the tests drive /usr/bin/chromium)
+#   - Debian packages: chromium and firefox-esr (browser tests), coturn (TURN tests)
+#   - npm: playwright-core and puppeteer-core into tests/browser/node_modules
+#     (no browser download; the tests drive /usr/bin/chromium and
+#     /usr/bin/firefox-esr)
 #   - Python venv at .venv with tests/interop/requirements.txt (aiortc)
 #
 # Environment overrides:
@@ -51,7 +52,7 @@ deb_installed() {
 }
 
 apt_need=()
-for pkg in chromium coturn; do
+for pkg in chromium firefox-esr coturn; do
     deb_installed "$pkg" || apt_need+=("$pkg")
 done
 # Toolchain prerequisites, only if they are missing entirely.
@@ -74,7 +75,7 @@ if [ "${#apt_need[@]}" -gt 0 ]; then
         -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${apt_need[@]}"
     log "apt: done"
 else
-    log "apt: chromium and coturn already installed"
+    log "apt: chromium, firefox-esr and coturn already installed"
 fi
 
 # The coturn package may start (and enable) a system turnserver; the tests run
@@ -90,28 +91,33 @@ if deb_installed coturn; then
 fi
 
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || die "chromium missing after install"
+[ -x /usr/bin/firefox-esr ] || die "firefox-esr missing after install"
 command -v turnserver >/dev/null 2>&1 || [ -x /usr/bin/turnserver ] || die "turnserver missing after install"
 
 # --------------------------------------------------------------------------
-# 2. npm: playwright-core (library only, never downloads browsers)
+# 2. npm: playwright-core and puppeteer-core (libraries only, never download browsers)
 # --------------------------------------------------------------------------
 [ -f "$BROWSER_DIR/package.json" ] || die "missing $BROWSER_DIR/package.json"
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
 if [ "$node_major" -lt 20 ]; then
     log "warning: node $(node --version) found; playwright-core wants node >= 20"
 fi
-want_pw="$(cd "$BROWSER_DIR" && node -p 'require("./package.json").dependencies["playwright-core"]')"
-have_pw=""
-if [ -f "$BROWSER_DIR/node_modules/playwright-core/package.json" ]; then
-    have_pw="$(cd "$BROWSER_DIR" && node -p 'require("./node_modules/playwright-core/package.json").version')"
-fi
-if [ -n "$have_pw" ] && [ "$have_pw" = "$want_pw" ]; then
-    log "npm: playwright-core $have_pw already installed"
+npm_missing=()
+for pkg in playwright-core puppeteer-core; do
+    want="$(cd "$BROWSER_DIR" && node -p "require('./package.json').dependencies['$pkg']")"
+    have=""
+    if [ -f "$BROWSER_DIR/node_modules/$pkg/package.json" ]; then
+        have="$(cd "$BROWSER_DIR" && node -p "require('./node_modules/$pkg/package.json').version")"
+    fi
+    [ "$have" = "$want" ] || npm_missing+=("$pkg@$want")
+done
+if [ "${#npm_missing[@]}" -eq 0 ]; then
+    log "npm: playwright-core and puppeteer-core already installed"
 else
-    log "npm: installing playwright-core $want_pw into tests/browser/node_modules"
+    log "npm: installing ${npm_missing[*]} into tests/browser/node_modules"
     (
         cd "$BROWSER_DIR"
-        export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+        export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1
         quiet npm install --no-audit --no-fund --no-package-lock --loglevel=error
     )
     log "npm: done"

@@ -1,5 +1,7 @@
 //! The web client in headless Chromium (Debian `chromium` driven by npm
-//! `playwright-core`, both installed by `scripts/test-deps.sh`): scripts in
+//! `playwright-core`) and Firefox ESR (Debian `firefox-esr` driven by npm
+//! `puppeteer-core` over WebDriver BiDi), all installed by
+//! `scripts/test-deps.sh`: scripts in
 //! `tests/browser/` run against an SFU started here on loopback in
 //! development mode, so the page gets its tokens from `/dev/token` as a user's
 //! would. Each script prints one JSON report line, asserted on here.
@@ -25,6 +27,10 @@ fn root() -> PathBuf {
 
 fn chromium() -> PathBuf {
     std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+fn firefox() -> PathBuf {
+    std::env::var_os("FIREFOX").map_or_else(|| PathBuf::from("/usr/bin/firefox-esr"), PathBuf::from)
 }
 
 /// Whether node (and, for browser scripts, Chromium) exist; explains a skip.
@@ -116,6 +122,21 @@ async fn scenario(name: &str) -> Option<Value> {
     let report = node("call.mjs", &args, Duration::from_secs(150)).await;
     server.stop().await;
     Some(report)
+}
+
+/// Whether Firefox ESR and puppeteer-core are there (after `available(true)`).
+fn firefox_available() {
+    assert!(
+        firefox().exists(),
+        "{} missing: run scripts/test-deps.sh (Debian firefox-esr)",
+        firefox().display()
+    );
+    let pp = root().join("tests/browser/node_modules/puppeteer-core");
+    assert!(
+        pp.exists(),
+        "{} missing: run scripts/test-deps.sh",
+        pp.display()
+    );
 }
 
 fn frames(report: &Value) -> Vec<(String, u64)> {
@@ -233,4 +254,73 @@ async fn relay_only_call_through_the_embedded_turn_vp8_vp9_both_transform_apis()
         assert_eq!(report["routes"][who]["pub"], "relay", "{report}");
         assert_eq!(report["routes"][who]["sub"], "relay", "{report}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screen_share_decodes_beside_the_camera_switches_and_stops_everywhere() {
+    let Some(report) = scenario("screen").await else {
+        return;
+    };
+    let shared = &report["shared"];
+    assert!(
+        shared["screen"]["frames"].as_u64().unwrap_or(0) >= 30,
+        "{report}"
+    );
+    assert!(
+        shared["camera"]["frames"].as_u64().unwrap_or(0) >= 30,
+        "{report}"
+    );
+    // The fake screen is larger than the fake camera: the tiles are not mixed up.
+    assert!(
+        shared["screen"]["width"].as_u64().unwrap_or(0)
+            > shared["camera"]["width"].as_u64().unwrap_or(u64::MAX),
+        "{report}"
+    );
+    assert_eq!(shared["tile"]["label"], "Alice · screen", "{report}");
+    assert_eq!(report["self_view"], 1, "{report}");
+    let shot = report["screenshot"].as_str().expect("screenshot path");
+    let png = std::fs::read(Path::new(shot)).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    assert_eq!(report["switched"], "same track");
+    assert_eq!(report["stopped_by_app"], "tile removed");
+    assert_eq!(report["stopped_by_browser"]["removed"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_and_chromium_share_an_encrypted_call_without_server_errors() {
+    if !available(true) {
+        return;
+    }
+    firefox_available();
+    let _one_at_a_time = BROWSER.lock().await;
+    let server = dev_server().await;
+    let base = format!("http://{}", server.http_addr);
+    let report = node(
+        "firefox-call.mjs",
+        &["--base", &base],
+        Duration::from_secs(180),
+    )
+    .await;
+    server.stop().await;
+    let pairs = frames(&report);
+    assert_eq!(pairs.len(), 2, "{report}");
+    assert!(pairs.iter().all(|(_, f)| *f >= 30), "{pairs:?}");
+    assert_eq!(report["transforms"]["Bob"], "script", "Firefox: {report}");
+    assert_eq!(report["chat"], "both ways");
+    for way in ["Bob->Alice", "Alice->Bob"] {
+        assert_eq!(report["files"][way]["bytes"], 200 * 1024 + 17, "{report}");
+    }
+    assert_eq!(report["alone_after_leave"], "connected");
+    let rejoin = report["after_rejoin"]["Bob<-Carol"]["frames"].as_u64();
+    assert!(
+        rejoin.unwrap_or(0) >= 30,
+        "Firefox decodes a later joiner: {report}"
+    );
+    assert_eq!(report["server_errors"]["Bob"], serde_json::json!([]));
+    assert!(
+        report["refused"]
+            .as_str()
+            .is_some_and(|t| t.contains("cannot encrypt")),
+        "{report}"
+    );
 }

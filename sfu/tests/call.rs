@@ -163,3 +163,121 @@ async fn three_participants_exchange_intact_media() {
     .await;
     server.stop().await;
 }
+
+/// The m-sections of an SDP: (port, its lines).
+fn msections(sdp: &str) -> Vec<(String, Vec<&str>)> {
+    let mut out: Vec<(String, Vec<&str>)> = Vec::new();
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            out.push((line.split(' ').nth(1).unwrap_or("").to_string(), Vec::new()));
+        } else if let Some((_, lines)) = out.last_mut() {
+            lines.push(line);
+        }
+    }
+    out
+}
+
+/// Waits until `client` has answered a subscribe offer after the first
+/// `seen` ones; returns the last offer's SDP.
+async fn next_offer(client: &Client, seen: usize) -> String {
+    eventually(
+        Duration::from_secs(5),
+        "a new subscribe offer is answered",
+        || async {
+            let s = client.state.lock().unwrap();
+            let offers = s.of_type("subscribe_offer").len();
+            offers > seen && s.offers_answered >= offers
+        },
+    )
+    .await;
+    let offers = client.state.lock().unwrap().of_type("subscribe_offer");
+    offers[offers.len() - 1]["sdp"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The first m-line of a subscribe connection carries its transport (it tags
+/// the BUNDLE group): when its track goes away it is set inactive, never
+/// stopped. Stopping it made Firefox close that transport (a DTLS
+/// close_notify, which ended its session with `media_timeout`) whenever the
+/// first publisher it received left. The other m-lines are stopped as before,
+/// and later tracks arrive on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_subscribed_publisher_leaving_keeps_the_subscribe_transport() {
+    let server = start_server(8_000).await;
+    let receives = |me: &Client, other: &Client| {
+        let Some(id) = other.id() else { return false };
+        ["audio", "video"]
+            .iter()
+            .all(|k| me.received_from(&id, k).is_some_and(|r| r.intact > 20))
+    };
+    let a = Client::join(&server, &token("anchor", "alice"), 1, false).await;
+    let b = Client::join(&server, &token("anchor", "bob"), 2, true).await;
+    eventually(Duration::from_secs(10), "alice receives bob", || async {
+        receives(&a, &b)
+    })
+    .await;
+    let c = Client::join(&server, &token("anchor", "carol"), 3, true).await;
+    eventually(Duration::from_secs(10), "alice receives carol", || async {
+        receives(&a, &c)
+    })
+    .await;
+    let first_mid = |sdp: &str| {
+        let m = msections(sdp);
+        let (port, lines) = &m[0];
+        let mid = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("a=mid:"))
+            .unwrap_or_default()
+            .to_string();
+        (port.clone(), mid, lines.contains(&"a=inactive"))
+    };
+    let open = |sdp: &str| msections(sdp).iter().filter(|(p, _)| p != "0").count();
+
+    // Bob, whose tracks came first, leaves: his first m-line stays open and
+    // inactive, his second is stopped, Carol's two go on.
+    let seen = a.state.lock().unwrap().of_type("subscribe_offer").len();
+    b.leave().await;
+    let sdp = next_offer(&a, seen).await;
+    let (port, mid, inactive) = first_mid(&sdp);
+    assert!(
+        port != "0" && inactive,
+        "first m-line open and inactive:\n{sdp}"
+    );
+    assert!(
+        sdp.contains(&format!("a=group:BUNDLE {mid} ")),
+        "it still tags the BUNDLE group:\n{sdp}"
+    );
+    assert_eq!(open(&sdp), 3, "{sdp}");
+    let before = a
+        .received_from(&c.id().unwrap(), "video")
+        .map_or(0, |r| r.intact);
+    eventually(
+        Duration::from_secs(5),
+        "carol's video keeps arriving",
+        || async {
+            a.received_from(&c.id().unwrap(), "video")
+                .is_some_and(|r| r.intact > before + 20)
+        },
+    )
+    .await;
+
+    // Carol leaves too: only the inactive first m-line stays.
+    let seen = a.state.lock().unwrap().of_type("subscribe_offer").len();
+    c.leave().await;
+    let sdp = next_offer(&a, seen).await;
+    assert_eq!(open(&sdp), 1, "{sdp}");
+    assert!(first_mid(&sdp).2, "{sdp}");
+
+    // Dave's tracks arrive on the same connection.
+    let d = Client::join(&server, &token("anchor", "dave"), 4, true).await;
+    eventually(Duration::from_secs(10), "alice receives dave", || async {
+        receives(&a, &d)
+    })
+    .await;
+    let errors = a.state.lock().unwrap().error_codes();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(metric(&server, "sfu_participants").await, 2.0);
+    server.stop().await;
+}

@@ -31,6 +31,7 @@ let leaving = false;
 let attempt = 0; // reconnect attempts since the last good connection
 let retryTimer = null;
 let connecting = false; // a connect() is under way
+const serverErrors = []; // {code, message} of every error the server sent (window.sfu, tests)
 
 function identity() {
   let id = sessionStorage.getItem("sfu-identity");
@@ -66,11 +67,16 @@ function updateSelf() {
   $("mic-button").textContent = media.micMuted ? "Unmute" : "Mute";
   $("cam-button").setAttribute("aria-pressed", String(media.camOff));
   $("cam-button").textContent = media.camOff ? "Start video" : "Stop video";
+  $("screen-button").setAttribute("aria-pressed", String(!!media.screen));
+  $("screen-button").textContent = media.screen ? "Stop sharing" : "Share screen";
+  $("screen-switch").hidden = !media.screen;
   if (!$("call").hidden) {
     // The self view stays through reconnects, so it has a fixed id.
     const el = ui.tile("self", { name: opts.name, self: true });
     ui.setTileTrack(el, "video", media.video);
     el.classList.toggle("mic-muted", media.micMuted || !media.audio);
+    if (media.screen) ui.setTileTrack(ui.tile("self", { name: opts.name, self: true, screen: "self" }), "video", media.screen);
+    else ui.removeScreenTile("self");
   }
 }
 
@@ -167,6 +173,7 @@ async function openSession() {
     iceTransportPolicy: opts.relayOnly ? "relay" : "all",
     codec: opts.codec,
     selfId,
+    sourceOf: (trackId) => sourceOf(s, trackId),
   });
   const s = (session = {
     sig,
@@ -176,7 +183,7 @@ async function openSession() {
     selfId,
     chat: new Chat({ keys, signaling: sig, selfId }),
     files: new Files({ keys, signaling: sig, selfId }),
-    people: new Map(), // id -> {name, identity, tracks: Map(trackId -> {kind, muted})}
+    people: new Map(), // id -> {name, identity, tracks: Map(trackId -> {kind, source, muted})}
     chain: Promise.resolve(),
     inbox: new Map(), // sender -> promise chain for chat/files
   });
@@ -193,6 +200,7 @@ async function openSession() {
   keys.addEventListener("change", refreshE2ee);
   call.addEventListener("track", (e) => onTrack(e.detail));
   call.addEventListener("untrack", (e) => {
+    if (e.detail.source === "screen") return ui.removeScreenTile(e.detail.trackId);
     const el = ui.tile(e.detail.participantId, { name: nameOf(e.detail.participantId) });
     ui.setTileTrack(el, e.detail.kind, null);
   });
@@ -225,7 +233,7 @@ async function openSession() {
 
   s.chain = s.chain.then(() => keys.start(selfId));
   ui.setStatus("connecting", "Connecting media…");
-  if (media.audio || media.video) await call.publish({ audio: media.audio, video: media.video });
+  if (media.audio || media.video || media.screen) await call.publish({ audio: media.audio, video: media.video, screen: media.screen });
   else ui.setStatus("connected", "Connected (no camera or microphone)");
 }
 
@@ -261,7 +269,7 @@ function nameOf(id) {
 
 function addPerson(p) {
   const s = session;
-  const tracks = new Map((p.tracks || []).map((t) => [t.id, { kind: t.kind, muted: t.muted }]));
+  const tracks = new Map((p.tracks || []).map((t) => [t.id, { kind: t.kind, source: t.source, muted: t.muted }]));
   s.people.set(p.id, { name: p.name, identity: p.identity, tracks });
   ui.tile(p.id, { name: p.name || p.identity });
   refreshTile(p.id);
@@ -272,13 +280,23 @@ function refreshTile(id) {
   if (!p) return;
   const el = ui.tile(id, { name: p.name || p.identity });
   const audio = [...p.tracks.values()].find((t) => t.kind === "audio");
-  const video = [...p.tracks.values()].find((t) => t.kind === "video");
+  const video = [...p.tracks.values()].find((t) => t.kind === "video" && t.source !== "screen");
   el.classList.toggle("mic-muted", !audio || audio.muted);
   el.classList.toggle("video-muted", !video || video.muted);
 }
 
-async function onTrack({ participantId, kind, track }) {
-  const el = ui.tile(participantId, { name: nameOf(participantId) });
+/** The `source` label ("camera", "screen", ...) of a remote track, from track_published or joined. */
+function sourceOf(s, trackId) {
+  for (const p of s.people.values()) {
+    const t = p.tracks.get(trackId);
+    if (t) return t.source;
+  }
+  return undefined;
+}
+
+async function onTrack({ participantId, kind, source, trackId, track }) {
+  const screen = source === "screen" ? trackId : null;
+  const el = ui.tile(participantId, { name: nameOf(participantId), screen });
   try {
     await ui.setTileTrack(el, kind, track);
   } catch (e) {
@@ -302,12 +320,13 @@ async function onMessage(s, m) {
       break;
     case "track_published": {
       const p = s.people.get(m.track.participant_id);
-      p?.tracks.set(m.track.id, { kind: m.track.kind, muted: m.track.muted });
+      p?.tracks.set(m.track.id, { kind: m.track.kind, source: m.track.source, muted: m.track.muted });
       refreshTile(m.track.participant_id);
       break;
     }
     case "track_unpublished":
       s.people.get(m.participant_id)?.tracks.delete(m.track_id);
+      ui.removeScreenTile(m.track_id);
       refreshTile(m.participant_id);
       break;
     case "track_muted": {
@@ -327,6 +346,7 @@ async function onMessage(s, m) {
       break;
     }
     case "error":
+      serverErrors.push({ code: m.code, message: m.message });
       if (m.code === "rate_limited" || m.code === "message_too_large") ui.notice(`Server: ${m.message}`);
       console.warn("server error", m);
       break;
@@ -343,8 +363,8 @@ async function refreshE2ee() {
   for (const id of s.people.keys()) {
     const have = peers.get(id) === true;
     if (!have) waiting++;
-    const lock = document.querySelector(`.tile[data-participant-id="${CSS.escape(id)}"] .lock`);
-    if (lock) {
+    const sel = `.tile[data-participant-id="${CSS.escape(id)}"] .lock, .tile[data-owner="${CSS.escape(id)}"] .lock`;
+    for (const lock of document.querySelectorAll(sel)) {
       lock.dataset.state = have ? "ok" : "waiting";
       lock.title = have ? "End-to-end encrypted" : "Waiting for this participant's key";
     }
@@ -389,6 +409,30 @@ $("cam-button").addEventListener("click", async () => {
   } catch (e) {
     ui.notice(`Camera: ${e.message}`);
   }
+  updateSelf();
+});
+/** Shares a screen, window or tab (the browser asks which), or shares another one. */
+async function shareScreen() {
+  try {
+    const track = await media.shareScreen();
+    await session?.call.shareScreen(track);
+  } catch (e) {
+    if (e.name !== "NotAllowedError") ui.notice(`Screen sharing: ${e.message}`); // NotAllowed: the user cancelled
+  }
+  updateSelf();
+}
+
+function stopScreen() {
+  media.stopScreen();
+  session?.call.stopScreen();
+  updateSelf();
+}
+
+$("screen-button").addEventListener("click", () => (media.screen ? stopScreen() : shareScreen()));
+$("screen-switch").addEventListener("click", shareScreen);
+// The browser's own "Stop sharing" control ends the track.
+media.addEventListener("screenended", () => {
+  session?.call.stopScreen();
   updateSelf();
 });
 $("leave-button").addEventListener("click", leave);
@@ -449,6 +493,8 @@ window.sfu = {
       kid: s?.keys.kid ?? null,
       people: s ? [...s.people].map(([id, p]) => ({ id, name: p.name })) : [],
       transform: s?.e2ee.mode ?? transformMode(),
+      sharingScreen: !!media.screen,
+      serverErrors: [...serverErrors],
     };
   },
   async stats() {

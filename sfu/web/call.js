@@ -23,8 +23,19 @@ function audioCodecs() {
 }
 
 /**
- * Events: "track" (detail {participantId, kind, track, receiver}),
- * "untrack" (detail {participantId, kind}), "published" (detail {kind, trackId}),
+ * Our senders: the media kind of each and the `source` label others see
+ * (docs/protocol.md section 5.1), so receivers put a screen in its own tile.
+ */
+const SENDERS = {
+  audio: { kind: "audio", source: "microphone" },
+  video: { kind: "video", source: "camera" },
+  screen: { kind: "video", source: "screen" },
+};
+
+/**
+ * Events: "track" (detail {participantId, kind, source, trackId, track, receiver}),
+ * "untrack" (detail {participantId, kind, source, trackId}), "published" (detail {kind, trackId})
+ * where `kind` names one of our SENDERS,
  * "failed" (a peer connection failed: reconnect).
  */
 export class Call extends EventTarget {
@@ -35,9 +46,11 @@ export class Call extends EventTarget {
    * @param {RTCIceServer[]} o.iceServers from `joined`
    * @param {"all"|"relay"} o.iceTransportPolicy
    * @param {string} o.codec "vp8" or "vp9"
+   * @param {(trackId: string) => string|undefined} [o.sourceOf] a remote track's `source` label
    */
-  constructor({ signaling, e2ee, iceServers, iceTransportPolicy, codec, selfId }) {
+  constructor({ signaling, e2ee, iceServers, iceTransportPolicy, codec, selfId, sourceOf = () => undefined }) {
     super();
+    this.sourceOf = sourceOf;
     this.sig = signaling;
     this.e2ee = e2ee;
     this.selfId = selfId;
@@ -45,9 +58,9 @@ export class Call extends EventTarget {
     this.config = { iceServers, iceTransportPolicy, ...e2ee.pcConfig };
     this.pub = null;
     this.sub = null;
-    this.senders = {}; // kind -> RTCRtpTransceiver
-    this.trackIds = {}; // kind -> our track id (from track_published)
-    this.remote = new Map(); // mid -> {participantId, kind, trackId, receiver}
+    this.senders = {}; // SENDERS key -> RTCRtpTransceiver
+    this.trackIds = {}; // SENDERS key -> our track id (from track_published)
+    this.remote = new Map(); // mid -> {participantId, kind, source, trackId, receiver}
     // One negotiation at a time per connection.
     this.chains = { pub: Promise.resolve(), sub: Promise.resolve() };
   }
@@ -73,22 +86,51 @@ export class Call extends EventTarget {
     return pc;
   }
 
-  /** Publishes the given tracks ({audio, video}, either may be null) in one offer. */
+  /** Publishes the given tracks ({audio, video, screen}, any may be null) in one offer. */
   publish(tracks) {
     return this.#serial("pub", async () => {
       let added = false;
-      for (const kind of ["audio", "video"]) {
-        const track = tracks[kind];
-        if (!track || this.senders[kind]) continue;
+      for (const [name, { kind }] of Object.entries(SENDERS)) {
+        const track = tracks[name];
+        if (!track || this.senders[name]) continue;
         if (!this.pub) this.pub = this.#pc("max-bundle");
         const t = this.pub.addTransceiver(track, { direction: "sendonly" });
         if (kind === "video") t.setCodecPreferences(videoCodecs(this.codec));
         else t.setCodecPreferences(audioCodecs());
         this.e2ee.encrypt(t.sender, kind === "video" ? this.codec : "opus");
-        this.senders[kind] = t;
+        this.senders[name] = t;
         added = true;
       }
       if (added) await this.#publishOffer();
+    });
+  }
+
+  /**
+   * Shares `track` as our screen: the first time (or after stopScreen) a
+   * renegotiation publishes it as a track of its own; while sharing, another
+   * source only replaces the track (same track id, no renegotiation).
+   */
+  shareScreen(track) {
+    if (!this.senders.screen) return this.publish({ screen: track });
+    return this.#serial("pub", async () => {
+      const t = this.senders.screen;
+      await t.sender.replaceTrack(track);
+      if (t.direction !== "sendonly") {
+        t.direction = "sendonly";
+        await this.#publishOffer();
+      }
+    });
+  }
+
+  /** Stops sending our screen; the renegotiation unpublishes its track everywhere. */
+  stopScreen() {
+    return this.#serial("pub", async () => {
+      const t = this.senders.screen;
+      if (!t || t.direction === "inactive") return;
+      await t.sender.replaceTrack(null);
+      t.direction = "inactive";
+      delete this.trackIds.screen;
+      await this.#publishOffer();
     });
   }
 
@@ -103,10 +145,7 @@ export class Call extends EventTarget {
     const offer = await this.pub.createOffer();
     await this.pub.setLocalDescription(offer);
     this.answered = new Promise((resolve) => (this.onPublishAnswer = resolve));
-    const tracks = Object.entries(this.senders).map(([kind, t]) => ({
-      mid: t.mid,
-      source: kind === "video" ? "camera" : "microphone",
-    }));
+    const tracks = Object.entries(this.senders).map(([name, t]) => ({ mid: t.mid, source: SENDERS[name].source }));
     this.sig.send({ type: "publish_offer", sdp: this.pub.localDescription.sdp, tracks });
     // A refused offer gets an error, not an answer: do not wait forever.
     await Promise.race([this.answered, new Promise((r) => setTimeout(r, 10000))]);
@@ -149,7 +188,13 @@ export class Call extends EventTarget {
       const info = wanted.get(t.mid);
       if (info && !this.remote.has(t.mid)) {
         this.e2ee.decrypt(t.receiver, info.participant_id, info.kind === "video" ? "vp8" : "opus");
-        const entry = { participantId: info.participant_id, kind: info.kind, trackId: info.track_id, receiver: t.receiver };
+        const entry = {
+          participantId: info.participant_id,
+          kind: info.kind,
+          source: this.sourceOf(info.track_id),
+          trackId: info.track_id,
+          receiver: t.receiver,
+        };
         this.remote.set(t.mid, entry);
         this.dispatchEvent(new CustomEvent("track", { detail: { ...entry, track: t.receiver.track } }));
       }
@@ -190,7 +235,8 @@ export class Call extends EventTarget {
       if (!entry) continue;
       const p = (out[entry.participantId] ??= {});
       if (s.kind === "video") {
-        p.video = { packetsReceived: s.packetsReceived ?? 0, framesDecoded: s.framesDecoded ?? 0, frameWidth: s.frameWidth, codec: report.get(s.codecId)?.mimeType };
+        // A shared screen is reported beside the camera, not over it.
+        p[entry.source === "screen" ? "screen" : "video"] = { packetsReceived: s.packetsReceived ?? 0, framesDecoded: s.framesDecoded ?? 0, frameWidth: s.frameWidth, codec: report.get(s.codecId)?.mimeType };
       } else {
         p.audio = {
           packetsReceived: s.packetsReceived ?? 0,

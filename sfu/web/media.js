@@ -1,6 +1,12 @@
 // Local camera and microphone: opening devices, switching them, muting.
 
 const VIDEO = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 24 } };
+/**
+ * Screen capture: up to 1080p, and a low frame rate since slides and text
+ * change rarely and every frame is encrypted in a worker; the "detail" hint
+ * makes the encoder keep resolution (legible text) rather than frame rate.
+ */
+const SCREEN = { width: { max: 1920 }, height: { max: 1080 }, frameRate: { ideal: 15, max: 30 } };
 
 /** The local camera/microphone tracks and the device choice. */
 export class LocalMedia extends EventTarget {
@@ -12,6 +18,7 @@ export class LocalMedia extends EventTarget {
     this.videoDevice = localStorage.getItem("sfu-cam") || "";
     this.micMuted = false;
     this.camOff = false;
+    this.screen = null; // the shared screen, window or tab
   }
 
   /** Opens both devices; a missing or refused device leaves its track null. */
@@ -83,11 +90,43 @@ export class LocalMedia extends EventTarget {
     return this.video;
   }
 
-  /** Releases both devices. */
+  /**
+   * Asks the browser for a screen, window or tab to share (its own picker);
+   * replaces the one shared so far. Returns the new track. The "screenended"
+   * event fires when the browser's own "Stop sharing" ends it.
+   */
+  async shareScreen() {
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: SCREEN, audio: false });
+    const track = stream.getVideoTracks()[0];
+    track.contentHint = "detail";
+    track.addEventListener("ended", () => {
+      if (this.screen !== track) return;
+      this.screen = null;
+      track.stop();
+      this.dispatchEvent(new Event("screenended"));
+      this.#changed();
+    });
+    const old = this.screen;
+    this.screen = track;
+    old?.stop();
+    this.#changed();
+    return track;
+  }
+
+  /** Stops sharing the screen. */
+  stopScreen() {
+    const t = this.screen;
+    this.screen = null;
+    t?.stop(); // stop() does not fire "ended" on our own track
+    this.#changed();
+  }
+
+  /** Releases both devices and the shared screen. */
   close() {
     this.audio?.stop();
     this.video?.stop();
-    this.audio = this.video = null;
+    this.screen?.stop();
+    this.audio = this.video = this.screen = null;
   }
 
   #changed() {

@@ -39,13 +39,22 @@ function initials(name) {
   return (name || "?").trim().split(/\s+/).slice(0, 2).map((w) => w[0]?.toUpperCase() ?? "").join("") || "?";
 }
 
-/** One participant's tile. */
-export function tile(id, { name, self = false }) {
-  let el = document.querySelector(`.tile[data-participant-id="${CSS.escape(id)}"]`);
+/**
+ * One participant's tile, or with `screen` (the track id of a shared screen)
+ * the tile of that screen, beside the participant's own.
+ */
+export function tile(id, { name, self = false, screen = null }) {
+  const selector = screen ? `.tile[data-screen="${CSS.escape(screen)}"]` : `.tile[data-participant-id="${CSS.escape(id)}"]`;
+  let el = document.querySelector(selector);
   if (!el) {
     el = document.createElement("div");
-    el.className = "tile no-video" + (self ? " self" : "");
-    el.dataset.participantId = id;
+    el.className = "tile no-video" + (self ? " self" : "") + (screen ? " screen" : "");
+    if (screen) {
+      el.dataset.screen = screen;
+      el.dataset.owner = id;
+    } else {
+      el.dataset.participantId = id;
+    }
     el.innerHTML =
       '<video autoplay playsinline muted></video><audio autoplay></audio><div class="avatar"></div>' +
       '<div class="label"><span class="lock" title="End-to-end encrypted"><svg class="icon" viewBox="0 0 16 16" aria-hidden="true"><path fill="currentColor" d="M4 7V5a4 4 0 0 1 8 0v2h1.5v8h-11V7H4zm2 0h4V5a2 2 0 0 0-4 0v2z"/></svg></span><span class="name"></span><span class="mic-off" title="Microphone off"><svg class="icon" viewBox="0 0 16 16" aria-hidden="true"><path fill="currentColor" d="M8 1a2.5 2.5 0 0 0-2.5 2.5v4a2.5 2.5 0 0 0 5 0v-4A2.5 2.5 0 0 0 8 1zM3.5 7h1a3.5 3.5 0 0 0 7 0h1a4.5 4.5 0 0 1-4 4.47V14h-1v-2.53A4.5 4.5 0 0 1 3.5 7z"/><path stroke="currentColor" stroke-width="1.5" d="M2 2l12 12"/></svg></span></div>';
@@ -53,14 +62,21 @@ export function tile(id, { name, self = false }) {
     $("grid").append(el);
     layout();
   }
-  el.querySelector(".name").textContent = self ? `${name} (you)` : name;
+  const who = self ? `${name} (you)` : name;
+  el.querySelector(".name").textContent = screen ? `${who} · screen` : who;
   el.querySelector(".avatar").textContent = initials(name);
   return el;
 }
 
-/** Removes a participant's tile. */
+/** Removes a participant's tile and the tiles of the screens it shares. */
 export function removeTile(id) {
-  document.querySelector(`.tile[data-participant-id="${CSS.escape(id)}"]`)?.remove();
+  document.querySelectorAll(`.tile[data-participant-id="${CSS.escape(id)}"], .tile[data-owner="${CSS.escape(id)}"]`).forEach((el) => el.remove());
+  layout();
+}
+
+/** Removes the tile of the shared screen with track id `screen`. */
+export function removeScreenTile(screen) {
+  document.querySelector(`.tile[data-screen="${CSS.escape(screen)}"]`)?.remove();
   layout();
 }
 

@@ -1,10 +1,13 @@
 // Browser tests of the web client against a running SFU (started by
 // sfu/tests/browser.rs). Usage:
-//   node call.mjs --base http://127.0.0.1:PORT --scenario three|nokeys|relay [--artifacts DIR]
+//   node call.mjs --base http://127.0.0.1:PORT --scenario three|nokeys|relay|screen [--artifacts DIR]
 // three: a three-person call, chat, a 1 MB file, key rotation on leave, reconnect.
 // nokeys: a participant that drops its keys receives packets but decodes nothing.
 // relay: relay-only ICE through the embedded TURN; VP9 + RTCRtpScriptTransform
 //   on one side, VP8 + createEncodedStreams on the other.
+// screen: a shared screen decodes in its own tile beside the camera, switching
+//   source keeps the track, stopping (app button, or the browser's control)
+//   removes the tile everywhere.
 // Prints one JSON line: {"ok": true|false, ...}.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
@@ -142,8 +145,86 @@ async function relay() {
   }
 }
 
+/** What `p` shows of `owner`'s screens: track ids of screen tiles with a playing video. */
+const screenTiles = (p, owner) =>
+  p.page.evaluate(
+    (o) =>
+      [...document.querySelectorAll(`.tile.screen[data-owner="${o}"]`)].map((el) => ({
+        track: el.dataset.screen,
+        width: el.querySelector("video").videoWidth,
+        label: el.querySelector(".name").textContent,
+      })),
+    owner,
+  );
+
+async function screen() {
+  people.push(await join(browser, base, room, "Alice"));
+  people.push(await join(browser, base, room, "Bob"));
+  const [alice, bob] = people;
+  await allDecoding(people, 30, 45000);
+  const aliceId = (await state(alice)).selfId;
+
+  // Alice shares her screen: Bob decodes it in its own tile beside her camera.
+  await alice.page.click("#screen-button");
+  const shared = await until(20000, "Bob decodes Alice's screen beside her camera", async () => {
+    const s = await peerStats(bob, "Alice");
+    const tiles = await screenTiles(bob, aliceId);
+    return s?.screen?.framesDecoded >= 30 && s?.video?.framesDecoded >= 30 && tiles.length === 1 && tiles[0].width > 0
+      ? { stats: s, tile: tiles[0] }
+      : false;
+  });
+  report.shared = {
+    screen: { frames: shared.stats.screen.framesDecoded, width: shared.stats.screen.frameWidth },
+    camera: { frames: shared.stats.video.framesDecoded, width: shared.stats.video.frameWidth },
+    tile: shared.tile,
+  };
+  report.self_view = (await screenTiles(alice, "self")).length;
+  mkdirSync(artifacts, { recursive: true });
+  report.screenshot = `${artifacts}/screen-share.png`;
+  await bob.page.screenshot({ path: report.screenshot });
+
+  // "Share another": the same track carries the new source, no new tile.
+  await alice.page.click("#screen-switch");
+  const before = shared.stats.screen.framesDecoded;
+  await until(15000, "Bob keeps decoding the switched screen in the same tile", async () => {
+    const s = await peerStats(bob, "Alice");
+    const tiles = await screenTiles(bob, aliceId);
+    return s?.screen?.framesDecoded >= before + 30 && tiles.length === 1 && tiles[0].track === shared.tile.track;
+  });
+  report.switched = "same track";
+
+  // Stop from the app: the tile goes away on both sides, the camera stays.
+  await alice.page.click("#screen-button");
+  await until(10000, "the screen tile is gone everywhere", async () => {
+    const s = await peerStats(bob, "Alice");
+    return (await screenTiles(bob, aliceId)).length === 0 && (await screenTiles(alice, "self")).length === 0 && !s?.screen;
+  });
+  const cam = (await peerStats(bob, "Alice")).video.framesDecoded;
+  await until(10000, "Bob still decodes Alice's camera", async () => (await peerStats(bob, "Alice")).video.framesDecoded >= cam + 20);
+  report.stopped_by_app = "tile removed";
+
+  // Share again (a new track), then end it as the browser's own "Stop
+  // sharing" control does: the capture track fires "ended".
+  await alice.page.click("#screen-button");
+  const again = await until(20000, "Bob decodes the new screen share", async () => {
+    const tiles = await screenTiles(bob, aliceId);
+    return tiles.length === 1 && tiles[0].width > 0 && tiles[0].track !== shared.tile.track ? tiles[0] : false;
+  });
+  await alice.page.evaluate(() => {
+    const track = document.querySelector('.tile.screen[data-screen="self"] video').srcObject.getVideoTracks()[0];
+    track.dispatchEvent(new Event("ended"));
+  });
+  await until(10000, "the browser-stopped screen is gone everywhere", async () => {
+    const st = await state(alice);
+    return !st.sharingScreen && (await screenTiles(bob, aliceId)).length === 0 && (await screenTiles(alice, "self")).length === 0;
+  });
+  report.stopped_by_browser = { track: again.track, removed: true };
+  const errors = (await Promise.all(people.map(state))).flatMap((x) => x.serverErrors);
+  if (errors.length) throw new Error(`the SFU sent errors: ${JSON.stringify(errors)}`);
+}
+
 try {
-  await { three, nokeys, relay }[a.scenario]();
+  await { three, nokeys, relay, screen }[a.scenario]();
   report.ok = true;
 } catch (e) {
   report.error = e.message;

@@ -1,5 +1,5 @@
-// Shared helpers for the browser tests: Chromium with fake devices, pages
-// that join through links, bounded waiting.
+// Shared helpers for the browser tests: Chromium and Firefox with fake
+// devices, pages that join through links, bounded waiting.
 import { chromium } from "playwright-core";
 
 /** Flags for Debian's Chromium in a headless, loopback-only test. */
@@ -17,6 +17,21 @@ export const CHROMIUM_ARGS = [
   "--no-first-run",
 ];
 
+/**
+ * Preferences for Debian's Firefox ESR in a headless, loopback-only call.
+ * Camera and microphone are allowed by default permission rather than with
+ * media.navigator.permission.disabled: without a permission Firefox gathers
+ * ICE candidates on the default route only, never on 127.0.0.1.
+ */
+export const FIREFOX_PREFS = {
+  "media.navigator.streams.fake": true,
+  "permissions.default.camera": 1,
+  "permissions.default.microphone": 1,
+  "media.peerconnection.ice.loopback": true,
+  "media.peerconnection.ice.obfuscate_host_addresses": false,
+  "media.autoplay.default": 0,
+};
+
 /** Parses `--key value` arguments. */
 export function args() {
   const out = {};
@@ -32,6 +47,32 @@ export function launch() {
     args: CHROMIUM_ARGS,
     timeout: 30000,
   });
+}
+
+/** Starts Firefox ESR over WebDriver BiDi (puppeteer-core, loaded only by Firefox tests). */
+export async function launchFirefox() {
+  const { default: puppeteer } = await import("puppeteer-core");
+  return puppeteer.launch({
+    browser: "firefox",
+    executablePath: process.env.FIREFOX || "/usr/bin/firefox-esr",
+    headless: true,
+    extraPrefsFirefox: FIREFOX_PREFS,
+    timeout: 60000,
+  });
+}
+
+/** A Firefox participant, joined through a link (same shape as `join`). */
+export async function joinFirefox(browser, base, room, name, extra = "") {
+  const context = await browser.createBrowserContext();
+  const page = await context.newPage();
+  const log = [];
+  page.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warn" || m.type() === "warning") log.push(`[${name}] ${m.type()}: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => log.push(`[${name}] pageerror: ${e.message}`));
+  const url = `${base}/?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}&autojoin=1${extra}`;
+  await page.goto(url);
+  return { name, page, context, log };
 }
 
 /** A participant: its own browser context (storage), joined through a link. */

@@ -1139,10 +1139,26 @@ impl Engine {
             peer.renegotiate = true;
             return;
         }
+        // The first m-line carries the connection's transport (it tags the
+        // BUNDLE group). Stopping it makes the client move the group to
+        // another m-line's transport and close this one (Firefox sends a
+        // DTLS close_notify, which ends the session), and stopping every
+        // m-line leaves no transport at all: so it is never stopped, only
+        // set inactive once its track is gone.
+        let inactive = |m: &Mid| {
+            peer.rtc
+                .media(*m)
+                .is_some_and(|x| x.direction() == Direction::Inactive)
+        };
+        let park: Option<Mid> = peer
+            .slots
+            .iter()
+            .find(|(m, s)| s.anchor && s.track.is_none() && !inactive(m))
+            .map(|(m, _)| *m);
         let stale: Vec<Mid> = peer
             .slots
             .iter()
-            .filter(|(_, s)| s.track.is_none())
+            .filter(|(_, s)| s.track.is_none() && !s.anchor)
             .map(|(m, _)| *m)
             .collect();
         let present: Vec<String> = peer
@@ -1154,10 +1170,13 @@ impl Engine {
             .iter()
             .filter(|(t, _, _)| !present.contains(t))
             .collect();
-        if stale.is_empty() && new.is_empty() {
+        if stale.is_empty() && new.is_empty() && park.is_none() {
             return;
         }
         let mut api = peer.rtc.sdp_api();
+        if let Some(mid) = park {
+            api.set_direction(mid, Direction::Inactive);
+        }
         let mut added = Vec::new();
         for (track_id, kind, owner) in &new {
             let mid = api.add_media(
@@ -1179,9 +1198,11 @@ impl Engine {
             .iter()
             .filter_map(|mid| peer.slots.remove(mid).map(|s| (*mid, s.kind)))
             .collect();
-        for (mid, track_id, kind) in &added {
+        let first = peer.slots.is_empty();
+        for (i, (mid, track_id, kind)) in added.iter().enumerate() {
             let mut slot = Slot::new(*kind);
             slot.track = Some(track_id.clone());
+            slot.anchor = first && i == 0;
             peer.slots.insert(*mid, slot);
         }
         peer.pending = Some(PendingOffer {

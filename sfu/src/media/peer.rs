@@ -41,6 +41,9 @@ pub struct Slot {
     pub rebaser: Rebaser,
     /// Last payload type mapping (publisher PT → this peer's PT).
     pub pt_cache: Option<(Pt, Pt)>,
+    /// The first m-line of a server-offered connection: it carries the
+    /// transport, so it is set inactive rather than stopped when unbound.
+    pub anchor: bool,
 }
 
 impl Slot {
@@ -52,6 +55,7 @@ impl Slot {
             ready: false,
             rebaser: Rebaser::default(),
             pt_cache: None,
+            anchor: false,
         }
     }
 
