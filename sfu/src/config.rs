@@ -89,6 +89,9 @@ pub struct MediaConfig {
     pub peer_timeout_ms: u64,
     /// At most one keyframe request per track per this interval reaches a publisher.
     pub keyframe_interval_ms: u64,
+    /// Recent video packets each subscriber stream keeps to answer NACKs
+    /// (for at most 3 s); also the room for one frame's packets in flight.
+    pub retransmit_packets: usize,
     /// TEST ONLY: flip one byte of every forwarded payload, so end-to-end
     /// integrity checks (the loadtest's SFrame verification) can be seen to
     /// fail. Never enable in production.
@@ -106,6 +109,7 @@ impl Default for MediaConfig {
             announce: Vec::new(),
             peer_timeout_ms: 8_000,
             keyframe_interval_ms: 500,
+            retransmit_packets: 512,
             test_corrupt_payload: false,
         }
     }
@@ -322,6 +326,11 @@ impl Config {
                     usize::from(base.port()) + last
                 )));
             }
+        }
+        if m.retransmit_packets < 128 {
+            return Err(ConfigError::Invalid(
+                "media.retransmit_packets must be at least 128 (a keyframe's packets)".into(),
+            ));
         }
         if self.media.peer_timeout_ms < 500 {
             return Err(ConfigError::Invalid(

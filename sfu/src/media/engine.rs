@@ -1378,7 +1378,16 @@ impl Engine {
     fn add_peer(&mut self, room: &str, pid: &str, role: Role, now: Instant) -> PeerId {
         let id = self.next_peer;
         self.next_peer += 1;
-        let mut peer = Peer::new(id, room, pid, role, &self.config.local, now);
+        let media = &self.config.media;
+        let mut peer = Peer::new(
+            id,
+            room,
+            pid,
+            role,
+            &self.config.local,
+            media.retransmit_packets,
+            now,
+        );
         mark(&mut self.dirty, &mut peer);
         self.peers.insert(id, peer);
         if let Some(p) = self.participant_mut(room, pid) {

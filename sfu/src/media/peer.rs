@@ -138,16 +138,22 @@ impl Peer {
         self.timeout.min(self.last_heard + peer_timeout)
     }
 
-    /// A new ICE-lite, RTP-mode peer with host candidates for `local`.
+    /// A new ICE-lite, RTP-mode peer with host candidates for `local`,
+    /// keeping `retransmit_packets` recent packets per video stream it sends.
     pub fn new(
         id: PeerId,
         room: &str,
         participant: &str,
         role: Role,
         local: &LocalAddrs,
+        retransmit_packets: usize,
         now: Instant,
     ) -> Self {
-        let mut rtc = rtc_config().build(now);
+        // str0m keeps each sent video packet's header (a few hundred bytes;
+        // the payload itself is shared) per subscriber stream, for NACKs.
+        let mut rtc = rtc_config()
+            .set_send_buffer_video(retransmit_packets.max(1))
+            .build(now);
         for addr in &local.udp {
             if let Ok(c) = Candidate::host(*addr, "udp") {
                 rtc.add_local_candidate(c);
