@@ -36,6 +36,8 @@ pub struct AppState {
     pub commands: mpsc::Sender<Command>,
     /// Embedded TURN credentials for WHIP/WHEP `Link` headers.
     pub turn: Option<crate::turn::TurnCredentials>,
+    /// The encrypted-file store, unless file sharing is disabled.
+    pub files: Option<Arc<crate::files::BlobStore>>,
     conn_ids: Arc<AtomicU64>,
 }
 
@@ -54,6 +56,7 @@ impl AppState {
             metrics,
             commands,
             turn,
+            files: None,
             conn_ids: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -86,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/dev/token", get(dev_token))
         .merge(whip_whep_routes())
+        .merge(crate::files::routes::routes())
         .merge(crate::web::routes())
         .with_state(state)
 }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::{TcpListener, UdpSocket};
@@ -114,13 +115,27 @@ impl Server {
         if let Some(l) = tcp {
             tasks.push(tokio::spawn(ice_tcp::accept_loop(l, commands.clone())));
         }
-        let state = AppState::new(
+        let mut state = AppState::new(
             config.clone(),
             auth,
             metrics.clone(),
             commands.clone(),
             turn_credentials,
         );
+        state.files = crate::files::open(&config.files).with_context(|| {
+            format!(
+                "cannot open the file store {}",
+                crate::files::directory(&config.files).display()
+            )
+        })?;
+        if let Some(store) = &state.files {
+            let every = Duration::from_secs(config.files.sweep_interval_s);
+            tasks.push(tokio::spawn(crate::files::sweep_forever(
+                store.clone(),
+                metrics.clone(),
+                every,
+            )));
+        }
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(http, router(state)).with_graceful_shutdown(async {

@@ -48,6 +48,7 @@ static ASSETS: &[Asset] = &[
     asset!("signaling.js"),
     asset!("ui.js"),
     asset!("e2ee/bytes.js"),
+    asset!("e2ee/filecrypt.js"),
     asset!("e2ee/keys.js"),
     asset!("e2ee/sframe.js"),
     asset!("e2ee/transform.js"),
