@@ -44,6 +44,7 @@ static ASSETS: &[Asset] = &[
     asset!("call.js"),
     asset!("chat.js"),
     asset!("files.js"),
+    asset!("file-download.js"),
     asset!("media.js"),
     asset!("signaling.js"),
     asset!("ui.js"),

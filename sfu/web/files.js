@@ -7,16 +7,17 @@
 // and continue from there. Then send the capability URL, the file key and
 // the digest to the chosen recipients only, each copy sealed with the
 // pairwise key shared with that recipient (e2ee/keys.js sealTo).
-// Receiving: on "Download", stream the ciphertext, open each chunk, write it
-// to the origin-private file system (never the whole file in memory),
-// resume with a Range request after a dropped connection, compare the digest
-// and only then offer the file to save. The blob stays on the server until
+// Receiving: on "Download", a worker (file-download.js) streams the
+// ciphertext, opens each chunk and writes it to the origin-private file
+// system (never the whole file in memory), resumes with a Range request
+// after a dropped connection and compares the digest; only then is the file
+// offered to save. The blob stays on the server until
 // it expires, so recipients can fetch it after its sender has left.
 import { fromB64, toB64, toHex, utf8 } from "./e2ee/bytes.js";
-import { CHUNK_BYTES, TAG_BYTES, chunkCount, cipherLength, digestOf, importFileKey, newFileKey, openChunk, sealChunk, tagOf } from "./e2ee/filecrypt.js";
+import { CHUNK_BYTES, TAG_BYTES, chunkCount, cipherLength, digestOf, newFileKey, sealChunk, tagOf } from "./e2ee/filecrypt.js";
 
-/** Chunks encrypted ahead and sent per PATCH request (16 MiB). */
-const BATCH_CHUNKS = 16;
+/** Chunks read, encrypted and sent per PATCH request (8 MiB). */
+const BATCH_CHUNKS = 128;
 /** Retries of one transfer after network failures. */
 const MAX_RETRIES = 8;
 /** Chunk sizes a sender may announce. */
@@ -56,6 +57,7 @@ export class Files extends EventTarget {
     this.transfers = new Map(); // id -> transfer
     this.secrets = new Map(); // id -> {blob, url, key, digest, chunk} of received offers
     this.inflight = new Set(); // AbortControllers of running requests
+    this.workers = new Set(); // running downloads
   }
 
   #emit(type, detail) {
@@ -65,6 +67,7 @@ export class Files extends EventTarget {
   /** Ends every running request as a dropped connection would (they resume). */
   drop() {
     for (const c of this.inflight) c.abort(new Error("connection dropped"));
+    for (const w of this.workers) w.postMessage({ type: "drop" });
   }
 
   async #fetch(url, init) {
@@ -115,11 +118,14 @@ export class Files extends EventTarget {
       // time (fixed key and nonces), so a resumed upload re-sends identical data.
       const encrypt = async (first) => {
         const end = Math.min(n, first + BATCH_CHUNKS);
+        // One read per batch: many small reads of a File cost more than the crypto.
+        const from = first * chunk;
+        const plain = new Uint8Array(await file.slice(from, Math.min(size, end * chunk)).arrayBuffer());
         const parts = await Promise.all(
           Array.from({ length: end - first }, async (_, k) => {
             const i = first + k;
-            const plain = new Uint8Array(await file.slice(i * chunk, Math.min(size, (i + 1) * chunk)).arrayBuffer());
-            const sealed = await sealChunk(key, blob, i, i === n - 1, plain);
+            const part = plain.subarray(k * chunk, (k + 1) * chunk);
+            const sealed = await sealChunk(key, blob, i, i === n - 1, part);
             tags[i] = tagOf(sealed);
             return sealed;
           }),
@@ -246,7 +252,10 @@ export class Files extends EventTarget {
     this.#emit("offer", t);
   }
 
-  /** Downloads, decrypts and verifies an offered file into the origin-private file system. */
+  /**
+   * Downloads, decrypts and verifies an offered file into the origin-private
+   * file system (in a worker, file-download.js), then offers it to save.
+   */
   async download(id) {
     const t = this.transfers.get(id);
     const s = this.secrets.get(id);
@@ -257,82 +266,35 @@ export class Files extends EventTarget {
     t.ok = undefined;
     this.#emit("progress", t);
     const started = performance.now();
-    const n = chunkCount(t.size, s.chunk);
-    const stride = s.chunk + TAG_BYTES;
-    const total = cipherLength(t.size, s.chunk);
-    const chunkLength = (i) => (i < n - 1 ? stride : total - (n - 1) * stride);
-    const dir = await navigator.storage.getDirectory();
     const name = `${OPFS_PREFIX}${s.blob}`;
-    let writer = null;
+    const worker = new Worker(new URL("./file-download.js", import.meta.url), { type: "module" });
+    this.workers.add(worker);
+    const result = await new Promise((resolve) => {
+      worker.onmessage = (e) => {
+        const m = e.data;
+        if (m.type === "progress") {
+          t.done = m.done;
+          t.wire = m.wire;
+          t.resumes = m.resumes;
+          t.ms = performance.now() - started;
+          this.#emit("progress", t);
+        } else if (m.type === "done") resolve(m);
+      };
+      worker.onerror = (e) => resolve({ ok: false, error: `download worker: ${e.message}` });
+      worker.postMessage({ type: "download", name, url: s.url, blob: s.blob, key: s.key, digest: s.digest, size: t.size, chunk: s.chunk });
+    });
+    this.workers.delete(worker);
+    worker.terminate();
+    if (!result.ok) return this.#fail(t, result.error);
     try {
-      const handle = await dir.getFileHandle(name, { create: true });
-      writer = await handle.createWritable();
-      const key = await importFileKey(s.key);
-      const tags = [];
-      const buf = new Uint8Array(chunkLength(0));
-      let index = 0;
-      for (let attempt = 0; index < n; ) {
-        let fill = 0;
-        // Registered until the body is read: drop() ends the stream too.
-        const c = new AbortController();
-        this.inflight.add(c);
-        try {
-          const headers = index ? { Range: `bytes=${index * stride}-` } : {};
-          const r = await fetch(s.url, { headers, signal: c.signal });
-          if (r.status === 404) throw new Fatal("The file has expired or was deleted");
-          if (r.status !== (index ? 206 : 200)) throw new Error(`download: HTTP ${r.status}`);
-          const reader = r.body.getReader();
-          // Bounded by the response: each read consumes bytes of it.
-          for (;;) {
-            const { done, value } = await reader.read();
-            if (done) break;
-            let v = value;
-            while (v.length) {
-              if (index >= n) throw new Fatal("The server sent more than the file's length");
-              const need = chunkLength(index);
-              const take = Math.min(need - fill, v.length);
-              buf.set(v.subarray(0, take), fill);
-              fill += take;
-              v = v.subarray(take);
-              if (fill < need) continue;
-              const sealed = buf.subarray(0, need);
-              let plain;
-              try {
-                plain = await openChunk(key, s.blob, index, index === n - 1, sealed);
-              } catch {
-                throw new Fatal("Damaged or altered in transit (a chunk failed to decrypt), discarded");
-              }
-              tags.push(tagOf(sealed));
-              await writer.write(plain);
-              index++;
-              fill = 0;
-              t.wire += need;
-              t.done += plain.length;
-              t.ms = performance.now() - started;
-              this.#emit("progress", t);
-            }
-          }
-          if (index < n) throw new Error("connection ended early");
-        } catch (e) {
-          if (e instanceof Fatal || ++attempt > MAX_RETRIES) throw e;
-          t.resumes++;
-          await sleep(Math.min(5000, 250 * 2 ** attempt));
-        } finally {
-          this.inflight.delete(c);
-        }
-      }
-      if ((await digestOf(tags)) !== s.digest) throw new Fatal("Digest mismatch: not the file that was sent, discarded");
-      await writer.close();
-      writer = null;
-      const file = await handle.getFile();
+      const dir = await navigator.storage.getDirectory();
+      const file = await (await dir.getFileHandle(name)).getFile();
       t.url = URL.createObjectURL(file);
       t.ms = performance.now() - started;
       t.state = "done";
       t.ok = true;
       this.#emit("done", t);
     } catch (e) {
-      await writer?.abort().catch(() => {});
-      await dir.removeEntry(name).catch(() => {});
       this.#fail(t, e.message);
     }
   }

@@ -1,6 +1,6 @@
 // End-to-end encrypted file sharing in Chromium through the server's
 // encrypted-blob store (started by sfu/tests/browser.rs). Usage:
-//   node files.mjs --base http://127.0.0.1:PORT --files-dir DIR [--mb 200] [--bench 1]
+//   node files.mjs --base http://127.0.0.1:PORT --files-dir DIR [--mb 200] [--bench 1 --server-pid PID]
 // Alice sends a random file to Bob and Carol but not Mallory; her upload is
 // cut mid-way and resumes; Bob's download is cut and resumes; Carol
 // downloads after Alice left; both get identical bytes (compared slice by
@@ -8,9 +8,10 @@
 // not the plaintext; a guessed capability gets 404; a file over quota gets a
 // clear error; a blob altered on the server is refused by its recipient.
 // --bench 1: only the transfer (no interruptions, no other checks), for
-// benches/files/bench.sh. Prints one JSON line: {"ok": true|false, ...}.
+// benches/files/bench.sh, with CPU seconds of Chromium (all its processes)
+// per phase and of the server. Prints one JSON line: {"ok": true|false, ...}.
 import { createHash } from "node:crypto";
-import { openSync, readSync, closeSync, readdirSync, statSync, writeSync } from "node:fs";
+import { openSync, readFileSync, readSync, closeSync, readdirSync, statSync, writeSync } from "node:fs";
 import { join as pathJoin } from "node:path";
 import { chromium } from "playwright-core";
 import { CHROMIUM_ARGS, args, finish, join, state, until } from "./lib.mjs";
@@ -118,6 +119,54 @@ async function download(p, name, ms, fraction) {
   return { ...t, wallMs: Date.now() - t0 };
 }
 
+/** CPU seconds (user + system) of `pid`, 0 if it is gone. */
+function cpuOf(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU seconds of this process's descendants (Chromium's processes). */
+function chromiumCpu() {
+  const parent = new Map();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const f = readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1].split(" ");
+      parent.set(Number(d), Number(f[1]));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  let sum = 0;
+  for (const pid of parent.keys()) {
+    for (let p = pid, hops = 0; p > 1 && hops < 32; p = parent.get(p) ?? 0, hops++) {
+      if (p === process.pid && pid !== process.pid) {
+        sum += cpuOf(pid);
+        break;
+      }
+    }
+  }
+  return sum;
+}
+
+const serverPid = Number(a["server-pid"] || 0);
+/** Marks the start of a phase; returns a function giving its CPU seconds. */
+function phase() {
+  const c0 = chromiumCpu();
+  const s0 = serverPid ? cpuOf(serverPid) : 0;
+  return () => ({
+    chromium_cpu_s: Math.round((chromiumCpu() - c0) * 100) / 100,
+    server_cpu_s: serverPid ? Math.round((cpuOf(serverPid) - s0) * 100) / 100 : null,
+  });
+}
+
+/** Ciphertext bytes of a file (64 KiB chunks, 16-byte tags; e2ee/filecrypt.js). */
+const cipherLength = (n) => n + 16 * Math.max(1, Math.ceil(n / 65536));
+
 const mbps = (bytes, ms) => Math.round((bytes / MB / (ms / 1000)) * 10) / 10;
 
 function blobFiles() {
@@ -158,12 +207,13 @@ async function scenario() {
   const plain = await makeFile(alice, size, name);
   if (!bench) await dropAt(alice, name, 0.3);
   const t0 = Date.now();
+  const upPhase = phase();
   await pickFile(alice);
   const sent = await finished(alice, name, 600000);
+  const upCpu = upPhase();
   if (!sent.ok) throw new Error(`upload failed: ${sent.error}`);
-  const chunks = Math.max(1, Math.ceil(size / MB));
-  const cipherBytes = size + 16 * chunks;
-  report.upload = { mbps: mbps(size, sent.ms), ms: Math.round(sent.ms), wall_ms: Date.now() - t0, resumes: sent.resumes, wire: sent.wire, to: sent.to };
+  const cipherBytes = cipherLength(size);
+  report.upload = { mbps: mbps(size, sent.ms), ms: Math.round(sent.ms), wall_ms: Date.now() - t0, resumes: sent.resumes, wire: sent.wire, to: sent.to, ...upCpu };
   if (!bench) {
     if (sent.resumes < 1) throw new Error("the upload was not interrupted");
     // Resumed, not restarted: at most one 16 MiB batch is sent twice.
@@ -192,8 +242,9 @@ async function scenario() {
   }
 
   // Bob downloads, cut mid-way; it resumes.
+  const bobPhase = phase();
   const b = await download(bob, name, 600000, bench ? 0 : 0.4);
-  report.bob = { mbps: mbps(size, b.ms), ms: Math.round(b.ms), resumes: b.resumes, wire: b.wire };
+  report.bob = { mbps: mbps(size, b.ms), ms: Math.round(b.ms), resumes: b.resumes, wire: b.wire, ...bobPhase() };
   if (!bench) {
     if (b.resumes < 1) throw new Error("Bob's download was not interrupted");
     if (b.wire > cipherBytes + MB) throw new Error(`Bob received ${b.wire} bytes for ${cipherBytes}`);
@@ -204,8 +255,11 @@ async function scenario() {
   // Alice leaves; Carol still gets the file.
   await alice.page.click("#leave-button");
   await until(10000, "Carol sees Alice leave", async () => (await state(carol)).people.length === people.length - 2);
+  const carolPhase = phase();
   const c = await download(carol, name, 600000, 0);
-  report.carol = { mbps: mbps(size, c.ms), ms: Math.round(c.ms), after_sender_left: true };
+  report.carol = { mbps: mbps(size, c.ms), ms: Math.round(c.ms), after_sender_left: true, ...carolPhase() };
+  // End to end: Alice picks the file until Carol can save it, for one recipient.
+  report.end_to_end_mbps = mbps(size, sent.ms + c.ms);
   const carolGot = await savedHashes(carol, name);
   if (carolGot.size !== size || carolGot.hashes.join() !== plain.join()) throw new Error("Carol's file differs");
   report.identical = { slices: plain.length, sha256_first_slice: plain[0] };
@@ -229,7 +283,7 @@ async function scenario() {
   await pickFile(bob);
   const smallSent = await finished(bob, "altered.bin", 60000);
   if (!smallSent.ok) throw new Error(`small upload failed: ${smallSent.error}`);
-  const smallBlob = blobFiles().find((f) => f.size === small + 16 * 4);
+  const smallBlob = blobFiles().find((f) => f.size === cipherLength(small));
   const fd = openSync(smallBlob.path, "r+");
   const byte = Buffer.alloc(1);
   readSync(fd, byte, 0, 1, 2 * MB);
