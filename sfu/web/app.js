@@ -500,9 +500,9 @@ window.sfu = {
   transfers() {
     return session?.files.list() ?? [];
   },
-  /** Ends the running file uploads and downloads as a network failure would (they resume). */
+  /** Ends the running file uploads and downloads as a network failure would (they resume); returns how many. */
   dropFileTransfers() {
-    session?.files.drop();
+    return session?.files.drop() ?? 0;
   },
   /** Drops the WebSocket as a network failure would. */
   dropConnection() {

@@ -64,10 +64,14 @@ export class Files extends EventTarget {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
-  /** Ends every running request as a dropped connection would (they resume). */
+  /**
+   * Ends every running request as a dropped connection would (they resume);
+   * returns how many upload requests and downloads it reached.
+   */
   drop() {
     for (const c of this.inflight) c.abort(new Error("connection dropped"));
     for (const w of this.workers) w.postMessage({ type: "drop" });
+    return this.inflight.size + this.workers.size;
   }
 
   async #fetch(url, init) {
