@@ -17,6 +17,7 @@ class Fatal extends Error {}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let current = null; // AbortController of the running request
+let dropNext = false; // a drop that found no running request: cut the next one
 
 async function download({ name, url, blob, key: raw, digest, size, chunk }) {
   const dir = await navigator.storage.getDirectory();
@@ -66,6 +67,10 @@ async function download({ name, url, blob, key: raw, digest, size, chunk }) {
       current = new AbortController();
       try {
         const headers = index ? { Range: `bytes=${index * stride}-` } : {};
+        if (dropNext) {
+          dropNext = false;
+          throw new Error("connection dropped");
+        }
         const r = await fetch(url, { headers, signal: current.signal });
         if (r.status === 404) throw new Fatal("The file has expired or was deleted");
         if (r.status !== (index ? 206 : 200)) throw new Error(`download: HTTP ${r.status}`);
@@ -113,5 +118,8 @@ async function download({ name, url, blob, key: raw, digest, size, chunk }) {
 
 onmessage = (e) => {
   if (e.data?.type === "download") download(e.data);
-  else if (e.data?.type === "drop") current?.abort(new Error("connection dropped"));
+  else if (e.data?.type === "drop") {
+    if (current) current.abort(new Error("connection dropped"));
+    else dropNext = true;
+  }
 };

@@ -243,7 +243,7 @@ async function scenario() {
 
   // Bob downloads, cut mid-way; it resumes.
   const bobPhase = phase();
-  const b = await download(bob, name, 600000, bench ? 0 : 0.4);
+  const b = await download(bob, name, 600000, bench ? 0 : 0.25);
   report.bob = { mbps: mbps(size, b.ms), ms: Math.round(b.ms), resumes: b.resumes, wire: b.wire, ...bobPhase() };
   if (!bench) {
     if (b.resumes < 1) throw new Error("Bob's download was not interrupted");
@@ -254,7 +254,7 @@ async function scenario() {
 
   // Alice leaves; Carol still gets the file.
   await alice.page.click("#leave-button");
-  await until(10000, "Carol sees Alice leave", async () => (await state(carol)).people.length === people.length - 2);
+  await until(20000, "Carol sees Alice leave", async () => (await state(carol)).people.length === people.length - 2);
   const carolPhase = phase();
   const c = await download(carol, name, 600000, 0);
   report.carol = { mbps: mbps(size, c.ms), ms: Math.round(c.ms), after_sender_left: true, ...carolPhase() };
