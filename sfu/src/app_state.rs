@@ -21,6 +21,8 @@ pub struct AppState {
     pub shards: Shards,
     /// Embedded TURN credentials for WHIP/WHEP `Link` headers.
     pub turn: Option<crate::turn::TurnCredentials>,
+    /// The encrypted-file store, unless file sharing is disabled.
+    pub files: Option<Arc<crate::files::BlobStore>>,
     conn_ids: Arc<AtomicU64>,
 }
 
@@ -39,6 +41,7 @@ impl AppState {
             metrics,
             shards,
             turn,
+            files: None,
             conn_ids: Arc::new(AtomicU64::new(1)),
         }
     }

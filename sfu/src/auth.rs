@@ -27,6 +27,9 @@ pub struct Grants {
     /// May receive tracks.
     #[serde(default = "yes")]
     pub can_subscribe: bool,
+    /// The room's operator: may delete any of the room's shared files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub room_admin: bool,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
 }
@@ -96,6 +99,7 @@ impl TokenAuthority {
             name: None,
             can_publish: true,
             can_subscribe: true,
+            room_admin: false,
             exp: unix_now().saturating_add(ttl.as_secs()),
         }
     }

@@ -43,6 +43,8 @@ pub struct Config {
     pub ice: IceConfig,
     /// The embedded TURN relay.
     pub turn: TurnConfig,
+    /// End-to-end encrypted file sharing (the encrypted-blob store).
+    pub files: FilesConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -239,6 +241,42 @@ impl Default for TurnConfig {
     }
 }
 
+/// `[files]`: the store of encrypted files (browsers encrypt before upload;
+/// the server holds ciphertext, sizes and times only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Serve `/files` (upload, download, delete).
+    pub enabled: bool,
+    /// Directory of the blobs; empty: `sfu-files` in the system's temporary directory.
+    pub dir: String,
+    /// Seconds a file stays downloadable after its upload started.
+    pub ttl_s: u64,
+    /// Largest file (bytes of ciphertext: the plaintext plus 16 bytes per 1 MiB chunk).
+    pub max_file_bytes: u64,
+    /// Bytes one identity may store at once.
+    pub user_quota_bytes: u64,
+    /// Bytes all files may take at once.
+    pub total_quota_bytes: u64,
+    /// Seconds between sweeps that delete expired files from disk.
+    pub sweep_interval_s: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        const GIB: u64 = 1 << 30;
+        Self {
+            enabled: true,
+            dir: String::new(),
+            ttl_s: 86_400,
+            max_file_bytes: 4 * GIB,
+            user_quota_bytes: 10 * GIB,
+            total_quota_bytes: 100 * GIB,
+            sweep_interval_s: 60,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -332,6 +370,12 @@ impl Config {
                 "media.retransmit_packets must be at least 128 (a keyframe's packets)".into(),
             ));
         }
+        let f = &self.files;
+        if f.ttl_s == 0 || f.sweep_interval_s == 0 {
+            return Err(ConfigError::Invalid(
+                "files.ttl_s and files.sweep_interval_s must be > 0".into(),
+            ));
+        }
         if self.media.peer_timeout_ms < 500 {
             return Err(ConfigError::Invalid(
                 "media.peer_timeout_ms must be at least 500".into(),
@@ -341,7 +385,16 @@ impl Config {
     }
 }
 
-const SECTIONS: &[&str] = &["http", "media", "auth", "signaling", "ice", "turn", "log"];
+const SECTIONS: &[&str] = &[
+    "http",
+    "media",
+    "auth",
+    "signaling",
+    "ice",
+    "turn",
+    "files",
+    "log",
+];
 
 #[cfg(test)]
 mod tests {
@@ -378,6 +431,7 @@ mod tests {
                 ("SFU_MEDIA_ANNOUNCE", "[\"203.0.113.7\"]"),
                 ("SFU_MEDIA_PEER_TIMEOUT_MS", "3000"),
                 ("SFU_MEDIA_TEST_CORRUPT_PAYLOAD", "true"),
+                ("SFU_FILES_TTL_S", "3600"),
                 ("PATH", "/bin"),
             ]),
         )
@@ -389,6 +443,7 @@ mod tests {
         );
         assert_eq!(c.media.peer_timeout_ms, 3000);
         assert!(c.media.test_corrupt_payload);
+        assert_eq!(c.files.ttl_s, 3600);
     }
 
     #[test]

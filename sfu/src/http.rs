@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/dev/token", get(dev_token))
         .merge(whip_whep_routes())
+        .merge(crate::files::routes::routes())
         .merge(crate::web::routes())
         .with_state(state)
 }

@@ -9,6 +9,7 @@
 pub mod app_state;
 pub mod auth;
 pub mod config;
+pub mod files;
 pub mod http;
 pub mod media;
 pub mod metrics;

@@ -55,6 +55,9 @@ enum Cmd {
         /// Deny subscribing.
         #[arg(long)]
         no_subscribe: bool,
+        /// The room's operator: may delete any of the room's shared files.
+        #[arg(long)]
+        room_admin: bool,
     },
     /// Print the effective configuration (defaults + file + environment) as TOML.
     Config,
@@ -72,6 +75,7 @@ fn main() -> anyhow::Result<()> {
             ttl,
             no_publish,
             no_subscribe,
+            room_admin,
         } => {
             let auth = TokenAuthority::new(&config.auth.key);
             if auth.is_development() {
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
             grants.name = name;
             grants.can_publish = !no_publish;
             grants.can_subscribe = !no_subscribe;
+            grants.room_admin = room_admin;
             println!("{}", auth.mint(&grants)?);
             Ok(())
         }

@@ -39,6 +39,20 @@ pub struct Metrics {
     pub datagrams_in: IntCounter,
     /// Media datagrams (UDP or ICE-TCP frames) sent.
     pub datagrams_out: IntCounter,
+    /// Encrypted files created (upload started).
+    pub files_created: IntCounter,
+    /// Encrypted files deleted by their uploader or a room operator.
+    pub files_deleted: IntCounter,
+    /// Encrypted files deleted because they expired.
+    pub files_expired: IntCounter,
+    /// Ciphertext bytes written by uploads.
+    pub files_uploaded_bytes: IntCounter,
+    /// Ciphertext bytes sent by downloads.
+    pub files_downloaded_bytes: IntCounter,
+    /// Encrypted files stored (at the last sweep).
+    pub files_stored: IntGauge,
+    /// Bytes reserved by stored files (at the last sweep).
+    pub files_stored_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -122,6 +136,25 @@ impl Metrics {
             join_seconds,
             datagrams_in: counter("sfu_datagrams_in_total", "Media datagrams received"),
             datagrams_out: counter("sfu_datagrams_out_total", "Media datagrams sent"),
+            files_created: counter("sfu_files_created_total", "Encrypted files created"),
+            files_deleted: counter(
+                "sfu_files_deleted_total",
+                "Encrypted files deleted by uploader or operator",
+            ),
+            files_expired: counter("sfu_files_expired_total", "Encrypted files expired"),
+            files_uploaded_bytes: counter(
+                "sfu_files_uploaded_bytes_total",
+                "Ciphertext bytes written by file uploads",
+            ),
+            files_downloaded_bytes: counter(
+                "sfu_files_downloaded_bytes_total",
+                "Ciphertext bytes sent by file downloads",
+            ),
+            files_stored: gauge("sfu_files_stored", "Encrypted files stored"),
+            files_stored_bytes: gauge(
+                "sfu_files_stored_bytes",
+                "Bytes reserved by stored encrypted files",
+            ),
             registry,
         }
     }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -115,22 +116,37 @@ impl Server {
             threads.iter().map(|s| s.commands.clone()).collect(),
             placement,
         );
-        let state = AppState::new(
+        let mut state = AppState::new(
             config.clone(),
             auth,
             metrics.clone(),
             shards.clone(),
             turn_credentials,
         );
+        state.files = crate::files::open(&config.files).with_context(|| {
+            format!(
+                "cannot open the file store {}",
+                crate::files::directory(&config.files).display()
+            )
+        })?;
+        let mut tasks = Vec::new();
+        if let Some(store) = &state.files {
+            let every = Duration::from_secs(config.files.sweep_interval_s);
+            tasks.push(tokio::spawn(crate::files::sweep_forever(
+                store.clone(),
+                metrics.clone(),
+                every,
+            )));
+        }
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-        let tasks = vec![tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let serve = axum::serve(http, router(state)).with_graceful_shutdown(async {
                 let _ = shutdown_rx.await;
             });
             if let Err(e) = serve.await {
                 warn!("HTTP server stopped: {e}");
             }
-        })];
+        }));
         let tcp_addrs: Vec<_> = threads.iter().filter_map(|s| s.tcp_addr).collect();
         info!(http = %http_addr, udp = ?udp_addrs, tcp = ?tcp_addrs, shards = threads.len(), "sfu listening");
         info!("web client: open http://{http_addr}/ in a browser");

@@ -63,6 +63,11 @@ fn available(needs_browser: bool) -> bool {
 
 /// An SFU in development mode on ephemeral loopback ports, with the embedded TURN relay.
 async fn dev_server() -> Server {
+    dev_server_with(|_| {}).await
+}
+
+/// `dev_server` with changes to its configuration.
+async fn dev_server_with(edit: impl FnOnce(&mut Config)) -> Server {
     let mut config = Config::default();
     config.http.listen = "127.0.0.1:0".parse().expect("address");
     config.media.udp_listen = "127.0.0.1:0".parse().expect("address");
@@ -70,6 +75,7 @@ async fn dev_server() -> Server {
     config.turn.udp = vec!["127.0.0.1:0".parse().expect("address")];
     config.turn.tcp = vec![];
     assert!(config.auth.key.is_empty(), "development mode");
+    edit(&mut config);
     Server::start(config).await.expect("server starts")
 }
 
@@ -323,4 +329,49 @@ async fn firefox_and_chromium_share_an_encrypted_call_without_server_errors() {
             .is_some_and(|t| t.contains("cannot encrypt")),
         "{report}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_200mb_file_resumes_reaches_chosen_recipients_only() {
+    if !available(true) {
+        return;
+    }
+    let _one_at_a_time = BROWSER.lock().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = dev_server_with(|c| {
+        c.files.dir = dir.path().to_string_lossy().into_owned();
+        c.files.user_quota_bytes = 300 << 20;
+    })
+    .await;
+    let base = format!("http://{}", server.http_addr);
+    let files_dir = dir.path().to_string_lossy().into_owned();
+    let args = ["--base", &base, "--files-dir", &files_dir, "--mb", "200"];
+    let report = node("files.mjs", &args, Duration::from_secs(300)).await;
+    eprintln!(
+        "200 MB encrypted file: upload {} MB/s, Bob {} MB/s (after a drop), Carol {} MB/s (sender gone)",
+        report["upload"]["mbps"], report["bob"]["mbps"], report["carol"]["mbps"]
+    );
+    assert!(
+        report["upload"]["resumes"].as_u64().unwrap_or(0) >= 1,
+        "{report}"
+    );
+    assert!(
+        report["bob"]["resumes"].as_u64().unwrap_or(0) >= 1,
+        "{report}"
+    );
+    assert_eq!(
+        report["upload"]["to"], 2,
+        "Bob and Carol, not Mallory: {report}"
+    );
+    assert_eq!(report["guessed"], serde_json::json!([404, 404]));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_file_chunks_refuse_tampering_reordering_truncation_on_node() {
+    if !available(false) {
+        return;
+    }
+    let report = node("filecrypt-test.mjs", &[], Duration::from_secs(60)).await;
+    assert!(report["refused"].as_u64().unwrap_or(0) >= 5, "{report}");
 }

@@ -156,8 +156,10 @@ async function openSession() {
   const e2ee = new E2eeTransforms(opts.api);
   const sig = new Signaling(wsUrl);
   let joined;
+  let token;
   try {
-    joined = await sig.join(await fetchToken());
+    token = await fetchToken();
+    joined = await sig.join(token);
   } catch (err) {
     e2ee.worker.terminate();
     if (sig.fatal && FATAL.has(sig.fatal)) return fatal(FATAL_TEXT[sig.fatal] ?? err.message);
@@ -182,7 +184,7 @@ async function openSession() {
     call,
     selfId,
     chat: new Chat({ keys, signaling: sig, selfId }),
-    files: new Files({ keys, signaling: sig, selfId }),
+    files: new Files({ keys, signaling: sig, selfId, token }),
     people: new Map(), // id -> {name, identity, tracks: Map(trackId -> {kind, source, muted})}
     chain: Promise.resolve(),
     inbox: new Map(), // sender -> promise chain for chat/files
@@ -190,11 +192,14 @@ async function openSession() {
   ui.clearTiles();
   updateSelf();
   for (const p of joined.participants) addPerson(p);
+  refreshRecipients();
 
   s.chat.addEventListener("message", (e) => ui.chatMessage({ ...e.detail, name: nameOf(e.detail.from) }));
   for (const ev of ["offer", "progress", "done"]) {
     // The name is kept: the sender may have left by the time the file is done.
-    s.files.addEventListener(ev, (e) => ui.fileEntry(e.detail, (e.detail.senderName ??= nameOf(e.detail.from))));
+    s.files.addEventListener(ev, (e) =>
+      ui.fileEntry(e.detail, (e.detail.senderName ??= nameOf(e.detail.from)), (id) => s.files.download(id)),
+    );
   }
   s.files.addEventListener("error", (e) => ui.notice(e.detail.message));
   keys.addEventListener("change", refreshE2ee);
@@ -275,6 +280,17 @@ function addPerson(p) {
   refreshTile(p.id);
 }
 
+/** Who files go to: participant id -> false when unticked (everyone by default). */
+const fileTo = new Map();
+
+function refreshRecipients() {
+  const people = [...(session?.people.keys() ?? [])].map((id) => ({ id, name: nameOf(id) }));
+  ui.fileRecipients(people, fileTo, (id, on) => {
+    fileTo.set(id, on);
+    refreshRecipients();
+  });
+}
+
 function refreshTile(id) {
   const p = session?.people.get(id);
   if (!p) return;
@@ -310,12 +326,14 @@ async function onMessage(s, m) {
   switch (m.type) {
     case "participant_joined":
       addPerson(m.participant);
+      refreshRecipients();
       refreshE2ee();
       break;
     case "participant_left":
       s.people.delete(m.participant_id);
       ui.removeTile(m.participant_id);
-      s.files.forget(m.participant_id);
+      fileTo.delete(m.participant_id);
+      refreshRecipients();
       await s.keys.peerLeft(m.participant_id);
       break;
     case "track_published": {
@@ -458,7 +476,9 @@ $("chat-form").addEventListener("submit", (e) => {
   session?.chat.send(text);
 });
 $("file-input").addEventListener("change", () => {
-  for (const f of $("file-input").files) session?.files.send(f);
+  const s = session;
+  const to = [...(s?.people.keys() ?? [])].filter((id) => fileTo.get(id) !== false);
+  for (const f of $("file-input").files) s?.files.send(f, to);
   $("file-input").value = "";
 });
 media.addEventListener("change", updateSelf);
@@ -522,6 +542,14 @@ window.sfu = {
     };
     return { pub: await route(session?.call.pub), sub: await route(session?.call.sub) };
   },
+  /** File transfers of this session: [{id, name, size, done, state, ok, error, resumes, wire, ms, ...}]. */
+  transfers() {
+    return session?.files.list() ?? [];
+  },
+  /** Ends the running file uploads and downloads as a network failure would (they resume); returns how many. */
+  dropFileTransfers() {
+    return session?.files.drop() ?? 0;
+  },
   /** Drops the WebSocket as a network failure would. */
   dropConnection() {
     session?.sig.drop();
@@ -532,6 +560,7 @@ window.sfu = {
 // ------------------------------------------------------------------ start
 
 setupJoinScreen();
+Files.cleanUp().catch(() => {});
 if (opts.autojoin && opts.room && opts.name) {
   start();
 } else {

@@ -1,136 +1,322 @@
-// End-to-end encrypted file sharing over the SFU's relay: a sealed
-// description (name, size, type, SHA-256), then sealed chunks. Chunks fit the
-// relay's payload limit (128 KiB by default, protocol section 14) and are
-// paced well under its message rate, so a transfer never trips the limits.
-import { toHex, utf8 } from "./e2ee/bytes.js";
+// End-to-end encrypted file sharing through the server's encrypted-blob
+// store (docs/web-client.md "Files", HTTP API in docs/protocol.md section 20).
+//
+// Sending: reserve space (POST /files with the room token), encrypt the file
+// chunk by chunk (e2ee/filecrypt.js) while uploading it in large PATCH
+// requests; after a dropped connection ask the server where it stands (HEAD)
+// and continue from there. Then send the capability URL, the file key and
+// the digest to the chosen recipients only, each copy sealed with the
+// pairwise key shared with that recipient (e2ee/keys.js sealTo).
+// Receiving: on "Download", a worker (file-download.js) streams the
+// ciphertext, opens each chunk and writes it to the origin-private file
+// system (never the whole file in memory), resumes with a Range request
+// after a dropped connection and compares the digest; only then is the file
+// offered to save. The blob stays on the server until
+// it expires, so recipients can fetch it after its sender has left.
+import { fromB64, toB64, toHex, utf8 } from "./e2ee/bytes.js";
+import { CHUNK_BYTES, TAG_BYTES, chunkCount, cipherLength, digestOf, newFileKey, sealChunk, tagOf } from "./e2ee/filecrypt.js";
 
-/** Largest file offered or accepted. */
-export const MAX_FILE_BYTES = 16 * 1024 * 1024;
-/** Plain bytes per chunk: 64 KiB is about 87 KiB of base64 in the relay payload. */
-export const CHUNK_BYTES = 64 * 1024;
-/** Pause between chunks: 20 chunks/s (1.3 MB/s) beside the 50 messages/s limit. */
-const CHUNK_GAP_MS = 50;
-/** Most bytes being received at once (all senders): bounds memory. */
-const MAX_INCOMING_BYTES = 4 * MAX_FILE_BYTES;
-/** Pause while this much is still waiting in the socket. */
-const MAX_BACKLOG = 512 * 1024;
+/** Chunks read, encrypted and sent per PATCH request (8 MiB). */
+const BATCH_CHUNKS = 128;
+/** Retries of one transfer after network failures. */
+const MAX_RETRIES = 8;
+/** Chunk sizes a sender may announce. */
+const MIN_CHUNK = 64 * 1024;
+const MAX_CHUNK = 16 * 1024 * 1024;
+/** Prefix of the received files kept in the origin-private file system. */
+const OPFS_PREFIX = "sfu-file-";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function sha256Hex(bytes) {
-  return toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
+/** An error that retrying cannot fix. */
+class Fatal extends Error {}
+
+function localId() {
+  return toHex(crypto.getRandomValues(new Uint8Array(8)));
 }
 
-function newId() {
-  return toHex(crypto.getRandomValues(new Uint8Array(8)));
+async function serverError(r) {
+  const text = (await r.text().catch(() => "")).trim();
+  return text || `HTTP ${r.status}`;
 }
 
 /**
  * Events: "offer" (detail transfer), "progress" (detail transfer),
- * "done" (detail transfer with url, ok), "error" (detail {message}).
- * A transfer: {id, from, mine, name, size, type, sha256, done (bytes), url?, ok?}.
+ * "done" (detail transfer with url, ok, error), "error" (detail {message}).
+ * A transfer: {id, from, mine, name, size, type, done (plain bytes),
+ * state ("uploading", "offered", "downloading", "done", "failed"), url?,
+ * ok?, error?, resumes, wire (ciphertext bytes moved), ms, to?}.
  */
 export class Files extends EventTarget {
-  constructor({ keys, signaling, selfId }) {
+  constructor({ keys, signaling, selfId, token }) {
     super();
     this.keys = keys;
     this.sig = signaling;
     this.selfId = selfId;
-    this.incoming = new Map(); // id -> {transfer, parts, count}
+    this.token = token;
+    this.transfers = new Map(); // id -> transfer
+    this.secrets = new Map(); // id -> {blob, url, key, digest, chunk} of received offers
+    this.inflight = new Set(); // AbortControllers of running requests
+    this.workers = new Set(); // running downloads
   }
 
   #emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
-  /** Sends a File (or Blob with a name) to everyone. */
-  async send(file) {
-    if (file.size > MAX_FILE_BYTES) {
-      this.#emit("error", { message: `${file.name} is larger than ${MAX_FILE_BYTES / 1048576} MB` });
-      return;
+  /**
+   * Ends every running request as a dropped connection would (they resume);
+   * returns how many upload requests and downloads it reached.
+   */
+  drop() {
+    for (const c of this.inflight) c.abort(new Error("connection dropped"));
+    for (const w of this.workers) w.postMessage({ type: "drop" });
+    return this.inflight.size + this.workers.size;
+  }
+
+  async #fetch(url, init) {
+    const c = new AbortController();
+    this.inflight.add(c);
+    try {
+      return await fetch(url, { ...init, signal: c.signal });
+    } finally {
+      this.inflight.delete(c);
     }
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    const chunks = Math.max(1, Math.ceil(bytes.length / CHUNK_BYTES));
+  }
+
+  /** Sends a File to the participants `to` (ids). */
+  async send(file, to) {
+    const size = file.size;
+    const chunk = CHUNK_BYTES;
+    const n = chunkCount(size, chunk);
+    const total = cipherLength(size, chunk);
+    const stride = chunk + TAG_BYTES;
     const t = {
-      id: newId(),
+      id: localId(),
       from: this.selfId,
       mine: true,
       name: file.name || "file",
-      size: bytes.length,
+      size,
       type: file.type || "application/octet-stream",
-      sha256: await sha256Hex(bytes),
       done: 0,
+      state: "uploading",
+      resumes: 0,
+      wire: 0,
+      ms: 0,
+      to: to.length,
     };
-    const meta = { id: t.id, name: t.name, size: t.size, type: t.type, sha256: t.sha256, chunks };
+    this.transfers.set(t.id, t);
     this.#emit("offer", t);
-    this.sig.relay("everyone", { kind: "file-meta", ...(await this.keys.seal(utf8(JSON.stringify(meta)), "file-meta")) });
-    for (let i = 0; i < chunks; i++) {
-      const part = bytes.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES);
-      const sealed = await this.keys.seal(part, `file ${t.id} ${i}`);
-      this.sig.relay("everyone", { kind: "file-chunk", id: t.id, i, ...sealed });
-      t.done += part.length;
-      this.#emit("progress", t);
-      await sleep(CHUNK_GAP_MS);
-      for (let w = 0; w < 200 && this.sig.backlog > MAX_BACKLOG; w++) await sleep(50);
-    }
-    t.url = URL.createObjectURL(new Blob([bytes], { type: t.type }));
-    t.ok = true;
-    this.#emit("done", t);
-  }
-
-  /** Abandons what `from` was sending (they left). */
-  forget(from) {
-    for (const [id, e] of this.incoming) {
-      if (e.from !== from) continue;
-      this.incoming.delete(id);
-      e.transfer.ok = false;
-      e.transfer.aborted = true;
-      this.#emit("done", e.transfer);
-    }
-  }
-
-  /** Handles a relayed file-meta or file-chunk payload. */
-  async receive(from, p) {
-    if (p.kind === "file-meta") {
-      const meta = JSON.parse(new TextDecoder().decode(await this.keys.openWhenReady(from, p, "file-meta")));
-      const size = Number(meta.size);
-      const chunks = Number(meta.chunks);
-      if (!(size >= 0 && size <= MAX_FILE_BYTES) || chunks !== Math.max(1, Math.ceil(size / CHUNK_BYTES))) return;
-      if (typeof meta.id !== "string" || this.incoming.has(meta.id)) return;
-      const pending = [...this.incoming.values()].reduce((n, e) => n + e.transfer.size, 0);
-      if (pending + size > MAX_INCOMING_BYTES) return;
-      const t = {
-        id: meta.id,
-        from,
-        mine: false,
-        name: String(meta.name).slice(0, 200),
-        size,
-        type: String(meta.type || "application/octet-stream").slice(0, 100),
-        sha256: String(meta.sha256),
-        done: 0,
+    const started = performance.now();
+    try {
+      const r = await this.#fetch("/files", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${this.token}`, "Upload-Length": String(total) },
+      });
+      if (r.status !== 201) throw new Fatal(`Cannot share ${t.name}: ${await serverError(r)}`);
+      const created = await r.json();
+      const blob = String(created.id);
+      const { raw, key } = await newFileKey();
+      const tags = new Array(n);
+      // Encrypts chunks [first, first + BATCH_CHUNKS): the same bytes every
+      // time (fixed key and nonces), so a resumed upload re-sends identical data.
+      const encrypt = async (first) => {
+        const end = Math.min(n, first + BATCH_CHUNKS);
+        // One read per batch: many small reads of a File cost more than the crypto.
+        const from = first * chunk;
+        const plain = new Uint8Array(await file.slice(from, Math.min(size, end * chunk)).arrayBuffer());
+        const parts = await Promise.all(
+          Array.from({ length: end - first }, async (_, k) => {
+            const i = first + k;
+            const part = plain.subarray(k * chunk, (k + 1) * chunk);
+            const sealed = await sealChunk(key, blob, i, i === n - 1, part);
+            tags[i] = tagOf(sealed);
+            return sealed;
+          }),
+        );
+        return { first, end, parts };
       };
-      this.incoming.set(t.id, { transfer: t, from, parts: new Array(chunks), count: 0 });
-      this.#emit("offer", t);
-    } else if (p.kind === "file-chunk") {
-      const entry = this.incoming.get(p.id);
-      if (!entry || entry.from !== from || !Number.isInteger(p.i) || p.i < 0 || p.i >= entry.parts.length) return;
-      if (entry.parts[p.i]) return;
-      const part = await this.keys.openWhenReady(from, p, `file ${p.id} ${p.i}`);
-      // Abandoned (the sender left) while this chunk was being opened.
-      if (this.incoming.get(p.id) !== entry) return;
-      const t = entry.transfer;
-      if (t.done + part.length > t.size) return;
-      entry.parts[p.i] = part;
-      entry.count++;
-      t.done += part.length;
-      this.#emit("progress", t);
-      if (entry.count === entry.parts.length) {
-        this.incoming.delete(t.id);
-        const blob = new Blob(entry.parts, { type: t.type });
-        t.ok = t.done === t.size && (await sha256Hex(new Uint8Array(await blob.arrayBuffer()))) === t.sha256;
-        t.url = t.ok ? URL.createObjectURL(blob) : null;
-        this.#emit("done", t);
+      let offset = 0;
+      for (let attempt = 0; offset < total; ) {
+        let next = null;
+        try {
+          let batch = encrypt(Math.floor(offset / stride));
+          while (offset < total) {
+            const b = await batch;
+            // Encrypt the next batch while this one travels.
+            next = b.end < n ? encrypt(b.end) : null;
+            next?.catch(() => {});
+            const body = new Blob(b.parts).slice(offset - b.first * stride);
+            const p = await this.#fetch(`/files/${blob}`, {
+              method: "PATCH",
+              headers: {
+                Authorization: `Bearer ${this.token}`,
+                "Upload-Offset": String(offset),
+                "Content-Type": "application/offset+octet-stream",
+              },
+              body,
+            });
+            if (p.status !== 204) {
+              const message = await serverError(p);
+              if (p.status >= 500 || p.status === 409) throw new Error(message);
+              throw new Fatal(`Upload of ${t.name} refused: ${message}`);
+            }
+            t.wire += body.size;
+            offset = Number(p.headers.get("Upload-Offset"));
+            t.done = Math.min(size, Math.round((offset / total) * size));
+            t.ms = performance.now() - started;
+            this.#emit("progress", t);
+            batch = next;
+          }
+        } catch (e) {
+          if (e instanceof Fatal || ++attempt > MAX_RETRIES) throw e;
+          t.resumes++;
+          await sleep(Math.min(5000, 250 * 2 ** attempt));
+          offset = await this.#committed(blob);
+        }
       }
+      const offer = {
+        v: 1,
+        blob,
+        url: `/files/${blob}`,
+        name: t.name,
+        size,
+        type: t.type,
+        chunk,
+        key: toB64(raw),
+        digest: await digestOf(tags),
+        expires: Number(created.expires) || 0,
+      };
+      const sealed = await this.keys.sealTo(to, utf8(JSON.stringify(offer)), "file-offer");
+      const ids = Object.keys(sealed);
+      if (ids.length) this.sig.relay(ids, { kind: "file-offer", v: 1, to: sealed });
+      t.to = ids.length;
+      t.ms = performance.now() - started;
+      t.state = "done";
+      t.ok = true;
+      t.url = URL.createObjectURL(file);
+      this.#emit("done", t);
+    } catch (e) {
+      this.#fail(t, e.message);
+    }
+  }
+
+  /** The server's committed offset of `blob` (HEAD), retried briefly. */
+  async #committed(blob) {
+    for (let i = 0; ; i++) {
+      try {
+        const r = await this.#fetch(`/files/${blob}`, { method: "HEAD" });
+        if (r.status === 404) throw new Fatal("The upload expired or was deleted");
+        const v = Number(r.headers.get("Upload-Offset"));
+        if (r.ok && Number.isSafeInteger(v)) return v;
+      } catch (e) {
+        if (e instanceof Fatal || i >= MAX_RETRIES) throw e;
+      }
+      await sleep(Math.min(5000, 250 * 2 ** i));
+    }
+  }
+
+  #fail(t, message) {
+    t.state = "failed";
+    t.ok = false;
+    t.error = message;
+    this.#emit("done", t);
+    this.#emit("error", { message });
+  }
+
+  /** Handles a relayed file-offer: only the copy sealed for us can be opened. */
+  async receive(from, p) {
+    if (p.kind !== "file-offer" || !p.to || typeof p.to !== "object") return;
+    const entry = p.to[this.selfId];
+    if (!entry || typeof entry !== "object") return;
+    const offer = JSON.parse(new TextDecoder().decode(await this.keys.openFromWhenReady(from, entry, "file-offer")));
+    const size = Number(offer.size);
+    const chunk = Number(offer.chunk);
+    const blob = String(offer.blob);
+    if (!Number.isSafeInteger(size) || size < 0 || !Number.isInteger(chunk) || chunk < MIN_CHUNK || chunk > MAX_CHUNK) return;
+    if (!/^[0-9a-f]{32}$/.test(blob) || typeof offer.digest !== "string" || this.secrets.has(blob)) return;
+    const key = fromB64(String(offer.key));
+    if (key.length !== 32) return;
+    const t = {
+      id: localId(),
+      from,
+      mine: false,
+      name: String(offer.name).slice(0, 200),
+      size,
+      type: String(offer.type || "application/octet-stream").slice(0, 100),
+      done: 0,
+      state: "offered",
+      resumes: 0,
+      wire: 0,
+      ms: 0,
+      expires: Number(offer.expires) || 0,
+    };
+    this.transfers.set(t.id, t);
+    this.secrets.set(t.id, { blob, url: `/files/${blob}`, key, digest: offer.digest, chunk });
+    this.#emit("offer", t);
+  }
+
+  /**
+   * Downloads, decrypts and verifies an offered file into the origin-private
+   * file system (in a worker, file-download.js), then offers it to save.
+   */
+  async download(id) {
+    const t = this.transfers.get(id);
+    const s = this.secrets.get(id);
+    if (!t || !s || (t.state !== "offered" && t.state !== "failed")) return;
+    t.state = "downloading";
+    t.done = 0;
+    t.error = undefined;
+    t.ok = undefined;
+    this.#emit("progress", t);
+    const started = performance.now();
+    const name = `${OPFS_PREFIX}${s.blob}`;
+    const worker = new Worker(new URL("./file-download.js", import.meta.url), { type: "module" });
+    this.workers.add(worker);
+    const result = await new Promise((resolve) => {
+      worker.onmessage = (e) => {
+        const m = e.data;
+        if (m.type === "progress") {
+          t.done = m.done;
+          t.wire = m.wire;
+          t.resumes = m.resumes;
+          t.ms = performance.now() - started;
+          this.#emit("progress", t);
+        } else if (m.type === "done") resolve(m);
+      };
+      worker.onerror = (e) => resolve({ ok: false, error: `download worker: ${e.message}` });
+      worker.postMessage({ type: "download", name, url: s.url, blob: s.blob, key: s.key, digest: s.digest, size: t.size, chunk: s.chunk });
+    });
+    this.workers.delete(worker);
+    worker.terminate();
+    if (!result.ok) return this.#fail(t, result.error);
+    try {
+      const dir = await navigator.storage.getDirectory();
+      const file = await (await dir.getFileHandle(name)).getFile();
+      t.url = URL.createObjectURL(file);
+      t.ms = performance.now() - started;
+      t.state = "done";
+      t.ok = true;
+      this.#emit("done", t);
+    } catch (e) {
+      this.#fail(t, e.message);
+    }
+  }
+
+  /** Transfers as plain objects (tests, support). */
+  list() {
+    return [...this.transfers.values()].map((t) => ({ ...t }));
+  }
+
+  /**
+   * Deletes received files a previous page left in the origin-private file
+   * system (their download links died with that page).
+   */
+  static async cleanUp() {
+    const dir = await navigator.storage?.getDirectory?.();
+    if (!dir) return;
+    for await (const name of dir.keys()) {
+      if (name.startsWith(OPFS_PREFIX)) await dir.removeEntry(name).catch(() => {});
     }
   }
 }

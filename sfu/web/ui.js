@@ -150,31 +150,71 @@ function size(n) {
   return n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(0)} KB` : `${(n / 1048576).toFixed(1)} MB`;
 }
 
-/** Creates or updates a file transfer entry. */
-export function fileEntry(t, senderName) {
+function speed(t) {
+  return t.ms > 0 ? ` · ${(t.done / 1048576 / (t.ms / 1000)).toFixed(0)} MB/s` : "";
+}
+
+/**
+ * Creates or updates a file transfer entry; `onDownload` is called when the
+ * user asks for an offered file.
+ */
+export function fileEntry(t, senderName, onDownload) {
   let el = document.querySelector(`.file[data-file-id="${CSS.escape(t.id)}"]`);
   if (!el) {
     el = document.createElement("div");
     el.className = "file";
     el.dataset.fileId = t.id;
-    el.innerHTML = '<div class="desc"></div><progress max="1" value="0"></progress>';
+    el.innerHTML = '<div class="desc"></div><progress max="1" value="0"></progress><div class="state"></div>';
     $("files").append(el);
   }
+  el.dataset.state = t.state;
   el.querySelector(".desc").textContent = `${t.mine ? "You" : senderName} · ${t.name} (${size(t.size)})`;
   const bar = el.querySelector("progress");
+  bar.hidden = t.state !== "uploading" && t.state !== "downloading";
   bar.value = t.size ? t.done / t.size : 1;
-  if (t.ok !== undefined) {
-    bar.remove();
-    if (t.ok) {
-      const a = document.createElement("a");
-      a.href = t.url;
-      a.download = t.name;
-      a.textContent = t.mine ? "Sent" : "Download";
-      el.append(a);
-    } else {
-      el.classList.add("failed");
-      el.append(t.aborted ? "Sender left before the file arrived" : "Damaged in transit (hash mismatch), discarded");
-    }
+  const state = el.querySelector(".state");
+  const pct = `${Math.floor((t.size ? t.done / t.size : 1) * 100)} %`;
+  el.classList.toggle("failed", t.state === "failed");
+  const button = (label) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "fetch";
+    b.textContent = label;
+    b.addEventListener("click", () => onDownload(t.id));
+    return b;
+  };
+  if (t.state === "uploading") state.textContent = `Encrypting and uploading ${pct}${speed(t)}`;
+  else if (t.state === "downloading") state.textContent = `Downloading and decrypting ${pct}${speed(t)}`;
+  else if (t.state === "offered") state.replaceChildren(button("Download"));
+  else if (t.state === "failed") state.replaceChildren(t.error || "Failed", ...(t.mine ? [] : [" ", button("Retry")]));
+  else if (t.state === "done") {
+    const a = document.createElement("a");
+    a.href = t.url;
+    a.download = t.name;
+    a.textContent = t.mine ? `Sent to ${t.to} (encrypted)` : "Save (verified)";
+    state.replaceChildren(a);
   }
   return el;
+}
+
+/**
+ * The recipient picker: a checkbox per participant (`people`: [{id, name}]),
+ * ticked unless `chosen.get(id) === false`; `onChange(id, checked)`.
+ */
+export function fileRecipients(people, chosen, onChange) {
+  const list = $("file-to-list");
+  list.replaceChildren(
+    ...people.map(({ id, name }) => {
+      const label = document.createElement("label");
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.dataset.participantId = id;
+      box.checked = chosen.get(id) !== false;
+      box.addEventListener("change", () => onChange(id, box.checked));
+      label.append(box, ` ${name}`);
+      return label;
+    }),
+  );
+  const picked = people.filter(({ id }) => chosen.get(id) !== false).length;
+  $("file-to-summary").textContent = picked === people.length ? "everyone" : `${picked} of ${people.length}`;
 }

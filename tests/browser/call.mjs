@@ -1,7 +1,7 @@
 // Browser tests of the web client against a running SFU (started by
 // sfu/tests/browser.rs). Usage:
 //   node call.mjs --base http://127.0.0.1:PORT --scenario three|nokeys|relay|screen [--artifacts DIR]
-// three: a three-person call, chat, a 1 MB file, key rotation on leave, reconnect.
+// three: a three-person call, chat, a 1 MB file (encrypted-blob store), key rotation on leave, reconnect.
 // nokeys: a participant that drops its keys receives packets but decodes nothing.
 // relay: relay-only ICE through the embedded TURN; VP9 + RTCRtpScriptTransform
 //   on one side, VP8 + createEncodedStreams on the other.
@@ -54,6 +54,7 @@ async function three() {
   const t0 = Date.now();
   await bob.page.setInputFiles("#file-input", { name: "random.bin", mimeType: "application/octet-stream", buffer: file });
   for (const p of [alice, carol]) {
+    await p.page.click(".file button.fetch", { timeout: 30000 });
     const got = await until(30000, `${p.name} receives the file`, () =>
       p.page.evaluate(async () => {
         const link = document.querySelector(".file a[download]");

@@ -35,15 +35,19 @@ async function sendChat(p, text) {
   }
 }
 
-/** The first downloadable file `p` received: its name, size and SHA-256. */
-const receivedFile = (p) =>
-  p.page.evaluate(async () => {
-    const link = [...document.querySelectorAll(".file a[download]")].find((l) => l.textContent === "Download");
+/** The first file offered to `p`: fetched (a click on Download), then its
+ *  verified copy's name, size and SHA-256 once it is there. */
+const receivedFile = async (p) => {
+  const offered = await p.page.$(".file button.fetch");
+  if (offered) await offered.click();
+  return p.page.evaluate(async () => {
+    const link = [...document.querySelectorAll(".file a[download]")].find((l) => l.textContent === "Save (verified)");
     if (!link) return false;
     const bytes = await (await fetch(link.href)).arrayBuffer();
     const hex = Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
     return { size: bytes.byteLength, sha256: hex, name: link.download };
   });
+};
 
 /** Sends a random file of `size` bytes from `p` through the file input. */
 async function sendFile(p, name, size) {

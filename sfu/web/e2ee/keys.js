@@ -17,8 +17,11 @@
 //   receivers keep the previous key for a few seconds.
 // - The safety number is a hash over the sorted public keys of everyone in
 //   the call; if everybody sees the same number, nobody's key was swapped.
-// - Chat and file messages are encrypted with a key derived from the sender's
+// - Chat messages are encrypted with a key derived from the sender's
 //   current base key, so they reach exactly the people who hold its key.
+// - Messages for chosen recipients only (file keys) are sealed once per
+//   recipient with the pairwise key (sealTo/openFrom): nobody else can open
+//   them, whoever the server relays them to.
 import { fromB64, randomBytes, toB64, toHex, utf8 } from "./bytes.js";
 
 const subtle = crypto.subtle;
@@ -354,6 +357,57 @@ export class KeyManager extends EventTarget {
     return new Uint8Array(
       await subtle.decrypt({ name: "AES-GCM", iv: fromB64(iv), additionalData: utf8(aad) }, key.chat, fromB64(ct)),
     );
+  }
+
+  /**
+   * Seals `bytes` separately for each of `ids` with the pairwise key shared
+   * with that participant; the AAD names `label`, the sender and the
+   * recipient. Returns {id: {iv, ct}} for the ids whose public key we know.
+   */
+  async sealTo(ids, bytes, label) {
+    const out = {};
+    for (const id of ids) {
+      const peer = this.peers.get(id);
+      if (!peer) continue;
+      const iv = randomBytes(12);
+      const ct = await subtle.encrypt(
+        { name: "AES-GCM", iv, additionalData: utf8(`${label} ${this.selfId} ${id}`) },
+        await this.#wrapKey(peer, "out"),
+        bytes,
+      );
+      out[id] = { iv: toB64(iv), ct: toB64(new Uint8Array(ct)) };
+    }
+    return out;
+  }
+
+  /** Opens what `from` sealed for us with sealTo; throws if it was not. */
+  async openFrom(from, { iv, ct }, label) {
+    const peer = this.peers.get(from);
+    if (!peer) throw new MissingKey(`no public key of ${from}`);
+    return new Uint8Array(
+      await subtle.decrypt(
+        { name: "AES-GCM", iv: fromB64(iv), additionalData: utf8(`${label} ${from} ${this.selfId}`) },
+        await this.#wrapKey(peer, "in"),
+        fromB64(ct),
+      ),
+    );
+  }
+
+  /** Like openFrom, but waits up to `ms` for the sender's public key. */
+  async openFromWhenReady(from, sealed, label, ms = 10000) {
+    const deadline = Date.now() + ms;
+    while (!this.peers.has(from) && Date.now() < deadline) {
+      await new Promise((resolve) => {
+        const done = () => {
+          this.removeEventListener("change", done);
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.max(0, deadline - Date.now()) + 1);
+        this.addEventListener("change", done);
+      });
+    }
+    return this.openFrom(from, sealed, label);
   }
 
   /**

@@ -1,0 +1,410 @@
+//! The encrypted-file store's HTTP API against a real server on loopback:
+//! tokens, quotas, resumable uploads (also after a dropped connection),
+//! ranged downloads by capability, deletion and expiry from disk.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sfu::auth::TokenAuthority;
+use sfu::config::Config;
+use sfu::server::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MIB: usize = 1024 * 1024;
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.0 request with a binary body.
+async fn request(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut s = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    head += "\r\n";
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: out[split + 4..].to_vec(),
+    }
+}
+
+async fn server(dir: &Path, edit: impl FnOnce(&mut Config)) -> Server {
+    let mut config = Config::default();
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    config.media.udp_listen = "127.0.0.1:0".parse().unwrap();
+    config.media.tcp_listen = "127.0.0.1:0".parse().unwrap();
+    config.auth.key = common::KEY.into();
+    config.turn.enabled = false;
+    config.files.dir = dir.to_string_lossy().into_owned();
+    edit(&mut config);
+    Server::start(config).await.expect("server starts")
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn random(n: usize) -> Vec<u8> {
+    (0..n).map(|_| rand::random::<u8>()).collect()
+}
+
+/// Creates a file of `length` bytes; returns its id.
+async fn create(server: &Server, token: &str, length: usize) -> String {
+    let auth = bearer(token);
+    let len = length.to_string();
+    let r = request(
+        server,
+        "POST",
+        "/files",
+        &[("Authorization", &auth), ("Upload-Length", &len)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(r.header("location"), Some(format!("/files/{id}").as_str()));
+    id
+}
+
+async fn patch(server: &Server, token: &str, id: &str, offset: usize, body: &[u8]) -> Reply {
+    let auth = bearer(token);
+    let off = offset.to_string();
+    request(
+        server,
+        "PATCH",
+        &format!("/files/{id}"),
+        &[("Authorization", &auth), ("Upload-Offset", &off)],
+        body,
+    )
+    .await
+}
+
+async fn offset(server: &Server, id: &str) -> Option<usize> {
+    let r = request(server, "HEAD", &format!("/files/{id}"), &[], b"").await;
+    r.header("upload-offset").and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_resumes_after_a_dropped_connection_and_downloads_by_capability() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), |_| {}).await;
+    let alice = common::token("r", "alice");
+    let data = random(5 * MIB);
+    let id = create(&server, &alice, data.len()).await;
+
+    // First MiB, then a request that dies after 2 of its 3 MiB.
+    let r = patch(&server, &alice, &id, 0, &data[..MIB]).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(r.header("upload-offset"), Some("1048576"));
+    {
+        let mut s = tokio::net::TcpStream::connect(server.http_addr)
+            .await
+            .unwrap();
+        let head = format!(
+            "PATCH /files/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\
+             Upload-Offset: {MIB}\r\nContent-Length: {}\r\n\r\n",
+            3 * MIB
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&data[MIB..3 * MIB]).await.unwrap();
+        s.flush().await.unwrap();
+    } // dropped: the connection closes mid-body
+    common::eventually(Duration::from_secs(10), "the cut request ends", || async {
+        // Busy (409) while the server still reads the dead connection.
+        let probe = patch(&server, &alice, &id, 3 * MIB, b"").await;
+        probe.status == 204
+    })
+    .await;
+    assert_eq!(
+        offset(&server, &id).await,
+        Some(3 * MIB),
+        "what arrived stays"
+    );
+
+    // Not downloadable before it is complete.
+    let r = request(&server, "GET", &format!("/files/{id}"), &[], b"").await;
+    assert_eq!(r.status, 409, "{}", r.text());
+
+    // A wrong offset is refused with the right one; the rest completes it.
+    let r = patch(&server, &alice, &id, 0, &data[..10]).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.header("upload-offset"), Some("3145728"));
+    let r = patch(&server, &alice, &id, 3 * MIB, &data[3 * MIB..]).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    // Nothing beyond the declared length.
+    let r = patch(&server, &alice, &id, 5 * MIB, b"x").await;
+    assert_eq!(r.status, 413, "{}", r.text());
+
+    // Whole and ranged downloads, with the capability only.
+    let r = request(&server, "GET", &format!("/files/{id}"), &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == data, "downloaded bytes differ");
+    let r = request(
+        &server,
+        "GET",
+        &format!("/files/{id}"),
+        &[("Range", "bytes=4194304-")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("content-range"),
+        Some("bytes 4194304-5242879/5242880")
+    );
+    assert!(r.body == data[4 * MIB..]);
+    let r = request(
+        &server,
+        "GET",
+        &format!("/files/{id}"),
+        &[("Range", "bytes=9999999-")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 416);
+
+    // Without the capability: 404 for a guessed id or a malformed one.
+    let mut guess = id.clone().into_bytes();
+    guess[0] = if guess[0] == b'0' { b'1' } else { b'0' };
+    let guess = String::from_utf8(guess).unwrap();
+    for path in [
+        format!("/files/{guess}"),
+        "/files/..%2Fetc%2Fpasswd".to_string(),
+        "/files/XYZ".to_string(),
+    ] {
+        let r = request(&server, "GET", &path, &[], b"").await;
+        assert_eq!(r.status, 404, "{path}");
+    }
+
+    // The bytes on disk are exactly what was uploaded (the browser encrypts).
+    let on_disk = std::fs::read(dir.path().join(format!("{id}.blob"))).unwrap();
+    assert!(on_disk == data);
+    assert!(common::metric(&server, "sfu_files_uploaded_bytes_total").await >= data.len() as f64);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_quotas_and_bad_input_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), |c| {
+        c.files.max_file_bytes = 3 * MIB as u64;
+        c.files.user_quota_bytes = 4 * MIB as u64;
+        c.files.total_quota_bytes = 6 * MIB as u64;
+    })
+    .await;
+    let alice = common::token("r", "alice");
+    let bob = common::token("r", "bob");
+    let carol = common::token("r", "carol");
+    let len = [("Upload-Length", "10")];
+
+    // No token, a forged one, an expired one.
+    let r = request(&server, "POST", "/files", &len, b"").await;
+    assert_eq!(r.status, 401);
+    let forged = TokenAuthority::new("not-the-key")
+        .mint(&TokenAuthority::grants("r", "x", Duration::from_secs(60)))
+        .unwrap();
+    let mut grants = TokenAuthority::grants("r", "x", Duration::ZERO);
+    grants.exp = sfu::auth::unix_now() - 5;
+    let expired = TokenAuthority::new(common::KEY).mint(&grants).unwrap();
+    for token in [forged, expired, "garbage".to_string()] {
+        let auth = bearer(&token);
+        let r = request(
+            &server,
+            "POST",
+            "/files",
+            &[("Authorization", &auth), len[0]],
+            b"",
+        )
+        .await;
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    // Missing or bad length.
+    let auth = bearer(&alice);
+    for bad in [None, Some("-1"), Some("ten")] {
+        let mut h = vec![("Authorization", auth.as_str())];
+        if let Some(v) = bad {
+            h.push(("Upload-Length", v));
+        }
+        let r = request(&server, "POST", "/files", &h, b"").await;
+        assert_eq!(r.status, 400, "{bad:?}: {}", r.text());
+    }
+    // Too large, then over quota (per user, then in total).
+    let big = (3 * MIB + 1).to_string();
+    let r = request(
+        &server,
+        "POST",
+        "/files",
+        &[("Authorization", &auth), ("Upload-Length", &big)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("too large"), "{}", r.text());
+    let first = create(&server, &alice, 3 * MIB).await;
+    let two = (2 * MIB).to_string();
+    let r = request(
+        &server,
+        "POST",
+        "/files",
+        &[("Authorization", &auth), ("Upload-Length", &two)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 507, "{}", r.text());
+    assert!(r.text().contains("quota exceeded"), "{}", r.text());
+    create(&server, &bob, 3 * MIB).await;
+    let carol_auth = bearer(&carol);
+    let r = request(
+        &server,
+        "POST",
+        "/files",
+        &[("Authorization", &carol_auth), ("Upload-Length", "1")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 507, "{}", r.text());
+    assert!(r.text().contains("storage is full"), "{}", r.text());
+
+    // Only the uploader writes; a token of another room neither.
+    let r = patch(&server, &bob, &first, 0, b"abc").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let other_room = common::token("elsewhere", "alice");
+    let r = patch(&server, &other_room, &first, 0, b"abc").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = patch(&server, &alice, &first, 7, b"abc").await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    let auth = bearer(&alice);
+    let r = request(
+        &server,
+        "PATCH",
+        &format!("/files/{first}"),
+        &[("Authorization", &auth)],
+        b"abc",
+    )
+    .await;
+    assert_eq!(r.status, 400, "no Upload-Offset: {}", r.text());
+    assert_eq!(offset(&server, &first).await, Some(0), "nothing changed");
+
+    // Deletion: not by another participant; by the uploader; a room's
+    // operator deletes all of the room's files.
+    let r = request(
+        &server,
+        "DELETE",
+        &format!("/files/{first}"),
+        &[("Authorization", &bearer(&bob))],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = request(
+        &server,
+        "DELETE",
+        "/files",
+        &[("Authorization", &bearer(&bob))],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = request(
+        &server,
+        "DELETE",
+        &format!("/files/{first}"),
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(offset(&server, &first).await, None);
+    assert!(!dir.path().join(format!("{first}.blob")).exists());
+    let mut admin = TokenAuthority::grants("r", "operator", Duration::from_secs(60));
+    admin.room_admin = true;
+    let admin = TokenAuthority::new(common::KEY).mint(&admin).unwrap();
+    let r = request(
+        &server,
+        "DELETE",
+        "/files",
+        &[("Authorization", &bearer(&admin))],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().starts_with("1 files deleted"), "{}", r.text());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_files_are_gone_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), |c| {
+        c.files.ttl_s = 1;
+        c.files.sweep_interval_s = 1;
+    })
+    .await;
+    let alice = common::token("r", "alice");
+    let id = create(&server, &alice, 3).await;
+    assert_eq!(patch(&server, &alice, &id, 0, b"abc").await.status, 204);
+    let blob = dir.path().join(format!("{id}.blob"));
+    assert!(blob.exists());
+    common::eventually(
+        Duration::from_secs(5),
+        "the expired file is deleted",
+        || async { !blob.exists() },
+    )
+    .await;
+    let r = request(&server, "GET", &format!("/files/{id}"), &[], b"").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    assert!(common::metric(&server, "sfu_files_expired_total").await >= 1.0);
+    server.stop().await;
+}
