@@ -90,23 +90,65 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, Vec<(String, String)>, String) {
+    let r = http_request_bytes(server, method, path, headers, body.as_bytes()).await;
+    let text = r.text();
+    (r.status, r.headers, text)
+}
+
+/// An HTTP response: status, headers (names lowercased), body.
+pub struct Reply {
+    /// Status code (0 if the response had no status line).
+    pub status: u16,
+    /// Headers in order, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The body as received.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The first header named `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.0 request with a binary body.
+pub async fn http_request_bytes(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(server.http_addr)
         .await
         .unwrap();
-    let mut req = format!(
+    let mut head = format!(
         "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
-        req += &format!("{k}: {v}\r\n");
+        head += &format!("{k}: {v}\r\n");
     }
-    req += "\r\n";
-    req += body;
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    head += "\r\n";
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n");
+    let (head, body) = match split {
+        Some(at) => (&out[..at], &out[at + 4..]),
+        None => (&out[..], &[][..]),
+    };
+    let head = String::from_utf8_lossy(head).into_owned();
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -117,5 +159,9 @@ pub async fn http_request(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    (status, headers, body.to_string())
+    Reply {
+        status,
+        headers,
+        body: body.to_vec(),
+    }
 }
