@@ -105,14 +105,10 @@ fn http_grants(
     room: &str,
     role: &str,
 ) -> Result<Grants, HttpError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match bearer {
+    match crate::auth::bearer(headers) {
         Some(token) => state
             .auth
-            .verify_for_room(token.trim(), room)
+            .verify_for_room(token, room)
             .map_err(|e| match e {
                 TokenError::Expired => http_error(StatusCode::UNAUTHORIZED, "token expired"),
                 e => http_error(StatusCode::FORBIDDEN, e.to_string()),

@@ -94,17 +94,13 @@ fn store(state: &AppState) -> Result<Arc<BlobStore>, Response> {
 /// The grants of `Authorization: Bearer` (required, also in development mode:
 /// quotas are per identity).
 fn grants(state: &AppState, headers: &HeaderMap) -> Result<Grants, Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            text(
-                StatusCode::UNAUTHORIZED,
-                "Authorization: Bearer <room token> required",
-            )
-        })?;
-    state.auth.verify(token.trim()).map_err(|e| match e {
+    let token = crate::auth::bearer(headers).ok_or_else(|| {
+        text(
+            StatusCode::UNAUTHORIZED,
+            "Authorization: Bearer <room token> required",
+        )
+    })?;
+    state.auth.verify(token).map_err(|e| match e {
         TokenError::Expired => text(StatusCode::UNAUTHORIZED, "token expired"),
         e => text(StatusCode::UNAUTHORIZED, e.to_string()),
     })
