@@ -94,6 +94,12 @@ pub struct MediaConfig {
     /// Recent video packets each subscriber stream keeps to answer NACKs
     /// (for at most 3 s); also the room for one frame's packets in flight.
     pub retransmit_packets: usize,
+    /// Estimate each subscriber's downlink (transport-wide congestion
+    /// control) and choose simulcast layers by it.
+    pub bandwidth_estimation: bool,
+    /// A subscriber's downlink before the first estimate (kbit/s); with
+    /// `bandwidth_estimation` off, the downlink assumed for every subscriber.
+    pub initial_downlink_kbps: u64,
     /// TEST ONLY: flip one byte of every forwarded payload, so end-to-end
     /// integrity checks (the loadtest's SFrame verification) can be seen to
     /// fail. Never enable in production.
@@ -112,6 +118,8 @@ impl Default for MediaConfig {
             peer_timeout_ms: 8_000,
             keyframe_interval_ms: 500,
             retransmit_packets: 512,
+            bandwidth_estimation: true,
+            initial_downlink_kbps: 2_000,
             test_corrupt_payload: false,
         }
     }
@@ -364,6 +372,11 @@ impl Config {
                     usize::from(base.port()) + last
                 )));
             }
+        }
+        if m.initial_downlink_kbps < 100 {
+            return Err(ConfigError::Invalid(
+                "media.initial_downlink_kbps must be at least 100".into(),
+            ));
         }
         if m.retransmit_packets < 128 {
             return Err(ConfigError::Invalid(

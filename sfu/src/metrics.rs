@@ -29,8 +29,13 @@ pub struct Metrics {
     pub rtp_bytes_out: IntCounter,
     /// Packets dropped instead of forwarded, by reason.
     pub dropped: IntCounterVec,
-    /// Keyframe requests by outcome (`forwarded`, `throttled`, `new_subscriber`).
+    /// Keyframe requests by outcome (`forwarded`, `throttled`, `new_subscriber`, `layer_switch`).
     pub keyframe_requests: IntCounterVec,
+    /// Simulcast layer decisions for a subscriber's video, by change
+    /// (`up`, `down`, `pause`, `resume`).
+    pub layer_changes: IntCounterVec,
+    /// Subscribers' video down-tracks paused by their allocator.
+    pub paused_video: IntGauge,
     /// Signaling errors sent, by code.
     pub signaling_errors: IntCounterVec,
     /// Seconds from `join` (or WHIP/WHEP POST) to the first connected peer.
@@ -122,6 +127,15 @@ impl Metrics {
                 "sfu_rtp_packets_dropped_total",
                 "RTP packets not forwarded, by reason",
                 "reason",
+            ),
+            layer_changes: counter_vec(
+                "sfu_layer_changes_total",
+                "Simulcast layer decisions for subscribers' video, by change",
+                "change",
+            ),
+            paused_video: gauge(
+                "sfu_paused_video_tracks",
+                "Subscribers' video tracks paused (no bandwidth or hidden tile)",
             ),
             keyframe_requests: counter_vec(
                 "sfu_keyframe_requests_total",

@@ -40,6 +40,7 @@ const fn content_type(path: &str) -> &'static str {
 static ASSETS: &[Asset] = &[
     asset!("index.html"),
     asset!("style.css"),
+    asset!("adaptive.js"),
     asset!("app.js"),
     asset!("call.js"),
     asset!("chat.js"),

@@ -109,11 +109,16 @@ async fn node(script: &str, args: &[&str], limit: Duration) -> Value {
 
 /// One browser scenario of `tests/browser/call.mjs` against a fresh server.
 async fn scenario(name: &str) -> Option<Value> {
+    scenario_with(name, |_| {}).await
+}
+
+/// `scenario` on a server with changes to its configuration.
+async fn scenario_with(name: &str, edit: impl FnOnce(&mut Config)) -> Option<Value> {
     if !available(true) {
         return None;
     }
     let _one_at_a_time = BROWSER.lock().await;
-    let server = dev_server().await;
+    let server = dev_server_with(edit).await;
     let base = format!("http://{}", server.http_addr);
     let artifacts = root().join("target/artifacts");
     let artifacts = artifacts.to_string_lossy();
@@ -290,6 +295,46 @@ async fn screen_share_decodes_beside_the_camera_switches_and_stops_everywhere() 
     assert_eq!(report["switched"], "same track");
     assert_eq!(report["stopped_by_app"], "tile removed");
     assert_eq!(report["stopped_by_browser"]["removed"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layers_follow_each_subscribers_tile() {
+    // The downlink is fixed and ample here, so the layers follow the tiles
+    // alone (three browsers on two cores make a loopback estimate wobble).
+    let Some(report) = scenario_with("simulcast", |c| {
+        c.media.bandwidth_estimation = false;
+        c.media.initial_downlink_kbps = 20_000;
+    })
+    .await
+    else {
+        return;
+    };
+    let full = report["camera_width"].as_u64().unwrap_or(0);
+    assert!(full >= 320, "{report}");
+    assert_eq!(report["large_tile"]["width"], full, "{report}");
+    let small = report["small_tile"]["width"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        small <= full / 2,
+        "a thumbnail gets a smaller layer: {report}"
+    );
+    assert_eq!(report["regrown"]["width"], full, "{report}");
+    assert_eq!(
+        report["hidden"]["frames_in_2s"], 0,
+        "a hidden tile is paused: {report}"
+    );
+    assert!(
+        report["paused_gauge"].as_i64().unwrap_or(0) >= 1,
+        "{report}"
+    );
+    assert!(
+        report["layer_changes"]["down"].as_u64().unwrap_or(0) >= 1,
+        "{report}"
+    );
+    assert!(
+        report["layer_changes"]["pause"].as_u64().unwrap_or(0) >= 1,
+        "{report}"
+    );
+    assert_eq!(report["resumed"], true, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 // The web client: join screen, session lifecycle with automatic reconnect,
 // and the wiring between signaling, media, E2EE, chat, files and the UI.
+import { TileWatcher } from "./adaptive.js";
 import { Call } from "./call.js";
 import { Chat } from "./chat.js";
 import { KeyManager } from "./e2ee/keys.js";
@@ -27,6 +28,7 @@ const opts = {
 const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 const media = new LocalMedia();
 let session = null; // the live session, see connect()
+document.addEventListener("visibilitychange", () => session?.tiles?.refresh());
 let leaving = false;
 let attempt = 0; // reconnect attempts since the last good connection
 let retryTimer = null;
@@ -203,10 +205,13 @@ async function openSession() {
   }
   s.files.addEventListener("error", (e) => ui.notice(e.detail.message));
   keys.addEventListener("change", refreshE2ee);
-  call.addEventListener("track", (e) => onTrack(e.detail));
+  const tiles = new TileWatcher((settings) => call.trackSettings(settings));
+  s.tiles = tiles;
+  call.addEventListener("track", (e) => onTrack(e.detail, tiles));
   call.addEventListener("untrack", (e) => {
     if (e.detail.source === "screen") return ui.removeScreenTile(e.detail.trackId);
     const el = ui.tile(e.detail.participantId, { name: nameOf(e.detail.participantId) });
+    if (e.detail.kind === "video") tiles.unwatch(el.querySelector("video"));
     ui.setTileTrack(el, e.detail.kind, null);
   });
   call.addEventListener("published", (e) => {
@@ -310,9 +315,10 @@ function sourceOf(s, trackId) {
   return undefined;
 }
 
-async function onTrack({ participantId, kind, source, trackId, track }) {
+async function onTrack({ participantId, kind, source, trackId, track }, tiles) {
   const screen = source === "screen" ? trackId : null;
   const el = ui.tile(participantId, { name: nameOf(participantId), screen });
+  if (kind === "video") tiles.watch(el.querySelector("video"), trackId);
   try {
     await ui.setTileTrack(el, kind, track);
   } catch (e) {

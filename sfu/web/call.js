@@ -26,6 +26,22 @@ function audioCodecs() {
  * Our senders: the media kind of each and the `source` label others see
  * (docs/protocol.md section 5.1), so receivers put a screen in its own tile.
  */
+/**
+ * Camera simulcast: ¼, ½ and full size, lowest first (the rids the SFU
+ * ranks q < h < f). Browsers send no more layers than the size allows
+ * (Chromium: three from 960×540, two below, dropping the largest), so a
+ * smaller camera sends ½ and full size only.
+ */
+function simulcastFor(track) {
+  const layers = [
+    { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000, scalabilityMode: "L1T3" },
+    { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000, scalabilityMode: "L1T3" },
+    { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000, scalabilityMode: "L1T3" },
+  ];
+  const { width = 0, height = 0 } = track.getSettings?.() ?? {};
+  return Math.min(width, height) >= 540 ? layers : layers.slice(1);
+}
+
 const SENDERS = {
   audio: { kind: "audio", source: "microphone" },
   video: { kind: "video", source: "camera" },
@@ -94,7 +110,12 @@ export class Call extends EventTarget {
         const track = tracks[name];
         if (!track || this.senders[name]) continue;
         if (!this.pub) this.pub = this.#pc("max-bundle");
-        const t = this.pub.addTransceiver(track, { direction: "sendonly" });
+        // The camera goes out in three VP8 layers (simulcast) with three
+        // temporal layers each, so the SFU can give every subscriber the
+        // one its bandwidth and tile size allow.
+        const init = { direction: "sendonly" };
+        if (name === "video" && this.codec === "vp8") init.sendEncodings = simulcastFor(track);
+        const t = this.pub.addTransceiver(track, init);
         if (kind === "video") t.setCodecPreferences(videoCodecs(this.codec));
         else t.setCodecPreferences(audioCodecs());
         this.e2ee.encrypt(t.sender, kind === "video" ? this.codec : "opus");
@@ -208,6 +229,11 @@ export class Call extends EventTarget {
     const answer = await this.sub.createAnswer();
     await this.sub.setLocalDescription(answer);
     this.sig.send({ type: "subscribe_answer", sdp: this.sub.localDescription.sdp });
+  }
+
+  /** Adaptive stream: how we show a remote track (see adaptive.js). */
+  trackSettings(settings) {
+    this.sig.send({ type: "track_settings", ...settings });
   }
 
   /** Tells the others our track of `kind` is (un)muted, once its id is known. */

@@ -1,6 +1,6 @@
 // Browser tests of the web client against a running SFU (started by
 // sfu/tests/browser.rs). Usage:
-//   node call.mjs --base http://127.0.0.1:PORT --scenario three|nokeys|relay|screen [--artifacts DIR]
+//   node call.mjs --base http://127.0.0.1:PORT --scenario three|nokeys|relay|screen|simulcast [--artifacts DIR]
 // three: a three-person call, chat, a 1 MB file (encrypted-blob store), key rotation on leave, reconnect.
 // nokeys: a participant that drops its keys receives packets but decodes nothing.
 // relay: relay-only ICE through the embedded TURN; VP9 + RTCRtpScriptTransform
@@ -8,6 +8,9 @@
 // screen: a shared screen decodes in its own tile beside the camera, switching
 //   source keeps the track, stopping (app button, or the browser's control)
 //   removes the tile everywhere.
+// simulcast: a camera published in three layers; a subscriber with a large
+//   tile gets the full size, one whose tile is made small gets a small layer
+//   and climbs back when it grows, a hidden tile is paused and resumes.
 // Prints one JSON line: {"ok": true|false, ...}.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
@@ -224,8 +227,82 @@ async function screen() {
   if (errors.length) throw new Error(`the SFU sent errors: ${JSON.stringify(errors)}`);
 }
 
+/** Frames decoded and frame width of `name`'s camera at `p`. */
+async function camera(p, name) {
+  const v = (await peerStats(p, name))?.video;
+  return { frames: v?.framesDecoded ?? 0, width: v?.frameWidth ?? 0 };
+}
+
+/** The SFU's layer and keyframe metrics, for failure messages. */
+async function sfuMetrics() {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return text
+    .split("\n")
+    .filter((l) => /^sfu_(layer|paused|keyframe|rtp_packets_dropped)/.test(l))
+    .join("; ");
+}
+
+/** Sets the inline style of `p`'s remote video elements (tile size, hiding). */
+const styleRemote = (p, style) =>
+  p.page.evaluate((st) => {
+    for (const v of document.querySelectorAll(".tile:not(.self) video")) v.style.cssText = st;
+  }, style);
+
+async function simulcast() {
+  for (const name of ["Alice", "Bob", "Carol"]) people.push(await join(browser, base, room, name));
+  const [alice, bob, carol] = people;
+  await allDecoding(people, 30, 45000);
+  const full = await alice.page.evaluate(() => document.getElementById("preview").videoWidth);
+  report.camera_width = full;
+  // A large tile: the full-size layer.
+  await styleRemote(bob, "width: 900px; height: 675px");
+  report.large_tile = await until(20000, "Bob decodes Alice's camera at full size", async () => {
+    const c = await camera(bob, "Alice");
+    if (c.width !== full) throw new Error(`at ${JSON.stringify(c)}: ${await sfuMetrics()}`);
+    return c;
+  });
+  // Carol's tiles shrink to a thumbnail: a small layer, still decoding.
+  await styleRemote(carol, "width: 96px; height: 72px");
+  report.small_tile = await until(20000, "Carol gets a small layer for a thumbnail", async () => {
+    const c = await camera(carol, "Alice");
+    if (!(c.width > 0 && c.width <= full / 2)) {
+      const size = await carol.page.evaluate(() => [...document.querySelectorAll(".tile video")].map((v) => `${v.clientWidth}x${v.clientHeight}`));
+      throw new Error(`at ${JSON.stringify(c)}, videos ${size}: ${await sfuMetrics()}`);
+    }
+    return c;
+  });
+  const small = await camera(carol, "Alice");
+  await until(10000, "Carol keeps decoding the small layer", async () => (await camera(carol, "Alice")).frames >= small.frames + 20);
+  // The tile grows again: back to full size.
+  await styleRemote(carol, "");
+  const t0 = Date.now();
+  report.regrown = await until(20000, "Carol climbs back to full size", async () => {
+    const c = await camera(carol, "Alice");
+    return c.width === full ? c : false;
+  });
+  report.climb_ms = Date.now() - t0;
+  // Hidden: paused (nothing decoded), then shown: decoding again.
+  await styleRemote(carol, "display: none");
+  await new Promise((r) => setTimeout(r, 1500)); // the pause takes effect
+  const before = await camera(carol, "Alice");
+  await new Promise((r) => setTimeout(r, 2000));
+  const after = await camera(carol, "Alice");
+  report.hidden = { frames_in_2s: after.frames - before.frames };
+  const metrics = await (await fetch(`${base}/metrics`)).text();
+  report.paused_gauge = Number(/^sfu_paused_video_tracks (\d+)/m.exec(metrics)?.[1] ?? -1);
+  report.layer_changes = Object.fromEntries(
+    [...metrics.matchAll(/^sfu_layer_changes_total\{change="(\w+)"\} (\d+)/gm)].map((m) => [m[1], Number(m[2])]),
+  );
+  await styleRemote(carol, "");
+  const shown = await camera(carol, "Alice");
+  await until(15000, "Carol decodes again once the tile is shown", async () => (await camera(carol, "Alice")).frames >= shown.frames + 20);
+  report.resumed = true;
+  const errors = (await Promise.all(people.map(state))).flatMap((x) => x.serverErrors);
+  if (errors.length) throw new Error(`the SFU sent errors: ${JSON.stringify(errors)}`);
+}
+
 try {
-  await { three, nokeys, relay, screen }[a.scenario]();
+  await { three, nokeys, relay, screen, simulcast }[a.scenario]();
   report.ok = true;
 } catch (e) {
   report.error = e.message;

@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Pt};
+use str0m::rtp::Vp8Patch;
 
+use super::allocator::Tile;
 use super::ids::{PeerKey, ReceiverKey};
 use super::packet::MediaPacket;
 use super::rebaser::Rebaser;
@@ -25,6 +27,10 @@ pub struct Outgoing {
     pub seq: u64,
     /// RTP timestamp of the subscriber's stream.
     pub rtp_time: u32,
+    /// The VP8 picture id sent, if the packet has one.
+    pub picture_id: Option<u16>,
+    /// VP8 picture id / TL0PICIDX rewrite keeping them continuous.
+    pub vp8_patch: Option<Vp8Patch>,
 }
 
 /// Why a packet is not sent on a down-track.
@@ -34,6 +40,8 @@ pub enum Skip {
     CodecMismatch,
     /// Older than the start of this subscriber's stream.
     TooOld,
+    /// Another layer than the one carried (not a drop: simulcast at work).
+    OtherLayer,
 }
 
 impl Skip {
@@ -42,6 +50,7 @@ impl Skip {
         match self {
             Skip::CodecMismatch => "codec_mismatch",
             Skip::TooOld => "too_old",
+            Skip::OtherLayer => "other_layer",
         }
     }
 }
@@ -62,9 +71,32 @@ pub struct DownTrack {
     /// The first m-line of a server-offered connection: it carries the
     /// transport, so it is set inactive rather than stopped when unbound.
     pub anchor: bool,
+    /// How the subscriber shows it.
+    pub tile: Tile,
+    /// The spatial layer it should carry; `None`: paused.
+    target: Option<u8>,
+    /// The spatial layer it carries now (switches to `target` at a switch point).
+    current: Option<u8>,
+    /// Layer changes made.
+    pub switches: u64,
     rebaser: Rebaser,
     /// Last payload type mapping (publisher PT → subscriber PT).
     pt_map: Option<(Pt, Pt)>,
+    vp8: Vp8Continuity,
+}
+
+/// Keeps VP8 picture ids and TL0PICIDX continuous when the source changes
+/// (decoders use them to find references and detect loss).
+#[derive(Debug, Clone, Copy, Default)]
+struct Vp8Continuity {
+    /// Added (wrapping) to incoming picture ids / TL0PICIDX.
+    pid_offset: u16,
+    tl0_offset: u8,
+    /// Last values sent, to continue from at the next switch.
+    last_pid: Option<u16>,
+    last_tl0: Option<u8>,
+    /// Set at a switch: the next packet recomputes the offsets.
+    rebase: bool,
 }
 
 impl DownTrack {
@@ -77,11 +109,65 @@ impl DownTrack {
             receiver: None,
             ready: false,
             anchor: false,
+            tile: Tile::default(),
+            target: Some(0),
+            current: None,
+            switches: 0,
             rebaser: Rebaser::default(),
             pt_map: None,
+            vp8: Vp8Continuity::default(),
         }
     }
 
+    /// Chooses the layer to carry (`None`: pause). The switch happens at
+    /// the target layer's next switch point; until then the current layer
+    /// keeps flowing.
+    pub fn set_target(&mut self, target: Option<u8>) {
+        self.target = target;
+        if target.is_none() {
+            self.current = None;
+        }
+    }
+
+    /// The layer it should carry.
+    pub fn target(&self) -> Option<u8> {
+        self.target
+    }
+
+    /// The layer it carries now.
+    pub fn current(&self) -> Option<u8> {
+        self.current
+    }
+
+    /// The layer it waits for a keyframe of, if any.
+    pub fn awaits_keyframe(&self) -> Option<u8> {
+        self.target.filter(|t| self.current != Some(*t))
+    }
+
+    /// Back to the state of a fresh binding (another receiver): the next
+    /// packet must be a switch point; the outgoing stream stays continuous.
+    pub fn rebind(&mut self, receiver: Option<ReceiverKey>) {
+        self.receiver = receiver;
+        self.current = None;
+        self.target = Some(0);
+    }
+
+    /// Whether `packet` is carried: its layer is the current one, or it is
+    /// a switch point of the target layer (which then becomes current).
+    fn admit(&mut self, packet: &MediaPacket) -> bool {
+        let Some(target) = self.target else {
+            return false;
+        };
+        if packet.layer == target && self.current != Some(target) && packet.switch_point {
+            if self.current.is_some() {
+                self.switches += 1;
+            }
+            self.current = Some(target);
+            self.rebaser.restart();
+            self.vp8.rebase = true;
+        }
+        self.current == Some(packet.layer)
+    }
     /// The subscriber's header fields for `packet` sent at `now`.
     /// `out_pt` maps the publisher's codec to this connection's payload
     /// type (asked only when the publisher's payload type changes).
@@ -91,6 +177,9 @@ impl DownTrack {
         out_pt: impl FnOnce(&PayloadParams) -> Option<Pt>,
         now: Instant,
     ) -> Result<Outgoing, Skip> {
+        if !self.admit(packet) {
+            return Err(Skip::OtherLayer);
+        }
         let pt = match self.pt_map {
             Some((pt_in, pt_out)) if pt_in == packet.codec.pt() => pt_out,
             _ => {
@@ -109,11 +198,54 @@ impl DownTrack {
                 now,
             )
             .ok_or(Skip::TooOld)?;
+        let (picture_id, vp8_patch) = match &packet.vp8 {
+            Some((info, descriptor)) => self.vp8.rewrite(info, descriptor),
+            None => (None, None),
+        };
         Ok(Outgoing {
             pt,
             seq: rebased.seq,
             rtp_time: rebased.ts,
+            picture_id,
+            vp8_patch,
         })
+    }
+}
+
+impl Vp8Continuity {
+    /// The picture id to send and the rewrite for one packet (no patch
+    /// when nothing changes).
+    fn rewrite(
+        &mut self,
+        info: &crate::media::vp8::Vp8Info,
+        descriptor: &str0m::rtp::Vp8Descriptor,
+    ) -> (Option<u16>, Option<Vp8Patch>) {
+        let mask = if info.long_picture_id { 0x7fff } else { 0x7f };
+        if std::mem::take(&mut self.rebase) {
+            if let (Some(last), Some(pid)) = (self.last_pid, info.picture_id) {
+                self.pid_offset = last.wrapping_add(1).wrapping_sub(pid) & mask;
+            }
+            if let (Some(last), Some(tl0)) = (self.last_tl0, info.tl0_pic_idx) {
+                self.tl0_offset = last.wrapping_add(1).wrapping_sub(tl0);
+            }
+        }
+        let pid = info
+            .picture_id
+            .map(|p| p.wrapping_add(self.pid_offset) & mask);
+        let tl0 = info.tl0_pic_idx.map(|t| t.wrapping_add(self.tl0_offset));
+        self.last_pid = pid.or(self.last_pid);
+        self.last_tl0 = tl0.or(self.last_tl0);
+        if self.pid_offset == 0 && self.tl0_offset == 0 {
+            return (pid, None);
+        }
+        let mut builder = descriptor.patch();
+        if let Some(pid) = pid {
+            builder = builder.picture_id(pid);
+        }
+        if let Some(tl0) = tl0 {
+            builder = builder.tl0_pic_idx(tl0);
+        }
+        (pid, builder.build().ok())
     }
 }
 
@@ -139,6 +271,9 @@ mod tests {
             marker: false,
             arrival: at,
             codec: vp8(pt),
+            layer: 0,
+            switch_point: true,
+            vp8: None,
             extensions: Extensions::default(),
             payload: vec![1, 2, 3].into(),
         }
@@ -160,7 +295,9 @@ mod tests {
             Ok(Outgoing {
                 pt: 106.into(),
                 seq: 1,
-                rtp_time: 90_000
+                rtp_time: 90_000,
+                picture_id: None,
+                vp8_patch: None,
             })
         );
         assert_eq!(b.map(|o| (o.seq, o.rtp_time)), Ok((2, 93_000)));
@@ -202,5 +339,88 @@ mod tests {
             Err(Skip::TooOld),
             "before the stream's first packet"
         );
+    }
+
+    /// A VP8 packet of `layer` (its own SSRC) with picture id `pid`.
+    fn vp8_packet(layer: u8, seq: u64, pid: u16, keyframe: bool, at: Instant) -> MediaPacket {
+        let p0 = if keyframe { 0x00 } else { 0x01 };
+        let payload = vec![0x90, 0x80, 0x80 | (pid >> 8) as u8, pid as u8, p0, 0, 0];
+        let info = crate::media::vp8::parse(&payload).unwrap();
+        let d = str0m::rtp::Vp8Descriptor::parse(&payload).unwrap();
+        let mut p = packet(100 + u32::from(layer), seq, 3000 * seq as u32, 96, at);
+        p.layer = layer;
+        p.switch_point = info.keyframe;
+        p.vp8 = Some((info, d));
+        p.payload = payload.into();
+        p
+    }
+
+    #[test]
+    fn switches_layer_only_at_a_keyframe_of_the_target() {
+        let t0 = Instant::now();
+        let mut d = down_track();
+        let map = |c: &PayloadParams| Some(c.pt());
+        // Starts at layer 0 only from a keyframe.
+        assert_eq!(
+            d.rewrite(&vp8_packet(0, 10, 1, false, t0), map, t0),
+            Err(Skip::OtherLayer)
+        );
+        assert_eq!(d.awaits_keyframe(), Some(0));
+        assert!(d.rewrite(&vp8_packet(0, 11, 2, true, t0), map, t0).is_ok());
+        assert!(d.rewrite(&vp8_packet(0, 12, 3, false, t0), map, t0).is_ok());
+        assert_eq!(d.awaits_keyframe(), None);
+        // Target 2: layer 0 keeps flowing until layer 2 has a keyframe.
+        d.set_target(Some(2));
+        assert_eq!(d.awaits_keyframe(), Some(2));
+        assert_eq!(
+            d.rewrite(&vp8_packet(2, 500, 900, false, t0), map, t0),
+            Err(Skip::OtherLayer)
+        );
+        assert!(d.rewrite(&vp8_packet(0, 13, 4, false, t0), map, t0).is_ok());
+        let t1 = t0 + Duration::from_millis(33);
+        let sw = d
+            .rewrite(&vp8_packet(2, 501, 901, true, t1), map, t1)
+            .unwrap();
+        assert_eq!((d.current(), d.switches), (Some(2), 1));
+        assert_eq!(
+            d.rewrite(&vp8_packet(0, 14, 5, false, t1), map, t1),
+            Err(Skip::OtherLayer)
+        );
+        let next = d
+            .rewrite(&vp8_packet(2, 502, 902, false, t1), map, t1)
+            .unwrap();
+        // Sequence numbers continue across the switch (3 sent before it),
+        // and picture ids continue from the last one sent (4 → 5, 6).
+        assert_eq!((sw.seq, next.seq), (4, 5));
+        assert_eq!((sw.picture_id, next.picture_id), (Some(5), Some(6)));
+        assert!(sw.vp8_patch.is_some() && next.vp8_patch.is_some());
+    }
+
+    #[test]
+    fn pauses_and_resumes_at_a_keyframe() {
+        let t0 = Instant::now();
+        let mut d = down_track();
+        let map = |c: &PayloadParams| Some(c.pt());
+        assert!(
+            d.rewrite(&vp8_packet(1, 1, 1, true, t0), map, t0).is_err(),
+            "target is 0"
+        );
+        d.set_target(Some(1));
+        assert!(d.rewrite(&vp8_packet(1, 2, 2, true, t0), map, t0).is_ok());
+        d.set_target(None);
+        assert_eq!(
+            d.rewrite(&vp8_packet(1, 3, 3, false, t0), map, t0),
+            Err(Skip::OtherLayer)
+        );
+        assert_eq!(d.awaits_keyframe(), None, "paused waits for nothing");
+        d.set_target(Some(1));
+        assert_eq!(
+            d.rewrite(&vp8_packet(1, 4, 4, false, t0), map, t0),
+            Err(Skip::OtherLayer)
+        );
+        let resumed = d.rewrite(&vp8_packet(1, 5, 5, true, t0), map, t0).unwrap();
+        // The packets skipped while paused leave no gap (which the
+        // subscriber would take for loss and NACK).
+        assert_eq!((resumed.seq, resumed.picture_id), (2, Some(3)));
     }
 }

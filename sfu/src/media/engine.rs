@@ -11,6 +11,7 @@
 //! packet path), `publish.rs`, `subscribe.rs`, `sessions.rs` (WHIP/WHEP)
 //! and `membership.rs` (participants and peers coming and going).
 
+mod adapt;
 mod forward;
 mod membership;
 mod publish;
@@ -22,11 +23,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
+use str0m::bwe::BweKind;
 use str0m::change::SdpOffer;
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Event, Input, Output, RtcError};
 use tracing::{debug, info, warn};
 
+use super::allocator::Tile;
 use super::arena::Arena;
 use super::down_track::DownTrack;
 use super::ids::{DownTrackTag, PeerKey, PeerTag, ReceiverTag};
@@ -123,6 +126,7 @@ struct Gauges {
     tracks: i64,
     subscriptions: i64,
     peers: i64,
+    paused_video: i64,
 }
 
 /// The parsed offer, if the token allows `what` (refused before parsing).
@@ -289,6 +293,16 @@ impl Engine {
                     ),
                 }
             }
+            ClientMessage::TrackSettings {
+                track_id,
+                visible,
+                width,
+                height,
+            } => {
+                let size = (width > 0 && height > 0).then_some((width, height));
+                let tile = Tile { visible, size };
+                self.set_tile(&room, &pid, &track_id, tile, now);
+            }
             ClientMessage::Relay { to, payload } => {
                 if payload.get().len() > self.config.max_relay_bytes {
                     self.error(
@@ -427,6 +441,7 @@ impl Engine {
                 .is_some_and(|p| p.scheduled == Some(at) && p.scheduled.take().is_some())
         };
         let mut due = Vec::new();
+        let mut allocate = Vec::new();
         while let Some(id) = self.timers.pop_due(now, &mut claim) {
             due.push(id);
         }
@@ -441,9 +456,14 @@ impl Engine {
             }
             if !peer.rtc.is_alive() || now.saturating_duration_since(peer.last_heard) > timeout {
                 dead.push((peer.room.clone(), peer.participant.clone()));
+            } else if peer.role != Role::Publisher && peer.next_allocation <= now {
+                allocate.push(id);
             }
             // Draining it schedules its next deadline.
             mark(&mut self.dirty, peer);
+        }
+        for id in allocate {
+            self.allocate(id, now);
         }
         self.drive(now);
         for (room, pid) in dead {
@@ -551,15 +571,19 @@ impl Engine {
             }
             Event::RtpPacket(packet) => self.forward(id, packet, now),
             Event::KeyframeRequest(req) => {
-                let receiver = self
+                let wanted = self
                     .peers
                     .get(id)
                     .and_then(|p| p.slots.get(&req.mid))
-                    .and_then(|&k| self.down_tracks.get(k)?.receiver);
-                if let Some(receiver) = receiver {
-                    self.request_keyframe(receiver, req.kind, "forwarded", now);
+                    .and_then(|&k| self.down_tracks.get(k))
+                    .and_then(|d| Some((d.receiver?, d.current().or(d.target())?)));
+                if let Some((receiver, layer)) = wanted {
+                    self.request_keyframe(receiver, layer, req.kind, "forwarded", now);
                 }
             }
+            Event::EgressBitrateEstimate(
+                BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
+            ) => self.estimate(id, estimate, now),
             Event::Closed => {
                 if let Some(peer) = self.peers.get_mut(id) {
                     // Let the timeout path remove it on its next pass.
@@ -622,6 +646,11 @@ impl Engine {
                 .map(|(_, r)| r.down_tracks().len() as i64)
                 .sum(),
             peers: self.peers.len() as i64,
+            paused_video: self
+                .down_tracks
+                .iter()
+                .filter(|(_, d)| d.receiver.is_some() && d.target().is_none())
+                .count() as i64,
         };
         let (m, was) = (&self.metrics, self.reported);
         m.rooms.add(now.rooms - was.rooms);
@@ -629,6 +658,7 @@ impl Engine {
         m.tracks.add(now.tracks - was.tracks);
         m.subscriptions.add(now.subscriptions - was.subscriptions);
         m.peers.add(now.peers - was.peers);
+        m.paused_video.add(now.paused_video - was.paused_video);
         self.reported = now;
     }
 }

@@ -1,6 +1,7 @@
 //! Media: shards, each a sans-IO engine (rooms + str0m peers) driven by a
 //! tokio shell that owns the shard's sockets, and the edge's routing to them.
 
+pub mod allocator;
 pub mod arena;
 pub mod command;
 pub mod down_track;
@@ -17,3 +18,4 @@ pub mod shard;
 pub mod shards;
 pub mod shell;
 pub mod timers;
+pub mod vp8;

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::format::PayloadParams;
-use str0m::rtp::{ExtensionValues, VideoOrientation};
+use str0m::rtp::{ExtensionValues, VideoOrientation, Vp8Descriptor};
 
 use super::peer::DependencyDescriptor;
+use super::vp8::Vp8Info;
 
 /// One RTP packet as a publisher sent it.
 #[derive(Debug, Clone)]
@@ -30,6 +31,14 @@ pub struct MediaPacket {
     pub arrival: Instant,
     /// The codec, as the publisher's payload type maps it.
     pub codec: PayloadParams,
+    /// Spatial (simulcast) layer, 0 = lowest or only.
+    pub layer: u8,
+    /// A down-track may start or change layer here: the first packet of a
+    /// keyframe where the codec lets the SFU see it (VP8), any packet
+    /// otherwise (audio, codecs whose frames the SFU cannot read).
+    pub switch_point: bool,
+    /// VP8 descriptor fields, and str0m's parse of it for rewriting.
+    pub vp8: Option<(Vp8Info, Vp8Descriptor)>,
     /// Header extensions subscribers use.
     pub extensions: Extensions,
     /// The payload, shared by every copy sent.

@@ -13,7 +13,10 @@ use str0m::net::{Protocol, TcpType};
 use str0m::rtp::{Extension, ExtensionSerializer, ExtensionValues};
 use str0m::{Candidate, Rtc};
 
+use super::allocator::Allocator;
 use super::ids::{DownTrackKey, PeerKey, ReceiverKey};
+use crate::config::MediaConfig;
+use str0m::bwe::Bitrate;
 
 /// What a peer connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +79,13 @@ pub struct Peer {
     pub pending: Option<PendingOffer>,
     /// Subscriber (offerer): changes arrived while an offer was in flight.
     pub renegotiate: bool,
+    /// Subscriber: shares the downlink among its video down-tracks.
+    pub allocator: Allocator,
+    /// Subscriber: the latest downlink estimate (bits per second; fixed
+    /// when estimation is off).
+    pub estimate: u64,
+    /// Subscriber: when the allocation is next redone.
+    pub next_allocation: Instant,
 }
 
 /// Where the server's media sockets are, as announced in candidates.
@@ -91,7 +101,11 @@ impl Peer {
     /// When the engine must look at this peer: str0m's next timeout, or
     /// when it will have been silent for `peer_timeout`.
     pub fn deadline(&self, peer_timeout: Duration) -> Instant {
-        self.timeout.min(self.last_heard + peer_timeout)
+        let deadline = self.timeout.min(self.last_heard + peer_timeout);
+        match self.role {
+            Role::Publisher => deadline,
+            Role::Subscriber { .. } => deadline.min(self.next_allocation),
+        }
     }
 
     /// A new ICE-lite, RTP-mode peer with host candidates for `local`,
@@ -102,14 +116,17 @@ impl Peer {
         participant: &str,
         role: Role,
         local: &LocalAddrs,
-        retransmit_packets: usize,
+        media: &MediaConfig,
         now: Instant,
     ) -> Self {
         // str0m keeps each sent video packet's header (a few hundred bytes;
         // the payload itself is shared) per subscriber stream, for NACKs.
-        let mut rtc = rtc_config()
-            .set_send_buffer_video(retransmit_packets.max(1))
-            .build(now);
+        let mut config = rtc_config().set_send_buffer_video(media.retransmit_packets.max(1));
+        let downlink = media.initial_downlink_kbps.saturating_mul(1000);
+        if role != Role::Publisher && media.bandwidth_estimation {
+            config = config.enable_bwe(Some(Bitrate::bps(downlink)));
+        }
+        let mut rtc = config.build(now);
         for addr in &local.udp {
             if let Ok(c) = Candidate::host(*addr, "udp") {
                 rtc.add_local_candidate(c);
@@ -143,6 +160,9 @@ impl Peer {
             slots: BTreeMap::new(),
             pending: None,
             renegotiate: false,
+            allocator: Allocator::default(),
+            estimate: downlink,
+            next_allocation: now,
         }
     }
 }

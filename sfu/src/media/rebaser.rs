@@ -53,7 +53,7 @@ impl Rebaser {
         let source = match self.source {
             Some(s) if s.ssrc == ssrc => s,
             _ => {
-                let s = self.restart(ssrc, seq, ts, clock_rate, now);
+                let s = self.continue_from(ssrc, seq, ts, clock_rate, now);
                 self.source = Some(s);
                 s
             }
@@ -75,9 +75,16 @@ impl Rebaser {
         })
     }
 
+    /// Makes the next packet start a new mapping even from the same SSRC
+    /// (after a pause or a layer change: the packets skipped in between
+    /// leave no gap in the subscriber's numbering).
+    pub fn restart(&mut self) {
+        self.source = None;
+    }
+
     /// Starts mapping a new source so that its first packet directly follows
     /// the last one sent.
-    fn restart(&self, ssrc: u32, seq: u64, ts: u32, clock_rate: u32, now: Instant) -> Source {
+    fn continue_from(&self, ssrc: u32, seq: u64, ts: u32, clock_rate: u32, now: Instant) -> Source {
         let next_seq = self.max_seq as i64 + 1;
         let seq_offset = next_seq - seq as i64;
         let ts_offset = match self.last_sent {

@@ -1,6 +1,6 @@
-//! A receiver: one published track as the SFU receives it — its layer, its
-//! codec map, the keyframe requests towards its publisher and the
-//! down-tracks it fans out to.
+//! A receiver: one published track as the SFU receives it — its simulcast
+//! layers and what each carries, its codec map, the keyframe requests
+//! towards its publisher and the down-tracks it fans out to.
 //!
 //! Sans-IO: it decides, the engine does (`engine/forward.rs`).
 
@@ -12,10 +12,18 @@ use str0m::media::{MediaKind, Mid, Pt, Rid};
 use super::ids::{DownTrackKey, PeerKey};
 use super::keyframe::KeyframeThrottle;
 
+/// Most simulcast layers a track may have (a fourth rid is refused).
+pub const MAX_LAYERS: usize = 3;
+
+/// How long a layer stays "active" after its last packet.
+const ACTIVE_FOR: Duration = Duration::from_millis(1500);
+/// Bitrates are measured over windows of this length.
+const METER_WINDOW: Duration = Duration::from_millis(500);
+
 /// Why a publisher's packet is not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// A simulcast layer other than the one forwarded.
+    /// A simulcast layer beyond [`MAX_LAYERS`].
     OtherLayer,
     /// A payload type the publisher's connection did not negotiate.
     UnknownPayloadType,
@@ -31,6 +39,63 @@ impl Refusal {
     }
 }
 
+/// The spatial index of a simulcast rid, lowest quality first: LiveKit's
+/// and our web client's `q`/`h`/`f`, or a trailing digit (`r0`, `1`, ...).
+/// Other names take the first free index in the order they appear.
+fn rid_rank(rid: &str) -> Option<usize> {
+    match rid {
+        "q" => Some(0),
+        "h" => Some(1),
+        "f" => Some(2),
+        _ => rid
+            .bytes()
+            .last()
+            .filter(u8::is_ascii_digit)
+            .map(|d| usize::from(d - b'0'))
+            .filter(|&i| i < MAX_LAYERS),
+    }
+}
+
+/// What the receiver knows of one simulcast layer.
+#[derive(Debug, Clone, Default)]
+pub struct Layer {
+    rid: Option<Rid>,
+    last_packet: Option<Instant>,
+    window_start: Option<Instant>,
+    window_bytes: u64,
+    /// Bits per second over the last full window.
+    bitrate: u64,
+    /// Frame size of its last keyframe, when the codec tells.
+    size: Option<(u16, u16)>,
+    keyframes: Option<KeyframeThrottle>,
+}
+
+impl Layer {
+    fn count(&mut self, bytes: usize, now: Instant) {
+        self.last_packet = Some(now);
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= METER_WINDOW {
+            let bits = self.window_bytes * 8;
+            self.bitrate = bits * 1000 / (elapsed.as_millis() as u64).max(1);
+            self.window_start = Some(now);
+            self.window_bytes = 0;
+        }
+        self.window_bytes += bytes as u64;
+    }
+
+    /// Bits per second, if it is sending.
+    pub fn bitrate(&self, now: Instant) -> Option<u64> {
+        let last = self.last_packet?;
+        (now.saturating_duration_since(last) < ACTIVE_FOR).then_some(self.bitrate)
+    }
+
+    /// Frame size seen on its last keyframe.
+    pub fn size(&self) -> Option<(u16, u16)> {
+        self.size
+    }
+}
+
 /// One published track.
 #[derive(Debug)]
 pub struct Receiver {
@@ -42,12 +107,14 @@ pub struct Receiver {
     pub publisher: PeerKey,
     /// Its m-line there.
     pub mid: Mid,
-    /// The simulcast layer forwarded (the first seen), if the publisher uses rids.
-    layer: Option<Option<Rid>>,
+    /// Allocation priority: screen shares (1) before cameras (0).
+    pub priority: u8,
+    /// Simulcast layers by spatial index (one, index 0, without simulcast).
+    layers: [Layer; MAX_LAYERS],
     /// Last payload type seen and its codec, so the codec table is searched
     /// only when the publisher changes payload type.
     codec: Option<(Pt, PayloadParams)>,
-    keyframes: KeyframeThrottle,
+    keyframe_interval: Duration,
     /// Where its packets go.
     down_tracks: Vec<DownTrackKey>,
 }
@@ -67,44 +134,95 @@ impl Receiver {
             kind,
             publisher,
             mid,
-            layer: None,
+            priority: 0,
+            layers: Default::default(),
             codec: None,
-            keyframes: KeyframeThrottle::new(keyframe_interval),
+            keyframe_interval,
             down_tracks: Vec::new(),
         }
     }
 
-    /// Whether a packet of simulcast layer `rid` with payload type `pt` is
-    /// forwarded, and its codec. `lookup` maps a payload type through the
-    /// publisher's negotiated codecs (asked only when `pt` changes).
+    /// Whether a packet of simulcast layer `rid` with payload type `pt`
+    /// and `bytes` of payload is forwarded: its codec and spatial layer.
+    /// `lookup` maps a payload type through the publisher's negotiated
+    /// codecs (asked only when `pt` changes).
     pub fn accept(
         &mut self,
         rid: Option<Rid>,
         pt: Pt,
+        bytes: usize,
+        now: Instant,
         lookup: impl FnOnce(Pt) -> Option<PayloadParams>,
-    ) -> Result<PayloadParams, Refusal> {
-        if *self.layer.get_or_insert(rid) != rid {
-            return Err(Refusal::OtherLayer);
-        }
-        match self.codec {
-            Some((seen, params)) if seen == pt => Ok(params),
+    ) -> Result<(PayloadParams, u8), Refusal> {
+        let layer = self.layer_of(rid).ok_or(Refusal::OtherLayer)?;
+        let codec = match self.codec {
+            Some((seen, params)) if seen == pt => params,
             _ => {
                 let params = lookup(pt).ok_or(Refusal::UnknownPayloadType)?;
                 self.codec = Some((pt, params));
-                Ok(params)
+                params
             }
+        };
+        self.layers[layer].count(bytes, now);
+        Ok((codec, layer as u8))
+    }
+
+    /// The spatial index of `rid`, giving it one on first sight.
+    fn layer_of(&mut self, rid: Option<Rid>) -> Option<usize> {
+        if let Some(i) = self.layers.iter().position(|l| l.rid == rid) {
+            if self.layers[i].last_packet.is_some() || rid.is_none() {
+                return Some(i);
+            }
+        }
+        let free = |i: &usize| self.layers[*i].last_packet.is_none();
+        let i = match rid {
+            None => 0,
+            Some(r) => rid_rank(&r)
+                .filter(free)
+                .or_else(|| (0..MAX_LAYERS).find(free))?,
+        };
+        self.layers[i].rid = rid;
+        Some(i)
+    }
+
+    /// Notes the frame size of a keyframe on `layer`.
+    pub fn keyframe_seen(&mut self, layer: u8, size: Option<(u16, u16)>) {
+        if let (Some(l), Some(size)) = (self.layers.get_mut(usize::from(layer)), size) {
+            l.size = Some(size);
         }
     }
 
-    /// The layer forwarded (`None` before the first packet or without rids).
-    pub fn layer(&self) -> Option<Rid> {
-        self.layer.flatten()
+    /// More than one layer has been seen.
+    pub fn is_simulcast(&self) -> bool {
+        self.layers
+            .iter()
+            .filter(|l| l.last_packet.is_some())
+            .count()
+            > 1
     }
 
-    /// Whether a keyframe request at `now` should reach the publisher:
-    /// video only, throttled (browsers repeat PLIs and subscribers ask at once).
-    pub fn keyframe_request(&mut self, now: Instant) -> bool {
-        self.kind == MediaKind::Video && self.keyframes.allow(now)
+    /// The layers by spatial index.
+    pub fn layers(&self) -> &[Layer; MAX_LAYERS] {
+        &self.layers
+    }
+
+    /// The rid of a spatial layer (`None`: no simulcast).
+    pub fn rid(&self, layer: u8) -> Option<Rid> {
+        self.layers.get(usize::from(layer)).and_then(|l| l.rid)
+    }
+
+    /// Whether a keyframe request for `layer` at `now` should reach the
+    /// publisher: video only, throttled per layer (browsers repeat PLIs and
+    /// subscribers ask at once).
+    pub fn keyframe_request(&mut self, layer: u8, now: Instant) -> bool {
+        let interval = self.keyframe_interval;
+        match self.layers.get_mut(usize::from(layer)) {
+            Some(l) if self.kind == MediaKind::Video => l
+                .keyframes
+                .get_or_insert_with(|| KeyframeThrottle::new(interval))
+                .allow(now),
+            _ => false,
+        }
     }
 
     /// Where its packets go, in the order they were added.
@@ -157,45 +275,81 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn forwards_the_first_layer_seen_and_refuses_others() {
+    fn simulcast_rids_get_stable_spatial_indexes() {
+        let t0 = Instant::now();
         let mut r = receiver(MediaKind::Video);
-        let (q, f) = (Rid::from("q"), Rid::from("f"));
-        assert!(r.accept(Some(q), 96.into(), |pt| Some(vp8(*pt))).is_ok());
-        assert_eq!(r.layer(), Some(q));
+        let ok = |pt: Pt| Some(vp8(*pt));
+        // Layers announce themselves in any order; q/h/f keep their rank.
+        let f = r.accept(Some(Rid::from("f")), 96.into(), 1000, t0, ok);
+        let q = r.accept(Some(Rid::from("q")), 96.into(), 100, t0, ok);
+        let h = r.accept(Some(Rid::from("h")), 96.into(), 300, t0, ok);
+        assert_eq!([f, q, h].map(|x| x.map(|(_, l)| l)), [Ok(2), Ok(0), Ok(1)]);
+        assert_eq!(r.rid(1), Some(Rid::from("h")));
         assert_eq!(
-            r.accept(Some(f), 96.into(), |pt| Some(vp8(*pt))),
-            Err(Refusal::OtherLayer)
+            r.accept(Some(Rid::from("x")), 96.into(), 1, t0, ok),
+            Err(Refusal::OtherLayer),
+            "a fourth layer has no place"
         );
-        assert!(r.accept(Some(q), 96.into(), |_| None).is_ok(), "cached");
+        // Other names: a trailing digit, else the first free index.
+        let mut r = receiver(MediaKind::Video);
+        let a = r.accept(Some(Rid::from("r1")), 96.into(), 1, t0, ok);
+        let b = r.accept(Some(Rid::from("hi")), 96.into(), 1, t0, ok);
+        assert_eq!([a, b].map(|x| x.map(|(_, l)| l)), [Ok(1), Ok(0)]);
+        // No simulcast: layer 0.
+        let mut r = receiver(MediaKind::Audio);
+        assert_eq!(r.accept(None, 111.into(), 1, t0, ok).map(|(_, l)| l), Ok(0));
+    }
+
+    #[test]
+    fn measures_each_layer_and_forgets_silent_ones() {
+        let t0 = Instant::now();
+        let mut r = receiver(MediaKind::Video);
+        let ok = |pt: Pt| Some(vp8(*pt));
+        // 100 packets of 1000 bytes over one second on q; nothing on f.
+        for i in 0..=100u64 {
+            let at = t0 + Duration::from_millis(i * 10);
+            r.accept(Some(Rid::from("q")), 96.into(), 1000, at, ok)
+                .unwrap();
+        }
+        let now = t0 + Duration::from_millis(1000);
+        let bps = r.layers()[0].bitrate(now).unwrap();
+        assert!((700_000..=900_000).contains(&bps), "{bps}");
+        assert_eq!(r.layers()[2].bitrate(now), None);
+        assert_eq!(r.layers()[0].bitrate(now + Duration::from_secs(2)), None);
+        r.keyframe_seen(0, Some((320, 180)));
+        assert_eq!(r.layers()[0].size(), Some((320, 180)));
     }
 
     #[test]
     fn asks_the_codec_table_only_when_the_payload_type_changes() {
+        let t0 = Instant::now();
         let mut r = receiver(MediaKind::Video);
         let mut asked = 0;
         for pt in [96u8, 96, 96, 98, 98] {
-            let got = r.accept(None, pt.into(), |p| {
+            let got = r.accept(None, pt.into(), 1, t0, |p| {
                 asked += 1;
                 Some(vp8(*p))
             });
-            assert_eq!(got.map(|c| *c.pt()), Ok(pt));
+            assert_eq!(got.map(|(c, _)| *c.pt()), Ok(pt));
         }
         assert_eq!(asked, 2);
         assert_eq!(
-            r.accept(None, 111.into(), |_| None),
+            r.accept(None, 111.into(), 1, t0, |_| None),
             Err(Refusal::UnknownPayloadType)
         );
     }
 
     #[test]
-    fn keyframe_requests_are_throttled_and_video_only() {
+    fn keyframe_requests_are_throttled_per_layer_and_video_only() {
         let t0 = Instant::now();
         let mut v = receiver(MediaKind::Video);
-        assert!(v.keyframe_request(t0));
-        assert!(!v.keyframe_request(t0 + Duration::from_millis(200)));
-        assert!(v.keyframe_request(t0 + Duration::from_millis(600)));
+        assert!(v.keyframe_request(0, t0));
+        assert!(!v.keyframe_request(0, t0 + Duration::from_millis(200)));
+        assert!(v.keyframe_request(1, t0 + Duration::from_millis(200)));
+        assert!(v.keyframe_request(0, t0 + Duration::from_millis(600)));
+        assert!(!v.keyframe_request(3, t0), "no such layer");
         let mut a = receiver(MediaKind::Audio);
-        assert!(!a.keyframe_request(t0));
+        assert!(!a.keyframe_request(0, t0));
     }
 
     #[test]

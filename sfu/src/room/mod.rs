@@ -116,6 +116,9 @@ impl Room {
     /// Removes a track and announces it.
     pub fn unpublish(&mut self, track_id: &str) -> Option<(Track, Vec<Delivery>)> {
         let track = self.tracks.remove(track_id)?;
+        for p in self.participants.values_mut() {
+            p.tiles.remove(track_id);
+        }
         let msg = ServerMessage::TrackUnpublished {
             track_id: track.id.clone(),
             participant_id: track.owner.clone(),

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use crate::auth::Grants;
+use crate::media::allocator::Tile;
 use crate::media::ids::PeerKey;
 use crate::signal::protocol::ParticipantInfo;
 
@@ -47,6 +48,9 @@ pub struct Participant {
     pub joined_at: Instant,
     /// Whether a peer of this participant has connected yet.
     pub connected: bool,
+    /// How it shows the tracks it receives, by track id (adaptive stream;
+    /// entries of unpublished tracks are removed with them).
+    pub tiles: std::collections::BTreeMap<String, Tile>,
 }
 
 impl Participant {
@@ -65,6 +69,7 @@ impl Participant {
             subscriber: None,
             joined_at: now,
             connected: false,
+            tiles: Default::default(),
         }
     }
 

@@ -66,6 +66,21 @@ pub enum ClientMessage {
         /// Any JSON value; delivered untouched.
         payload: Box<RawValue>,
     },
+    /// How the client shows a track it receives (adaptive stream): the
+    /// SFU sends no larger a simulcast layer than the tile needs, and
+    /// nothing while it is hidden.
+    TrackSettings {
+        /// The track.
+        track_id: String,
+        /// Whether it is on screen.
+        visible: bool,
+        /// Tile width in device pixels (0: unknown).
+        #[serde(default)]
+        width: u32,
+        /// Tile height in device pixels (0: unknown).
+        #[serde(default)]
+        height: u32,
+    },
     /// Keep-alive; answered with `pong`.
     Ping,
     /// Leave the room (the server closes the connection).
@@ -322,6 +337,7 @@ const KNOWN_TYPES: &[&str] = &[
     "subscribe",
     "unsubscribe",
     "mute",
+    "track_settings",
     "relay",
     "ping",
     "leave",

@@ -6,12 +6,15 @@
 
 use std::time::Instant;
 
+use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind};
-use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
 
 use super::{mark, Engine};
+use crate::media::down_track::Skip;
 use crate::media::ids::{PeerKey, ReceiverKey};
 use crate::media::packet::{Extensions, MediaPacket};
+use crate::media::vp8;
 
 impl Engine {
     /// Forwards one publisher packet to every down-track of its receiver.
@@ -32,20 +35,42 @@ impl Engine {
         else {
             return self.drop_packet("unknown_stream");
         };
-        let Some(receiver) = peer
-            .published
-            .get(&mid)
-            .and_then(|&key| self.receivers.get_mut(key))
-        else {
+        let Some(&receiver_key) = peer.published.get(&mid) else {
             return self.drop_packet("unpublished");
         };
+        let Some(receiver) = self.receivers.get_mut(receiver_key) else {
+            return;
+        };
         let codecs = peer.rtc.codec_config();
-        let codec = match receiver.accept(rid, packet.header.payload_type, |pt| {
-            codecs.find(|p| p.pt() == pt).copied()
-        }) {
-            Ok(codec) => codec,
+        let accepted = receiver.accept(
+            rid,
+            packet.header.payload_type,
+            packet.payload.len(),
+            now,
+            |pt| codecs.find(|p| p.pt() == pt).copied(),
+        );
+        let (codec, layer) = match accepted {
+            Ok(accepted) => accepted,
             Err(refusal) => return self.drop_packet(refusal.label()),
         };
+        // Changing between simulcast layers must wait for a keyframe of the
+        // new one, which only VP8 lets the SFU see (the web client leaves its
+        // frame header clear). A single-layer stream, or a codec whose frames
+        // cannot be read, is joined at any packet, as before simulcast: the
+        // subscriber's decoder asks for a keyframe itself.
+        let vp8 = match codec.spec().codec {
+            Codec::Vp8 => vp8::parse(&packet.payload)
+                .ok()
+                .zip(Vp8Descriptor::parse(&packet.payload).ok()),
+            _ => None,
+        };
+        let switch_point = match vp8 {
+            Some((info, _)) if receiver.is_simulcast() => info.keyframe,
+            _ => true,
+        };
+        if let Some((info, _)) = vp8.filter(|(i, _)| i.keyframe) {
+            receiver.keyframe_seen(layer, info.size);
+        }
         let payload = if self.corrupt_payloads && !packet.payload.is_empty() {
             let mut bytes = packet.payload.to_vec();
             let last = bytes.len() - 1;
@@ -61,6 +86,9 @@ impl Engine {
             marker: packet.header.marker,
             arrival: packet.timestamp,
             codec,
+            layer,
+            switch_point,
+            vp8,
             extensions: Extensions::from_str0m(&packet.header.ext_vals),
             payload,
         };
@@ -69,6 +97,8 @@ impl Engine {
         // Counted once per packet: the counters are shared by every shard,
         // and an atomic add per subscriber would bounce their cache line.
         let mut sent = 0u64;
+        // Layers some down-track waits for a keyframe of (bit per layer).
+        let mut awaited = 0u8;
         for &key in receiver.down_tracks() {
             let Some(down) = self.down_tracks.get_mut(key) else {
                 continue;
@@ -83,6 +113,12 @@ impl Engine {
                 now,
             ) {
                 Ok(out) => out,
+                Err(Skip::OtherLayer) => {
+                    if let Some(l) = down.awaits_keyframe() {
+                        awaited |= 1 << l;
+                    }
+                    continue;
+                }
                 Err(skip) => {
                     self.metrics
                         .dropped
@@ -99,18 +135,20 @@ impl Engine {
                     .inc();
                 continue;
             };
-            tx.write_rtp(
-                RtpWrite::new(
-                    out.pt,
-                    out.seq.into(),
-                    out.rtp_time,
-                    media.arrival,
-                    media.payload.clone(),
-                )
-                .marker(media.marker)
-                .ext_vals(ext_vals.clone())
-                .nackable(nackable),
-            );
+            let mut write = RtpWrite::new(
+                out.pt,
+                out.seq.into(),
+                out.rtp_time,
+                media.arrival,
+                media.payload.clone(),
+            )
+            .marker(media.marker)
+            .ext_vals(ext_vals.clone())
+            .nackable(nackable);
+            if let Some(patch) = out.vp8_patch {
+                write = write.vp8_patch(patch);
+            }
+            tx.write_rtp(write);
             mark(&mut self.dirty, sub);
             sent += 1;
         }
@@ -118,12 +156,22 @@ impl Engine {
         self.metrics
             .rtp_bytes_out
             .inc_by(sent * media.payload.len() as u64);
+        for layer in (0..8u8).filter(|l| awaited & (1 << l) != 0) {
+            self.request_keyframe(
+                receiver_key,
+                layer,
+                KeyframeRequestKind::Pli,
+                "layer_switch",
+                now,
+            );
+        }
     }
 
-    /// Asks the receiver's publisher for a keyframe, throttled.
+    /// Asks the receiver's publisher for a keyframe of `layer`, throttled.
     pub(super) fn request_keyframe(
         &mut self,
         receiver: ReceiverKey,
+        layer: u8,
         kind: KeyframeRequestKind,
         outcome: &str,
         now: Instant,
@@ -134,14 +182,14 @@ impl Engine {
         if r.kind != MediaKind::Video {
             return;
         }
-        if !r.keyframe_request(now) {
+        if !r.keyframe_request(layer, now) {
             self.metrics
                 .keyframe_requests
                 .with_label_values(&["throttled"])
                 .inc();
             return;
         }
-        let (mid, rid) = (r.mid, r.layer());
+        let (mid, rid) = (r.mid, r.rid(layer));
         if let Some(peer) = self.peers.get_mut(r.publisher) {
             if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, rid) {
                 rx.request_keyframe(kind);

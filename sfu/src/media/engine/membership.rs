@@ -13,10 +13,10 @@ use crate::signal::protocol::ErrorCode;
 impl Engine {
     /// A new peer connection for a participant.
     pub(super) fn add_peer(&mut self, room: &str, pid: &str, role: Role, now: Instant) -> PeerKey {
-        let (local, retransmit) = (&self.config.local, self.config.media.retransmit_packets);
+        let (local, media) = (&self.config.local, &self.config.media);
         let id = self
             .peers
-            .insert_with(|id| Peer::new(id, room, pid, role, local, retransmit, now));
+            .insert_with(|id| Peer::new(id, room, pid, role, local, media, now));
         if let Some(peer) = self.peers.get_mut(id) {
             mark(&mut self.dirty, peer);
         }

@@ -90,13 +90,16 @@ impl Engine {
             match (receiving, peer.published.get(&mid)) {
                 (true, None) => {
                     let track_id = random_id("TR_");
-                    let receiver = self.receivers.insert(Receiver::new(
+                    let source = peer.labels.get(&*mid).cloned();
+                    let mut receiver = Receiver::new(
                         track_id.clone(),
                         kind,
                         peer_id,
                         mid,
                         self.config.media.keyframe_interval(),
-                    ));
+                    );
+                    receiver.priority = u8::from(source.as_deref() == Some("screen"));
+                    let receiver = self.receivers.insert(receiver);
                     peer.published.insert(mid, receiver);
                     added.push(Track {
                         id: track_id,
@@ -104,7 +107,7 @@ impl Engine {
                         kind,
                         mid,
                         receiver,
-                        source: peer.labels.get(&*mid).cloned(),
+                        source,
                         muted: false,
                     });
                 }
@@ -152,7 +155,7 @@ impl Engine {
         };
         for &key in r.down_tracks() {
             if let Some(down) = self.down_tracks.get_mut(key) {
-                down.receiver = None;
+                down.rebind(None);
             }
         }
     }

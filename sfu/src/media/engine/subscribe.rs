@@ -12,6 +12,7 @@ use str0m::change::SdpAnswer;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 
 use super::{mark, Engine, Signal};
+use crate::media::allocator::Tile;
 use crate::media::down_track::DownTrack;
 use crate::media::ids::{DownTrackKey, PeerKey, ReceiverKey};
 use crate::media::peer::{PendingOffer, Role};
@@ -26,6 +27,7 @@ pub(super) struct Wanted {
     kind: MediaKind,
     owner: String,
     track_id: String,
+    tile: Tile,
 }
 
 impl Engine {
@@ -93,6 +95,7 @@ impl Engine {
                 kind: t.kind,
                 owner: t.owner.clone(),
                 track_id: t.id.clone(),
+                tile: p.tiles.get(&t.id).copied().unwrap_or_default(),
             })
             .collect();
         let existing = p.subscriber;
@@ -135,7 +138,7 @@ impl Engine {
         let Some(down) = self.down_tracks.get_mut(key) else {
             return;
         };
-        down.receiver = Some(receiver);
+        down.rebind(Some(receiver));
         if down.ready {
             self.start_forwarding(key, now);
         }
@@ -143,12 +146,22 @@ impl Engine {
 
     /// Puts a bound, negotiated down-track into its receiver's fan-out.
     fn start_forwarding(&mut self, key: DownTrackKey, now: Instant) {
-        let Some(receiver) = self.down_tracks.get(key).and_then(|d| d.receiver) else {
+        let Some((receiver, layer)) = self
+            .down_tracks
+            .get(key)
+            .and_then(|d| Some((d.receiver?, d.target().unwrap_or(0))))
+        else {
             return;
         };
         if let Some(r) = self.receivers.get_mut(receiver) {
             r.attach(key);
-            self.request_keyframe(receiver, KeyframeRequestKind::Pli, "new_subscriber", now);
+            self.request_keyframe(
+                receiver,
+                layer,
+                KeyframeRequestKind::Pli,
+                "new_subscriber",
+                now,
+            );
         }
     }
 
@@ -254,7 +267,7 @@ impl Engine {
                 Some(w.track_id.clone()),
                 None,
             );
-            added.push((mid, w.receiver, w.kind));
+            added.push((mid, w.receiver, w.kind, w.tile));
         }
         for mid in &stale {
             api.stop_media(*mid);
@@ -274,15 +287,16 @@ impl Engine {
             }
         }
         let first = peer.slots.is_empty();
-        for (i, &(mid, receiver, kind)) in added.iter().enumerate() {
+        for (i, &(mid, receiver, kind, tile)) in added.iter().enumerate() {
             let mut down = DownTrack::new(peer_id, mid, kind);
             down.receiver = Some(receiver);
+            down.tile = tile;
             down.anchor = first && i == 0;
             peer.slots.insert(mid, self.down_tracks.insert(down));
         }
         peer.pending = Some(PendingOffer {
             pending,
-            added: added.iter().map(|(m, _, _)| *m).collect(),
+            added: added.iter().map(|a| a.0).collect(),
             stopped,
         });
         mark(&mut self.dirty, peer);
@@ -390,6 +404,7 @@ impl Engine {
         if renegotiate {
             self.update_subscriber(room, pid, now);
         }
+        self.allocate(peer_id, now);
         self.update_gauges();
     }
 
@@ -422,15 +437,17 @@ impl Engine {
             if let Some(w) = same_owner.or_else(|| wanted.iter().find(free)) {
                 owner.get_or_insert(w.owner.as_str());
                 bound.push(w.receiver);
-                binds.push((key, w.receiver));
+                binds.push((key, w.receiver, w.tile));
             }
         }
-        for (key, receiver) in binds {
+        for (key, receiver, tile) in binds {
             if let Some(down) = self.down_tracks.get_mut(key) {
                 down.ready = true;
+                down.tile = tile;
             }
             self.bind(key, receiver, now);
         }
+        self.allocate(peer_id, now);
         self.update_gauges();
     }
 }

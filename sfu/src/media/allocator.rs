@@ -1,0 +1,276 @@
+//! The stream allocator of one subscriber: shares its downlink estimate
+//! among the video tracks it receives and picks each one's simulcast
+//! layer, or pauses it.
+//!
+//! Order: tracks by priority (screen shares first), then by how large their
+//! tile is. Every visible track first gets its lowest layer while the budget
+//! lasts (a simulcast track that cannot get even that is paused — audio is
+//! never touched, nor a track without simulcast); then, in the same order, each climbs to the highest layer that
+//! fits what is left, never above what its tile needs. Hysteresis, as in
+//! LiveKit's and Jitsi's allocators: climbing above the layer carried now
+//! needs 25 % headroom, and after a step down nothing climbs for a while, so
+//! an estimate that wobbles around a layer's rate does not flip layers (each
+//! switch costs a keyframe).
+//!
+//! Sans-IO: estimates, layer rates and tile sizes in, targets out; time is
+//! passed in.
+
+use std::time::{Duration, Instant};
+
+use super::receiver::MAX_LAYERS;
+
+/// Climbing above the current layer needs this much more than its rate.
+const HEADROOM: f64 = 1.25;
+/// No climbing for this long after a step down.
+const HOLD_AFTER_DROP: Duration = Duration::from_secs(3);
+/// A layer is needed by a tile when its width or height reaches this share
+/// of the tile's (a slightly smaller picture scaled up looks the same).
+const FILL: f64 = 0.9;
+
+/// How a subscriber shows one track (the client's `track_settings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tile {
+    /// On screen at all.
+    pub visible: bool,
+    /// Size in device pixels, if reported.
+    pub size: Option<(u32, u32)>,
+}
+
+impl Default for Tile {
+    /// Before the client says anything: visible, any size.
+    fn default() -> Self {
+        Self {
+            visible: true,
+            size: None,
+        }
+    }
+}
+
+/// What one video down-track asks of the allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Demand {
+    /// Bits per second of each layer that is being sent (`None`: not sent).
+    pub layers: [Option<u64>; MAX_LAYERS],
+    /// Frame size of each layer, when known (from keyframes).
+    pub sizes: [Option<(u16, u16)>; MAX_LAYERS],
+    /// The tile it is shown in (`None`: not reported, no limit).
+    pub tile: Option<(u32, u32)>,
+    /// Shown at all (hidden tiles get nothing).
+    pub visible: bool,
+    /// Higher goes first (screen shares).
+    pub priority: u8,
+    /// The layer it carries now.
+    pub current: Option<u8>,
+}
+
+impl Demand {
+    /// The highest layer worth sending to its tile.
+    fn ceiling(&self) -> usize {
+        let top = MAX_LAYERS - 1;
+        let Some((tw, th)) = self.tile else {
+            return top;
+        };
+        (0..MAX_LAYERS)
+            .find(|&i| match self.sizes[i] {
+                Some((w, h)) => {
+                    f64::from(w) >= f64::from(tw) * FILL || f64::from(h) >= f64::from(th) * FILL
+                }
+                None => false,
+            })
+            .unwrap_or(top)
+    }
+
+    fn lowest(&self) -> Option<usize> {
+        (0..MAX_LAYERS).find(|&i| self.layers[i].is_some())
+    }
+
+    fn rate(&self, layer: usize) -> u64 {
+        self.layers[layer].unwrap_or(0)
+    }
+}
+
+/// One subscriber's allocator state.
+#[derive(Debug, Clone, Default)]
+pub struct Allocator {
+    last_drop: Option<Instant>,
+}
+
+impl Allocator {
+    /// The layer for each demand (`None`: paused), for a downlink of
+    /// `budget` bits per second for video.
+    pub fn allocate(&mut self, budget: u64, demands: &[Demand], now: Instant) -> Vec<Option<u8>> {
+        let mut order: Vec<usize> = (0..demands.len()).collect();
+        order.sort_by_key(|&i| {
+            let d = &demands[i];
+            let area = d
+                .tile
+                .map_or(u64::MAX, |(w, h)| u64::from(w) * u64::from(h));
+            (std::cmp::Reverse(d.priority), std::cmp::Reverse(area), i)
+        });
+        let holding = self
+            .last_drop
+            .is_some_and(|t| now.saturating_duration_since(t) < HOLD_AFTER_DROP);
+        let mut left = budget;
+        let mut chosen: Vec<Option<usize>> = vec![None; demands.len()];
+        // Everyone visible gets its lowest layer first.
+        for &i in &order {
+            let d = &demands[i];
+            let Some(low) = d.lowest().filter(|_| d.visible) else {
+                continue;
+            };
+            let resuming = d.current.is_none();
+            let need = if resuming {
+                (d.rate(low) as f64 * HEADROOM) as u64
+            } else {
+                d.rate(low)
+            };
+            // A track without simulcast has nothing lower to fall back to:
+            // it is never paused for bandwidth (loss beats a frozen picture).
+            let single = d.layers.iter().flatten().count() == 1;
+            if single || (need <= left && !(resuming && holding && d.rate(low) > 0)) {
+                left = left.saturating_sub(d.rate(low));
+                chosen[i] = Some(low);
+            }
+        }
+        // Then each climbs as far as what is left allows.
+        for &i in &order {
+            let d = &demands[i];
+            let Some(low) = chosen[i] else {
+                continue;
+            };
+            let mut at = low;
+            for up in (low + 1)..=d.ceiling() {
+                if d.layers[up].is_none() {
+                    continue;
+                }
+                let extra = d.rate(up).saturating_sub(d.rate(at));
+                let above_current = d.current.is_none_or(|c| up > usize::from(c));
+                let need = if above_current {
+                    if holding {
+                        break;
+                    }
+                    (extra as f64 * HEADROOM) as u64
+                } else {
+                    extra
+                };
+                if need > left {
+                    break;
+                }
+                left -= extra;
+                at = up;
+            }
+            chosen[i] = Some(at);
+        }
+        let out: Vec<Option<u8>> = chosen.iter().map(|c| c.map(|l| l as u8)).collect();
+        let dropped = demands
+            .iter()
+            .zip(&out)
+            .any(|(d, o)| d.visible && d.current.is_some_and(|c| o.is_none_or(|o| o < c)));
+        if dropped {
+            self.last_drop = Some(now);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K: u64 = 1000;
+
+    /// A camera sending q/h/f at 150/500/1500 kbit/s, 160×90 … 640×360.
+    fn camera(current: Option<u8>) -> Demand {
+        Demand {
+            layers: [Some(150 * K), Some(500 * K), Some(1500 * K)],
+            sizes: [Some((160, 90)), Some((320, 180)), Some((640, 360))],
+            tile: None,
+            visible: true,
+            priority: 0,
+            current,
+        }
+    }
+
+    #[test]
+    fn picks_the_highest_layer_that_fits_with_headroom() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        assert_eq!(a.allocate(5000 * K, &[camera(None)], t0), [Some(2)]);
+        let mut a = Allocator::default();
+        assert_eq!(a.allocate(800 * K, &[camera(None)], t0), [Some(1)]);
+        let mut a = Allocator::default();
+        assert_eq!(a.allocate(250 * K, &[camera(None)], t0), [Some(0)]);
+        let mut a = Allocator::default();
+        assert_eq!(a.allocate(100 * K, &[camera(None)], t0), [None], "paused");
+    }
+
+    #[test]
+    fn hysteresis_keeps_a_layer_and_holds_after_a_drop() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        // Carrying h: 520 k keeps it (no headroom needed to stay)...
+        assert_eq!(a.allocate(520 * K, &[camera(Some(1))], t0), [Some(1)]);
+        // ...but climbing to h from q needs 25 % more than the step.
+        assert_eq!(a.allocate(520 * K, &[camera(Some(0))], t0), [Some(0)]);
+        // A drop to q, then plenty of bandwidth: held for 3 s.
+        assert_eq!(a.allocate(300 * K, &[camera(Some(2))], t0), [Some(0)]);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(a.allocate(5000 * K, &[camera(Some(0))], t1), [Some(0)]);
+        let t2 = t0 + Duration::from_secs(4);
+        assert_eq!(a.allocate(5000 * K, &[camera(Some(0))], t2), [Some(2)]);
+    }
+
+    #[test]
+    fn a_tile_caps_the_layer_and_hidden_tiles_get_nothing() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        let mut small = camera(None);
+        small.tile = Some((200, 112));
+        let mut hidden = camera(None);
+        hidden.visible = false;
+        let mut big = camera(None);
+        big.tile = Some((640, 360));
+        assert_eq!(
+            a.allocate(10_000 * K, &[small, hidden, big], t0),
+            [Some(1), None, Some(2)]
+        );
+        // Sizes not known yet: no cap.
+        let mut unknown = camera(None);
+        unknown.sizes = [None; MAX_LAYERS];
+        unknown.tile = Some((100, 100));
+        assert_eq!(a.allocate(10_000 * K, &[unknown], t0), [Some(2)]);
+    }
+
+    #[test]
+    fn screen_shares_and_big_tiles_go_first() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        let mut screen = camera(None);
+        screen.priority = 1;
+        let mut thumb = camera(None);
+        thumb.tile = Some((640, 360));
+        // 2.2 Mbit/s: both get q (300 k), the screen climbs to f (1.35 M
+        // more), the camera to h (350 k more) with what is left.
+        assert_eq!(
+            a.allocate(2200 * K, &[thumb, screen], t0),
+            [Some(1), Some(2)]
+        );
+        // Not even two lowest layers: the screen keeps its.
+        let mut a = Allocator::default();
+        assert_eq!(a.allocate(200 * K, &[thumb, screen], t0), [None, Some(0)]);
+    }
+
+    #[test]
+    fn only_layers_being_sent_are_chosen() {
+        let t0 = Instant::now();
+        let mut a = Allocator::default();
+        let mut d = camera(None);
+        d.layers[2] = None;
+        assert_eq!(a.allocate(10_000 * K, &[d], t0), [Some(1)]);
+        d.layers = [None; MAX_LAYERS];
+        assert_eq!(a.allocate(10_000 * K, &[d], t0), [None]);
+        // One layer only: kept even when it does not fit.
+        d.layers[0] = Some(2000 * K);
+        assert_eq!(a.allocate(100 * K, &[d], t0), [Some(0)]);
+    }
+}

@@ -1,0 +1,157 @@
+//! Adaptive media: each subscriber's allocator turns its downlink estimate
+//! (str0m's transport-wide congestion control estimator) and the tiles its
+//! client reports into a simulcast layer — or a pause — per video
+//! down-track (`media/allocator.rs` decides; this file gathers and applies).
+
+use std::time::{Duration, Instant};
+
+use str0m::bwe::Bitrate;
+use str0m::media::MediaKind;
+
+use super::Engine;
+use crate::media::allocator::{Demand, Tile};
+use crate::media::ids::{DownTrackKey, PeerKey};
+use crate::media::peer::Role;
+use crate::media::receiver::MAX_LAYERS;
+
+/// How often each subscriber's allocation is redone without a new estimate
+/// (layers start and stop, their rates move).
+pub(super) const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
+/// What an audio track is assumed to take from the downlink.
+const AUDIO_BPS: u64 = 64_000;
+
+impl Engine {
+    /// A client's `track_settings`: how it shows a track it receives.
+    pub(super) fn set_tile(
+        &mut self,
+        room: &str,
+        pid: &str,
+        track_id: &str,
+        tile: Tile,
+        now: Instant,
+    ) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        // Settings race with unpublishing (a tile reports its size as the
+        // track goes): a track that is gone is not an error.
+        let Some(receiver) = r.tracks.get(track_id).map(|t| t.receiver) else {
+            return;
+        };
+        let Some(p) = r.participants.get_mut(pid) else {
+            return;
+        };
+        // Bounded: only ids of published tracks, removed when unpublished.
+        p.tiles.insert(track_id.to_string(), tile);
+        let Some(peer_id) = p.subscriber else {
+            return;
+        };
+        let Some(peer) = self.peers.get(peer_id) else {
+            return;
+        };
+        for &key in peer.slots.values() {
+            if let Some(down) = self.down_tracks.get_mut(key) {
+                if down.receiver == Some(receiver) {
+                    down.tile = tile;
+                }
+            }
+        }
+        self.allocate(peer_id, now);
+    }
+
+    /// A new downlink estimate for a subscriber.
+    pub(super) fn estimate(&mut self, peer_id: PeerKey, estimate: Bitrate, now: Instant) {
+        if let Some(peer) = self.peers.get_mut(peer_id) {
+            peer.estimate = estimate.as_u64();
+        }
+        self.allocate(peer_id, now);
+    }
+
+    /// Redoes a subscriber's allocation and applies it.
+    pub(super) fn allocate(&mut self, peer_id: PeerKey, now: Instant) {
+        let Some(peer) = self.peers.get_mut(peer_id) else {
+            return;
+        };
+        if peer.role == Role::Publisher {
+            return;
+        }
+        peer.next_allocation = now + ALLOCATE_EVERY;
+        let mut audio = 0u64;
+        let mut keys: Vec<DownTrackKey> = Vec::new();
+        let mut demands: Vec<Demand> = Vec::new();
+        for &key in peer.slots.values() {
+            let Some(down) = self.down_tracks.get(key) else {
+                continue;
+            };
+            let Some(r) = down.receiver.and_then(|k| self.receivers.get(k)) else {
+                continue;
+            };
+            if down.kind == MediaKind::Audio {
+                audio += AUDIO_BPS;
+                continue;
+            }
+            let layers = r.layers();
+            let mut demand = Demand {
+                layers: [None; MAX_LAYERS],
+                sizes: [None; MAX_LAYERS],
+                tile: down.tile.size,
+                visible: down.tile.visible,
+                priority: r.priority,
+                current: down.current(),
+            };
+            for (i, layer) in layers.iter().enumerate() {
+                demand.layers[i] = layer.bitrate(now);
+                demand.sizes[i] = layer.size();
+            }
+            keys.push(key);
+            demands.push(demand);
+        }
+        if keys.is_empty() {
+            return;
+        }
+        let budget = peer.estimate.saturating_sub(audio);
+        let targets = peer.allocator.allocate(budget, &demands, now);
+        // Ask the estimator to probe up to what the tiles could use.
+        let desired: u64 = demands
+            .iter()
+            .map(|d| d.layers.iter().flatten().max().copied().unwrap_or(0))
+            .sum::<u64>()
+            + audio;
+        let used: u64 = demands
+            .iter()
+            .zip(&targets)
+            .map(|(d, t)| t.and_then(|l| d.layers[usize::from(l)]).unwrap_or(0))
+            .sum::<u64>()
+            + audio;
+        if self.config.media.bandwidth_estimation {
+            peer.rtc
+                .bwe()
+                .set_bitrate(Bitrate::bps(used), Bitrate::bps(desired.max(used)));
+        }
+        let mut pause_changed = false;
+        for (key, target) in keys.into_iter().zip(targets) {
+            let Some(down) = self.down_tracks.get_mut(key) else {
+                continue;
+            };
+            let before = down.target();
+            if before == target {
+                continue;
+            }
+            down.set_target(target);
+            let change = match (before, target) {
+                (_, None) => "pause",
+                (None, Some(_)) => "resume",
+                (Some(b), Some(t)) if t > b => "up",
+                _ => "down",
+            };
+            pause_changed |= before.is_none() || target.is_none();
+            self.metrics
+                .layer_changes
+                .with_label_values(&[change])
+                .inc();
+        }
+        if pause_changed {
+            self.update_gauges();
+        }
+    }
+}
