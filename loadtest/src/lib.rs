@@ -16,6 +16,7 @@ pub mod scenario;
 pub mod server_cost;
 pub mod sframe_keys;
 pub mod signaling;
+pub mod signaling_url;
 pub mod stats;
 pub mod turn;
 pub mod worker;

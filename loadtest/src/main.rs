@@ -127,7 +127,8 @@ struct RunArgs {
     /// A TOML scenario (configs/loadtest/*.toml); flags override its values.
     #[arg(long)]
     scenario: Option<PathBuf>,
-    /// Signaling WebSocket URL.
+    /// The SFU's base URL (http://HOST:7880, https://HOST, ws://HOST:7880) or
+    /// its signaling WebSocket (ws://HOST:7880/ws).
     #[arg(long)]
     url: Option<String>,
     /// HS256 key of the SFU (its auth.key); default: the development key.

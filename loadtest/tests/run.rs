@@ -1,5 +1,6 @@
 //! `loadtest run` against an SFU on loopback: a clean run verifies every
-//! frame, and a run through a forwarder that corrupts payloads fails.
+//! frame, a run through a forwarder that corrupts payloads fails, and
+//! `--url` takes the server's base URL.
 
 use std::process::Command;
 
@@ -88,12 +89,13 @@ fn short_run_verifies_every_frame() {
 #[test]
 fn corrupting_forwarder_is_caught_and_fails_the_run() {
     let (_rt, server) = start_sfu(true);
-    let s = scenario(&server);
     let dir = std::env::temp_dir().join(format!("loadtest-corrupt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("summary.json");
     let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["run", "--quiet", "--url", &s.url, "--token-secret", KEY])
+        // The server's base URL, as a browser opens it: the loadtest finds /ws.
+        .args(["run", "--quiet", "--token-secret", KEY])
+        .args(["--url", &format!("http://{}/", server.http_addr)])
         .args([
             "--rooms",
             "1",
@@ -149,4 +151,22 @@ fn via_turn_sends_all_media_through_the_relay() {
     assert_eq!(allocations, 6.0);
     let relayed = loadtest::server_cost::scrape(&metrics, "turn_relayed_packets_total").unwrap();
     assert!(relayed > summary.packets_received as f64, "{relayed}");
+}
+
+#[test]
+fn a_url_that_is_not_the_servers_is_refused_with_what_to_write() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", "--quiet", "--url", "127.0.0.1:7880"])
+        .output()
+        .expect("loadtest runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("write ws://127.0.0.1:7880"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", "--quiet", "--url", "http://127.0.0.1:7880/metrics"])
+        .output()
+        .expect("loadtest runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("signaling at /ws"), "{stderr}");
 }
