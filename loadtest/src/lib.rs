@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod frame;
+pub mod inbox;
 pub mod key_exchange;
 pub mod media;
 pub mod packetize;

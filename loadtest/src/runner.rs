@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::inbox::WorkerMsg;
 use crate::participant::ParticipantSpec;
 use crate::progress::Live;
 use crate::report::{Summary, Thresholds};
@@ -14,7 +15,7 @@ use crate::scenario::{mint_token, Scenario};
 use crate::server_cost;
 use crate::signaling_url::SignalingUrl;
 use crate::stats::Totals;
-use crate::worker::{Worker, WorkerMsg};
+use crate::worker::Worker;
 
 /// How to run and what to measure besides the scenario.
 #[derive(Debug, Clone, Default)]

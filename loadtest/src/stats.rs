@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use hdrhistogram::Histogram;
 
 use crate::frame::FrameHeader;
+use crate::media::generator::Kind;
 
 /// Statistics of one received track.
 #[derive(Debug, Default)]
@@ -202,8 +203,9 @@ impl Totals {
         }
     }
 
-    /// Adds a finished track's statistics.
-    pub fn add_track(&mut self, t: &TrackStats, clock: u32, video: bool) {
+    /// Adds the statistics of a finished track of `kind`.
+    pub fn add_track(&mut self, t: &TrackStats, kind: Kind) {
+        let clock = kind.clock_rate();
         self.packets_received += t.packets;
         self.packets_expected += t.packets_expected();
         self.frames_received += t.frames;
@@ -219,7 +221,7 @@ impl Totals {
             self.jitter_ms_max = self.jitter_ms_max.max(j);
             self.jitter_tracks += 1;
         }
-        if video {
+        if kind == Kind::Video {
             for l in &t.layers {
                 if let Some(c) = self.layers.get_mut(usize::from(*l)) {
                     *c += 1;
@@ -256,7 +258,6 @@ fn pct(part: u64, whole: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::generator::Kind;
 
     #[test]
     fn loss_jitter_and_latency_from_injected_times() {
@@ -289,7 +290,7 @@ mod tests {
         assert_eq!(t.frames_expected(), 5);
         assert_eq!(t.frames_lost(), 2);
         let mut totals = Totals::default();
-        totals.add_track(&t, 48_000, false);
+        totals.add_track(&t, Kind::Audio);
         assert_eq!(totals.tracks_received, 1);
         assert!((totals.packet_loss_pct() - 2.0).abs() < 1e-9);
         assert!((totals.frame_loss_pct() - 40.0).abs() < 1e-9);

@@ -21,6 +21,16 @@ pub enum Kind {
     Video,
 }
 
+impl Kind {
+    /// The RTP clock rate, Hz.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Kind::Audio => AUDIO_CLOCK,
+            Kind::Video => VIDEO_CLOCK,
+        }
+    }
+}
+
 /// One frame to encode and send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameSpec {

@@ -8,14 +8,12 @@ use str0m::format::Codec;
 use str0m::media::Rid;
 use str0m::rtp::RtpWrite;
 
-use super::{Participant, RxTrack};
+use super::Participant;
 use crate::clock;
 use crate::frame::FrameHeader;
 use crate::media::generator::{FrameSpec, Kind};
-use crate::media::preset::{AUDIO_CLOCK, VIDEO_CLOCK};
 use crate::packetize::packetize_video;
 use crate::sframe_keys::DecryptError;
-use crate::stats::Totals;
 
 impl Participant {
     pub(super) fn on_rtp(&mut self, p: str0m::rtp::RtpPacket, now: Instant) {
@@ -34,13 +32,12 @@ impl Participant {
             return;
         };
         let now_us = clock::micros(now);
-        let clock_rate = match track.kind {
-            Kind::Audio => AUDIO_CLOCK,
-            Kind::Video => VIDEO_CLOCK,
-        };
-        track
-            .stats
-            .on_packet(*p.seq_no, p.header.timestamp, clock_rate, now_us);
+        track.stats.on_packet(
+            *p.seq_no,
+            p.header.timestamp,
+            track.kind.clock_rate(),
+            now_us,
+        );
         let frame = match track.kind {
             Kind::Audio => Some(p.payload.to_vec()),
             Kind::Video => {
@@ -165,13 +162,4 @@ impl Participant {
             }
         }
     }
-}
-
-/// Adds a received track's statistics to the totals.
-pub(super) fn finish_track(totals: &mut Totals, t: &RxTrack) {
-    let (clock, video) = match t.kind {
-        Kind::Audio => (AUDIO_CLOCK, false),
-        Kind::Video => (VIDEO_CLOCK, true),
-    };
-    totals.add_track(&t.stats, clock, video);
 }

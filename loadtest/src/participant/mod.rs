@@ -3,7 +3,7 @@
 //! publishes and the statistics of what it receives. It owns its UDP sockets
 //! but no thread or task: a worker's event loop drives it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -18,16 +18,17 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::key_exchange::{BaseKey, KeyExchange};
 use crate::media::generator::{Generator, Kind};
 use crate::media::preset::VideoPreset;
-use crate::packetize::Reassembler;
 use crate::sframe_keys::{KeyRing, SenderKey};
-use crate::stats::{Totals, TrackStats};
+use crate::stats::Totals;
 use crate::turn::path::{self, FromServer, TurnPath};
 
 mod keys;
 mod media;
+mod relay_pacer;
+mod rx_track;
 
-use keys::SEND_BURST;
-use media::finish_track;
+use relay_pacer::RelayPacer;
+use rx_track::RxTrack;
 
 /// What one participant does.
 #[derive(Debug, Clone)]
@@ -131,13 +132,6 @@ pub struct Traffic {
     pub bytes_out: u64,
 }
 
-struct RxTrack {
-    kind: Kind,
-    owner: String,
-    stats: TrackStats,
-    reassembler: Reassembler,
-}
-
 /// One simulated participant.
 pub struct Participant {
     /// What it does.
@@ -159,8 +153,7 @@ pub struct Participant {
     /// When the pending key batch goes out.
     kx_flush: Option<Instant>,
     /// Relay messages waiting for send budget, and that budget.
-    relay_queue: VecDeque<String>,
-    budget: (f64, Instant),
+    pacer: RelayPacer,
     /// Frame header sender index per publisher, from its first good frame.
     senders: HashMap<String, u32>,
     seqs: HashMap<(Kind, u8), u64>,
@@ -217,8 +210,7 @@ impl Participant {
             key: Some(key),
             kx,
             kx_flush: None,
-            relay_queue: VecDeque::new(),
-            budget: (SEND_BURST, now),
+            pacer: RelayPacer::new(now),
             senders: HashMap::new(),
             seqs: HashMap::new(),
             tracks: HashMap::new(),
@@ -246,7 +238,7 @@ impl Participant {
     }
 
     fn send(&mut self, v: Value) {
-        self.budget.0 -= 1.0;
+        self.pacer.spend();
         self.send_text(v.to_string());
     }
 
@@ -446,16 +438,13 @@ impl Participant {
             .collect();
         for m in gone {
             if let Some(t) = self.tracks.remove(&m) {
-                finish_track(&mut self.totals, &t);
+                self.totals.add_track(&t.stats, t.kind);
             }
         }
         for (mid, (owner, kind)) in listed {
-            self.tracks.entry(mid).or_insert_with(|| RxTrack {
-                kind,
-                owner,
-                stats: TrackStats::default(),
-                reassembler: Reassembler::default(),
-            });
+            self.tracks
+                .entry(mid)
+                .or_insert_with(|| RxTrack::new(kind, owner));
         }
         self.send(json!({"type": "subscribe_answer", "sdp": answer.to_sdp_string()}));
         self.start_turn(Side::Subscribe, msg["sdp"].as_str(), now);
@@ -515,7 +504,7 @@ impl Participant {
         if self.kx_flush.is_some_and(|t| t <= now) {
             self.flush_keys(now);
         }
-        if self.relay_due().is_some_and(|t| t <= now) {
+        if self.pacer.due().is_some_and(|t| t <= now) {
             self.flush_relays(now);
         }
         let mut sent = false;
@@ -568,7 +557,7 @@ impl Participant {
                 d = d.min(t);
             }
         }
-        if let Some(t) = self.relay_due() {
+        if let Some(t) = self.pacer.due() {
             d = d.min(t);
         }
         if let Some(t) = self.kx_flush {
@@ -646,7 +635,7 @@ impl Participant {
         self.send(json!({"type": "leave"}));
         let mut totals = std::mem::take(&mut self.totals);
         for t in self.tracks.values() {
-            finish_track(&mut totals, t);
+            totals.add_track(&t.stats, t.kind);
         }
         if self.spec.subscribe {
             totals.tracks_expected += self.spec.expected_tracks;
