@@ -42,7 +42,8 @@ pub struct Scenario {
     pub audio: bool,
     /// Publishers send video at this preset (`180p`, `360p`, `720p`, `none`).
     pub video: String,
-    /// Video as simulcast layers (rid q/h/f up to the preset).
+    /// Video as three simulcast layers (rids q/h/f at ¼, ½ and the full
+    /// size of the preset), as the web client publishes a camera.
     pub simulcast: bool,
     /// SFrame end-to-end encryption of every frame.
     pub e2ee: bool,
@@ -71,7 +72,7 @@ impl Default for Scenario {
             duration_secs: 10.0,
             audio: true,
             video: "360p".into(),
-            simulcast: false,
+            simulcast: true,
             e2ee: true,
             threads: 1,
             via_turn: String::new(),

@@ -1,11 +1,10 @@
 //! Receiver statistics: per received track (sans-IO, times injected) and the
 //! totals a worker hands back at the end of a run.
 
-use std::collections::BTreeSet;
-
 use hdrhistogram::Histogram;
 
 use crate::frame::FrameHeader;
+use crate::layers_received::{LayersReceived, TrackLayers};
 use crate::media::generator::Kind;
 
 /// Statistics of one received track.
@@ -26,8 +25,8 @@ pub struct TrackStats {
     pub integrity_errors: u64,
     /// Frames that arrived before their sender's key.
     pub no_key: u64,
-    /// Simulcast layers seen.
-    pub layers: BTreeSet<u8>,
+    /// Spatial and temporal layers of a video track.
+    pub layers: TrackLayers,
 }
 
 impl TrackStats {
@@ -70,7 +69,6 @@ impl TrackStats {
     /// Records a verified frame; returns its latency in µs.
     pub fn on_frame(&mut self, header: &FrameHeader, now_us: u64) -> u64 {
         self.frames += 1;
-        self.layers.insert(header.layer);
         match self.first_frame {
             None => {
                 self.first_frame = Some(header.number);
@@ -136,8 +134,8 @@ pub struct Totals {
     pub jitter_ms_max: f64,
     /// Tracks the jitter sum covers.
     pub jitter_tracks: u64,
-    /// Video tracks received per simulcast layer index.
-    pub layers: [u64; 3],
+    /// Video layers received, per group of receivers.
+    pub layers: LayersReceived,
     /// First few error messages (for the report).
     pub errors: Vec<String>,
 }
@@ -162,7 +160,7 @@ impl Default for Totals {
             jitter_ms_sum: 0.0,
             jitter_ms_max: 0.0,
             jitter_tracks: 0,
-            layers: [0; 3],
+            layers: LayersReceived::default(),
             errors: Vec::new(),
         }
     }
@@ -188,9 +186,7 @@ impl Totals {
         self.jitter_ms_sum += o.jitter_ms_sum;
         self.jitter_ms_max = self.jitter_ms_max.max(o.jitter_ms_max);
         self.jitter_tracks += o.jitter_tracks;
-        for i in 0..3 {
-            self.layers[i] += o.layers[i];
-        }
+        self.layers.merge(&o.layers);
         for e in &o.errors {
             self.note_error(e.clone());
         }
@@ -203,8 +199,9 @@ impl Totals {
         }
     }
 
-    /// Adds the statistics of a finished track of `kind`.
-    pub fn add_track(&mut self, t: &TrackStats, kind: Kind) {
+    /// Adds the statistics of a finished track of `kind` that a receiver of
+    /// `group` (`layers_received::PUBLISHERS` or `SUBSCRIBERS`) got.
+    pub fn add_track(&mut self, t: &TrackStats, kind: Kind, group: &str) {
         let clock = kind.clock_rate();
         self.packets_received += t.packets;
         self.packets_expected += t.packets_expected();
@@ -222,11 +219,7 @@ impl Totals {
             self.jitter_tracks += 1;
         }
         if kind == Kind::Video {
-            for l in &t.layers {
-                if let Some(c) = self.layers.get_mut(usize::from(*l)) {
-                    *c += 1;
-                }
-            }
+            self.layers.add_track(group, &t.layers);
         }
     }
 
@@ -280,6 +273,9 @@ mod tests {
             sender: 1,
             kind: Kind::Audio,
             layer: 0,
+            rid: 0,
+            size: (0, 0),
+            temporal: 0,
             keyframe: false,
             number: n,
             sent_us: 1_000,
@@ -290,7 +286,7 @@ mod tests {
         assert_eq!(t.frames_expected(), 5);
         assert_eq!(t.frames_lost(), 2);
         let mut totals = Totals::default();
-        totals.add_track(&t, Kind::Audio);
+        totals.add_track(&t, Kind::Audio, crate::layers_received::SUBSCRIBERS);
         assert_eq!(totals.tracks_received, 1);
         assert!((totals.packet_loss_pct() - 2.0).abs() < 1e-9);
         assert!((totals.frame_loss_pct() - 40.0).abs() < 1e-9);

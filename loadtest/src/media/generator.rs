@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use super::preset::{
-    audio_frame_bytes, video_frame_bytes, VideoPreset, AUDIO_CLOCK, AUDIO_FRAME_MS, KEYFRAME_EVERY,
-    VIDEO_CLOCK, VIDEO_FPS,
+    audio_frame_bytes, video_frame_bytes, VideoLayer, VideoPreset, AUDIO_CLOCK, AUDIO_FRAME_MS,
+    KEYFRAME_EVERY, VIDEO_CLOCK, VIDEO_FPS,
 };
+use super::temporal::{Layering, TemporalLayers};
 
 /// A loop stalled longer than this skips the frames it missed instead of
 /// sending them in a burst (an encoder would not catch up either).
@@ -40,6 +41,10 @@ pub struct FrameSpec {
     pub layer: u8,
     /// The layer's rid when sent as simulcast.
     pub rid: Option<&'static str>,
+    /// Picture width and height (0 for audio).
+    pub size: (u16, u16),
+    /// Temporal layering (video).
+    pub layering: Option<Layering>,
     /// Frame number within the (track, layer), from 0.
     pub number: u32,
     /// Plaintext size in bytes.
@@ -53,9 +58,9 @@ pub struct FrameSpec {
 #[derive(Debug)]
 struct Stream {
     kind: Kind,
-    layer: u8,
-    rid: Option<&'static str>,
-    bitrate: u64,
+    /// The spatial layer (video).
+    layer: Option<VideoLayer>,
+    temporal: TemporalLayers,
     interval: Duration,
     next_due: Instant,
     number: u32,
@@ -77,9 +82,8 @@ impl Generator {
         if audio {
             streams.push(Stream {
                 kind: Kind::Audio,
-                layer: 0,
-                rid: None,
-                bitrate: 0,
+                layer: None,
+                temporal: TemporalLayers::new(0),
                 interval: Duration::from_millis(AUDIO_FRAME_MS),
                 next_due: start,
                 number: 0,
@@ -88,20 +92,15 @@ impl Generator {
         }
         if let Some(preset) = video {
             let layers = if simulcast {
-                preset
-                    .simulcast_layers()
-                    .into_iter()
-                    .map(|(rid, p)| (Some(rid), p))
-                    .collect()
+                preset.simulcast_layers()
             } else {
-                vec![(None, preset)]
+                vec![preset.single_layer()]
             };
-            for (i, (rid, p)) in layers.into_iter().enumerate() {
+            for layer in layers {
                 streams.push(Stream {
                     kind: Kind::Video,
-                    layer: i as u8,
-                    rid,
-                    bitrate: p.bitrate(),
+                    layer: Some(layer),
+                    temporal: TemporalLayers::new(rand::random()),
                     interval: Duration::from_micros(1_000_000 / VIDEO_FPS),
                     // Audio and video do not start on the same instant.
                     next_due: start + Duration::from_millis(5),
@@ -118,7 +117,10 @@ impl Generator {
 
     /// The rids of the video layers, lowest first (empty without simulcast).
     pub fn rids(&self) -> Vec<&'static str> {
-        self.streams.iter().filter_map(|s| s.rid).collect()
+        self.streams
+            .iter()
+            .filter_map(|s| s.layer.and_then(|l| l.rid))
+            .collect()
     }
 
     /// When the next frame is due.
@@ -142,25 +144,29 @@ impl Generator {
         let number = s.number;
         s.number = s.number.wrapping_add(1);
         s.next_due += s.interval;
-        let spec = match s.kind {
-            Kind::Audio => FrameSpec {
+        let spec = match s.layer {
+            None => FrameSpec {
                 kind: Kind::Audio,
                 layer: 0,
                 rid: None,
+                size: (0, 0),
+                layering: None,
                 number,
                 bytes: audio_frame_bytes(),
                 keyframe: false,
                 rtp_time: number.wrapping_mul(AUDIO_CLOCK / 1000 * AUDIO_FRAME_MS as u32),
             },
-            Kind::Video => {
+            Some(layer) => {
                 let keyframe = s.keyframe_requested || u64::from(number) % KEYFRAME_EVERY == 0;
                 s.keyframe_requested = false;
                 FrameSpec {
                     kind: Kind::Video,
-                    layer: s.layer,
-                    rid: s.rid,
+                    layer: layer.index,
+                    rid: layer.rid,
+                    size: (layer.width, layer.height),
+                    layering: Some(s.temporal.next(keyframe)),
                     number,
-                    bytes: video_frame_bytes(s.bitrate, keyframe),
+                    bytes: video_frame_bytes(layer.bitrate, keyframe),
                     keyframe,
                     rtp_time: number.wrapping_mul(VIDEO_CLOCK / VIDEO_FPS as u32),
                 }
@@ -204,6 +210,22 @@ mod tests {
         let f2: Vec<_> = video.iter().filter(|f| f.layer == 2).collect();
         assert_eq!(f2[1].rtp_time - f2[0].rtp_time, 3000);
         assert!(f2[0].bytes > f2[1].bytes);
+        assert_eq!(f2[0].size, (1280, 720));
+        let q: Vec<_> = video.iter().filter(|f| f.layer == 0).collect();
+        assert_eq!((q[0].rid, q[0].size), (Some("q"), (320, 180)));
+        // Every layer cycles through the temporal ids 0, 2, 1, 2.
+        for layer in 0..3 {
+            let tids: Vec<u8> = video
+                .iter()
+                .filter(|f| f.layer == layer)
+                .take(8)
+                .map(|f| f.layering.unwrap().temporal.tid)
+                .collect();
+            assert_eq!(tids, [0, 2, 1, 2, 0, 2, 1, 2], "layer {layer}");
+        }
+        assert!(frames
+            .iter()
+            .all(|f| (f.kind == Kind::Video) == f.layering.is_some()));
         assert_eq!(g.skipped, 0);
     }
 

@@ -16,6 +16,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::key_exchange::{BaseKey, KeyExchange};
+use crate::layers_received::{PUBLISHERS, SUBSCRIBERS};
 use crate::media::generator::{Generator, Kind};
 use crate::media::preset::VideoPreset;
 use crate::sframe_keys::{KeyRing, SenderKey};
@@ -248,6 +249,15 @@ impl Participant {
         }
     }
 
+    /// The group of receivers this participant's reports count in.
+    fn group(&self) -> &'static str {
+        if self.spec.publish {
+            PUBLISHERS
+        } else {
+            SUBSCRIBERS
+        }
+    }
+
     fn fail(&mut self, why: String) {
         if self.failed.is_none() {
             self.totals
@@ -438,7 +448,8 @@ impl Participant {
             .collect();
         for m in gone {
             if let Some(t) = self.tracks.remove(&m) {
-                self.totals.add_track(&t.stats, t.kind);
+                let group = self.group();
+                self.totals.add_track(&t.stats, t.kind, group);
             }
         }
         for (mid, (owner, kind)) in listed {
@@ -634,11 +645,13 @@ impl Participant {
     pub fn finish(mut self) -> Totals {
         self.send(json!({"type": "leave"}));
         let mut totals = std::mem::take(&mut self.totals);
+        let group = self.group();
         for t in self.tracks.values() {
-            totals.add_track(&t.stats, t.kind);
+            totals.add_track(&t.stats, t.kind, group);
         }
         if self.spec.subscribe {
             totals.tracks_expected += self.spec.expected_tracks;
+            totals.layers.add_receiver(group);
         }
         if self.id.is_some() {
             totals.joined += 1;
