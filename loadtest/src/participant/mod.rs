@@ -667,3 +667,48 @@ impl Participant {
         totals
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish_offer(simulcast: bool) -> String {
+        let now = Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let spec = ParticipantSpec {
+            index: 1,
+            room: "r".into(),
+            token: "t".into(),
+            publish: true,
+            subscribe: false,
+            audio: true,
+            video: Some(VideoPreset::P360),
+            simulcast,
+            e2ee: false,
+            expected_tracks: 0,
+            via_turn: None,
+        };
+        let ip = std::net::Ipv4Addr::LOCALHOST.into();
+        let mut p = Participant::new(spec, ip, None, tx, now).unwrap();
+        p.on_signal(r#"{"type":"joined","participant":{"id":"PA_me"}}"#, now);
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|t| serde_json::from_str::<Value>(&t).unwrap())
+            .find(|m| m["type"] == "publish_offer")
+            .and_then(|m| m["sdp"].as_str().map(String::from))
+            .expect("a publish offer")
+    }
+
+    #[test]
+    fn video_is_offered_as_three_rids_with_simulcast_and_as_one_without() {
+        let sdp = publish_offer(true);
+        assert!(sdp.contains("a=simulcast:send q;h;f"), "{sdp}");
+        for rid in ["q", "h", "f"] {
+            assert!(sdp.contains(&format!("a=rid:{rid} send")), "{sdp}");
+        }
+        let sdp = publish_offer(false);
+        assert!(
+            !sdp.contains("a=simulcast") && !sdp.contains("a=rid"),
+            "{sdp}"
+        );
+    }
+}
