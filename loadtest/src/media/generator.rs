@@ -175,10 +175,14 @@ impl Generator {
         Some(spec)
     }
 
-    /// Makes the next frame of every video layer a keyframe.
-    pub fn request_keyframe(&mut self) {
+    /// Makes the next frame of the video layer `rid` a keyframe (of every
+    /// video layer without a rid), as a browser answers a PLI per layer.
+    pub fn request_keyframe(&mut self, rid: Option<&str>) {
         for s in self.streams.iter_mut().filter(|s| s.kind == Kind::Video) {
-            s.keyframe_requested = true;
+            let layer_rid = s.layer.and_then(|l| l.rid);
+            if rid.is_none() || layer_rid == rid {
+                s.keyframe_requested = true;
+            }
         }
     }
 }
@@ -226,6 +230,20 @@ mod tests {
         assert!(frames
             .iter()
             .all(|f| (f.kind == Kind::Video) == f.layering.is_some()));
+        // A keyframe request for one rid: that layer's next frame only,
+        // which also restarts its temporal cycle.
+        g.request_keyframe(Some("h"));
+        let next: Vec<_> = (1000..1034)
+            .flat_map(|ms| drain(&mut g, t0 + Duration::from_millis(ms)))
+            .filter(|f| f.kind == Kind::Video)
+            .collect();
+        assert_eq!(next.len(), 3);
+        let key: Vec<_> = next.iter().map(|f| (f.rid, f.keyframe)).collect();
+        assert_eq!(
+            key,
+            [(Some("q"), false), (Some("h"), true), (Some("f"), false)]
+        );
+        assert_eq!(next[1].layering.unwrap().temporal.tid, 0);
         assert_eq!(g.skipped, 0);
     }
 
@@ -234,7 +252,7 @@ mod tests {
         let t0 = Instant::now();
         let mut g = Generator::new(t0, false, Some(VideoPreset::P180), false);
         assert!(drain(&mut g, t0 + Duration::from_millis(10))[0].keyframe);
-        g.request_keyframe();
+        g.request_keyframe(None);
         let f = drain(&mut g, t0 + Duration::from_millis(40));
         assert_eq!(f.len(), 1);
         assert!(f[0].keyframe && f[0].number == 1);

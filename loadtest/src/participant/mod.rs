@@ -616,7 +616,9 @@ impl Participant {
     fn on_event(&mut self, side: Side, event: Event, now: Instant) {
         match (side, event) {
             (Side::Publish, Event::Connected) => self.publishing = true,
-            (Side::Publish, Event::KeyframeRequest(_)) => self.generator.request_keyframe(),
+            (Side::Publish, Event::KeyframeRequest(r)) => {
+                self.generator.request_keyframe(r.rid.as_deref())
+            }
             (_, Event::IceConnectionStateChange(str0m::IceConnectionState::Disconnected)) => {
                 self.fail(format!("{side:?} ICE disconnected"));
             }
