@@ -162,4 +162,19 @@ mod tests {
         }
         assert!(Vp8Descriptor::parse(&[]).is_err());
     }
+
+    #[test]
+    fn any_bytes_parse_or_are_refused_within_the_input() {
+        // Every first and extension byte, with every tail length up to the
+        // longest descriptor: never a panic, never a length past the input.
+        for head in 0..=u16::MAX {
+            let [a, b] = head.to_be_bytes();
+            let bytes = [a, b, 0xff, 0x80, 0x01, 0xe0];
+            for len in 0..=bytes.len() {
+                if let Ok((_, n)) = Vp8Descriptor::parse(&bytes[..len]) {
+                    assert!(n <= len, "{head:04x}/{len}");
+                }
+            }
+        }
+    }
 }
