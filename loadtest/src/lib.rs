@@ -5,7 +5,9 @@
 
 pub mod clock;
 pub mod frame;
+pub mod inbox;
 pub mod key_exchange;
+pub mod layers_received;
 pub mod media;
 pub mod packetize;
 pub mod participant;
@@ -16,6 +18,8 @@ pub mod scenario;
 pub mod server_cost;
 pub mod sframe_keys;
 pub mod signaling;
+pub mod signaling_url;
 pub mod stats;
 pub mod turn;
+pub mod vp8_descriptor;
 pub mod worker;

@@ -127,7 +127,8 @@ struct RunArgs {
     /// A TOML scenario (configs/loadtest/*.toml); flags override its values.
     #[arg(long)]
     scenario: Option<PathBuf>,
-    /// Signaling WebSocket URL.
+    /// The SFU's base URL (http://HOST:7880, https://HOST, ws://HOST:7880) or
+    /// its signaling WebSocket (ws://HOST:7880/ws).
     #[arg(long)]
     url: Option<String>,
     /// HS256 key of the SFU (its auth.key); default: the development key.
@@ -151,9 +152,13 @@ struct RunArgs {
     /// Video preset: 180p, 360p, 720p or none.
     #[arg(long)]
     video: Option<String>,
-    /// Send video as simulcast layers.
-    #[arg(long)]
+    /// Send video as three simulcast layers q/h/f (the default; overrides
+    /// `simulcast = false` in a scenario).
+    #[arg(long, conflicts_with = "no_simulcast")]
     simulcast: bool,
+    /// Send video as one layer.
+    #[arg(long)]
+    no_simulcast: bool,
     /// No audio track.
     #[arg(long)]
     no_audio: bool,
@@ -223,7 +228,7 @@ fn scenario(a: &RunArgs) -> anyhow::Result<Scenario> {
     set!(via_turn, a.via_turn);
     set!(turn_username, a.turn_username);
     set!(turn_password, a.turn_password);
-    s.simulcast |= a.simulcast;
+    s.simulcast = (s.simulcast || a.simulcast) && !a.no_simulcast;
     s.audio &= !a.no_audio;
     s.e2ee &= !a.no_e2ee;
     s.validate()?;

@@ -1,15 +1,17 @@
 //! Frames to RTP payloads and back. Video frames are split into payloads of
-//! at most 1200 bytes, each starting with a one-byte VP8 payload descriptor
-//! (S bit on the first packet of a frame), the RTP marker on the last, as a
+//! at most 1200 bytes, each starting with a VP8 payload descriptor (S bit on
+//! the first packet of a frame; picture id, TL0PICIDX and temporal id on
+//! every packet, as Chromium repeats them), the RTP marker on the last, as a
 //! browser's VP8 packetizer does with an SFrame-encrypted frame. Audio frames
 //! are one packet each, without descriptor (as Opus).
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::media::temporal::Layering;
+use crate::vp8_descriptor::Vp8Descriptor;
+
 /// Largest RTP payload.
 pub const MAX_PAYLOAD: usize = 1200;
-/// VP8 payload descriptor with the S (start of partition) bit.
-const VP8_START: u8 = 0x10;
 /// Frames still incomplete when this many newer ones are pending are dropped.
 const MAX_PENDING: usize = 16;
 /// A partial frame whose newest packet is this many sequence numbers behind
@@ -25,31 +27,47 @@ pub struct VideoPacket {
     pub marker: bool,
 }
 
-/// Splits an (encrypted) video frame into RTP payloads.
-pub fn packetize_video(frame: &[u8]) -> Vec<VideoPacket> {
-    let chunk = MAX_PAYLOAD - 1;
+/// Splits an (encrypted) video frame into RTP payloads, each with the
+/// descriptor of `layering` (a one-byte descriptor without it).
+pub fn packetize_video(frame: &[u8], layering: Option<&Layering>) -> Vec<VideoPacket> {
+    let mut descriptor = Vp8Descriptor {
+        start: true,
+        picture_id: layering.map(|l| l.picture_id),
+        temporal: layering.map(|l| l.temporal),
+    };
+    let mut head = Vec::with_capacity(8);
+    descriptor.write(&mut head);
+    let chunk = MAX_PAYLOAD - head.len();
     let n = frame.len().div_ceil(chunk).max(1);
     // Equal-sized packets, as libwebrtc balances them.
     let per = frame.len().div_ceil(n).max(1);
     let mut out = Vec::with_capacity(n);
     let mut pieces = frame.chunks(per).peekable();
-    let mut first = true;
     while let Some(piece) = pieces.next() {
-        let mut payload = Vec::with_capacity(piece.len() + 1);
-        payload.push(if first { VP8_START } else { 0 });
+        let mut payload = Vec::with_capacity(piece.len() + head.len());
+        descriptor.write(&mut payload);
         payload.extend_from_slice(piece);
         out.push(VideoPacket {
             payload,
             marker: pieces.peek().is_none(),
         });
-        first = false;
+        descriptor.start = false;
     }
     out
 }
 
+/// A frame put back together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoFrame {
+    /// The frame without descriptors.
+    pub data: Vec<u8>,
+    /// The descriptor of its first packet.
+    pub descriptor: Vp8Descriptor,
+}
+
 #[derive(Default)]
 struct Partial {
-    first: Option<u64>,
+    first: Option<(u64, Vp8Descriptor)>,
     last: Option<u64>,
     parts: BTreeMap<u64, Vec<u8>>,
 }
@@ -65,15 +83,17 @@ pub struct Reassembler {
 }
 
 impl Reassembler {
-    /// Adds one packet; returns the frame (without descriptors) if it completed one.
+    /// Adds one packet; returns the frame if it completed one. A payload
+    /// without a whole descriptor is ignored.
     pub fn push(
         &mut self,
         seq: u64,
         rtp_time: u32,
         marker: bool,
         payload: &[u8],
-    ) -> Option<Vec<u8>> {
-        let (&descriptor, piece) = payload.split_first()?;
+    ) -> Option<VideoFrame> {
+        let (descriptor, len) = Vp8Descriptor::parse(payload).ok()?;
+        let piece = &payload[len..];
         if seq + REORDER_WINDOW < self.newest {
             return None;
         }
@@ -90,14 +110,14 @@ impl Reassembler {
             self.incomplete += (before - self.pending.len()) as u64;
         }
         let p = self.pending.entry(rtp_time).or_default();
-        if descriptor & VP8_START != 0 {
-            p.first = Some(seq);
+        if descriptor.start {
+            p.first = Some((seq, descriptor));
         }
         if marker {
             p.last = Some(seq);
         }
         p.parts.entry(seq).or_insert_with(|| piece.to_vec());
-        if let (Some(first), Some(last)) = (p.first, p.last) {
+        if let (Some((first, descriptor)), Some(last)) = (p.first, p.last) {
             let complete = last >= first
                 && p.parts.len() as u64 == last - first + 1
                 && p.parts.keys().next() == Some(&first);
@@ -108,7 +128,10 @@ impl Reassembler {
                 for part in p.parts.values() {
                     frame.extend_from_slice(part);
                 }
-                return Some(frame);
+                return Some(VideoFrame {
+                    data: frame,
+                    descriptor,
+                });
             }
         }
         if self.pending.len() > MAX_PENDING {
@@ -133,8 +156,16 @@ mod tests {
     #[test]
     fn split_and_reassemble_in_any_order() {
         let frame: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
-        let packets = packetize_video(&frame);
+        let layering = crate::media::temporal::TemporalLayers::new(77).next(true);
+        let packets = packetize_video(&frame, Some(&layering));
         assert_eq!(packets.len(), 5);
+        for (i, p) in packets.iter().enumerate() {
+            let (d, n) = Vp8Descriptor::parse(&p.payload).unwrap();
+            assert_eq!(n, 6);
+            assert_eq!(d.start, i == 0);
+            assert_eq!(d.picture_id, Some(77));
+            assert_eq!(d.temporal, Some(layering.temporal));
+        }
         assert!(packets.iter().all(|p| p.payload.len() <= MAX_PAYLOAD));
         assert_eq!(packets.iter().filter(|p| p.marker).count(), 1);
         assert!(packets[4].marker);
@@ -150,12 +181,16 @@ mod tests {
                 got = out;
             }
         }
-        assert_eq!(got.unwrap(), frame);
-        let small = packetize_video(&[1, 2, 3]);
+        let got = got.unwrap();
+        assert_eq!(got.data, frame);
+        assert_eq!(got.descriptor.picture_id, Some(77));
+        assert!(got.descriptor.start);
+        let small = packetize_video(&[1, 2, 3], None);
         assert_eq!(small.len(), 1);
         assert!(small[0].marker);
+        assert_eq!(small[0].payload, [0x10, 1, 2, 3]);
         assert_eq!(
-            r.push(200, 1, true, &small[0].payload).unwrap(),
+            r.push(200, 1, true, &small[0].payload).unwrap().data,
             vec![1, 2, 3]
         );
         // Far older than the newest packet: ignored.
@@ -165,7 +200,7 @@ mod tests {
     #[test]
     fn a_lost_packet_drops_the_frame_later() {
         let frame = vec![9u8; 3000];
-        let packets = packetize_video(&frame);
+        let packets = packetize_video(&frame, None);
         let mut r = Reassembler::default();
         let mut seq = 0u64;
         for ts in 0..40u32 {

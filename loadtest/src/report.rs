@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::layers_received::GroupLayers;
 use crate::progress::Sample;
 use crate::server_cost::ServerCost;
 use crate::stats::Totals;
@@ -93,8 +94,11 @@ pub struct Summary {
     pub jitter_ms_mean: f64,
     /// Largest per-track jitter, ms.
     pub jitter_ms_max: f64,
-    /// Video tracks received per simulcast layer (q/h/f or the single layer as 0).
-    pub video_layers_received: [u64; 3],
+    /// Per group of receivers (publishers, subscribers): the spatial layers
+    /// their video tracks got and the frames per temporal layer.
+    pub video_layers: Vec<GroupLayers>,
+    /// Received frames whose temporal layering broke the L1T3 cycle.
+    pub temporal_breaks: u64,
     /// Server cost over the steady window.
     pub server: ServerCost,
     /// CPU seconds the loadtest process itself used (all threads, whole run).
@@ -193,7 +197,8 @@ impl Summary {
                 t.jitter_ms_sum / t.jitter_tracks as f64
             },
             jitter_ms_max: t.jitter_ms_max,
-            video_layers_received: t.layers,
+            video_layers: t.layers.groups.clone(),
+            temporal_breaks: t.layers.temporal_breaks(),
             server,
             // User + system CPU of this process so far.
             loadtest_cpu_secs: crate::server_cost::sample_process(std::process::id())
@@ -222,6 +227,12 @@ impl Summary {
             v.push(format!(
                 "{} integrity errors (frames changed between sender and receiver)",
                 self.integrity_errors
+            ));
+        }
+        if self.temporal_breaks > 0 {
+            v.push(format!(
+                "{} frames broke the L1T3 temporal cycle (VP8 descriptors changed or frames reordered)",
+                self.temporal_breaks
             ));
         }
         if let Some(max) = th.max_loss_pct {
@@ -317,15 +328,6 @@ impl Summary {
                 ),
             ),
             (
-                "video layers rx",
-                format!(
-                    "q/0 {}  h/1 {}  f/2 {}",
-                    self.video_layers_received[0],
-                    self.video_layers_received[1],
-                    self.video_layers_received[2]
-                ),
-            ),
-            (
                 "server CPU",
                 format!(
                     "{} over {:.1} s ({})",
@@ -348,6 +350,15 @@ impl Summary {
                 ),
             ),
         ];
+        let mut rows: Vec<(String, String)> =
+            rows.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let at = rows
+            .iter()
+            .position(|(k, _)| k == "join→first frame ms")
+            .map_or(rows.len(), |i| i + 1);
+        for (i, g) in self.video_layers.iter().enumerate() {
+            rows.insert(at + i, (format!("video rx {}", g.group), g.describe()));
+        }
         for (k, v) in rows {
             let _ = writeln!(o, "  {k:<22} {v}");
         }
@@ -541,6 +552,46 @@ mod tests {
         );
         assert_eq!(bad.violations.len(), 1);
         assert!(bad.table().contains("FAIL"));
+        // Frames off the L1T3 cycle fail the run; the layers are in the table.
+        t.integrity_errors = 0;
+        let mut track = crate::layers_received::TrackLayers::default();
+        for (n, tid) in [0u8, 2, 2].into_iter().enumerate() {
+            let h = crate::frame::FrameHeader {
+                sender: 1,
+                kind: crate::media::generator::Kind::Video,
+                layer: 1,
+                rid: b'h',
+                size: (640, 360),
+                temporal: tid,
+                keyframe: n == 0,
+                number: n as u32,
+                sent_us: 0,
+            };
+            let temporal = crate::vp8_descriptor::Temporal {
+                tid,
+                layer_sync: false,
+                tl0_pic_idx: 0,
+            };
+            track.on_frame(&h, temporal);
+        }
+        t.layers.add_receiver("subscribers");
+        t.layers.add_track("subscribers", &track);
+        let off = Summary::new(
+            "unit",
+            2,
+            1.0,
+            &t,
+            ServerCost::default(),
+            vec![],
+            &Thresholds::default(),
+        );
+        assert_eq!(off.temporal_breaks, 1);
+        assert!(off.violations[0].contains("L1T3"), "{:?}", off.violations);
+        let table = off.table();
+        assert!(
+            table.contains("video rx subscribers   1 receivers, 1 video tracks, 1 of one layer; h 640×360 on 1 tracks, frames T0 1 T1 0 T2 2; 1 frames off the L1T3 cycle"),
+            "{table}"
+        );
         let total: u64 = s.latency_buckets.iter().map(|b| b.count).sum();
         assert_eq!(total, 4);
         let html = s.html();

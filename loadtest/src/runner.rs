@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::inbox::WorkerMsg;
 use crate::participant::ParticipantSpec;
 use crate::progress::Live;
 use crate::report::{Summary, Thresholds};
 use crate::scenario::{mint_token, Scenario};
 use crate::server_cost;
+use crate::signaling_url::SignalingUrl;
 use crate::stats::Totals;
-use crate::worker::{Worker, WorkerMsg};
+use crate::worker::Worker;
 
 /// How to run and what to measure besides the scenario.
 #[derive(Debug, Clone, Default)]
@@ -63,15 +65,9 @@ pub fn participants(s: &Scenario) -> anyhow::Result<Vec<ParticipantSpec>> {
 }
 
 /// The local address that routes to the SFU (participants bind there).
-fn local_ip_towards(url: &str) -> anyhow::Result<IpAddr> {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let host = rest.split(['/', '?']).next().unwrap_or(rest);
-    let host = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:80")
-    };
-    let addr = host
+fn local_ip_towards(url: &SignalingUrl) -> anyhow::Result<IpAddr> {
+    let addr = url
+        .host_port()
         .to_socket_addrs()?
         .next()
         .context("SFU host does not resolve")?;
@@ -89,7 +85,8 @@ pub fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Summary> {
     s.validate()?;
     crate::clock::epoch();
     let specs = participants(s)?;
-    let local_ip = local_ip_towards(&s.url)?;
+    let url = s.signaling_url()?;
+    let local_ip = local_ip_towards(&url)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("loadtest-signaling")
@@ -100,7 +97,7 @@ pub fn run(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Summary> {
     for i in 0..s.threads {
         workers.push(Worker::start(
             i,
-            s.url.clone(),
+            url.url.clone(),
             local_ip,
             runtime.handle().clone(),
             live.workers[i].clone(),

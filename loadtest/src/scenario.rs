@@ -7,6 +7,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::media::preset::VideoPreset;
+use crate::signaling_url::{SignalingUrl, UrlError};
 
 /// The SFU's public development-mode key (`sfu/src/auth.rs`): tokens signed
 /// with it are accepted by a server without `auth.key`.
@@ -18,7 +19,8 @@ pub const DEVELOPMENT_KEY: &str = "sfu-development-key-not-secret";
 pub struct Scenario {
     /// Name shown in reports.
     pub name: String,
-    /// Signaling WebSocket URL.
+    /// The SFU's base URL (http://, https://, ws://, wss://) or its
+    /// signaling WebSocket URL (…/ws).
     pub url: String,
     /// HS256 key for room tokens (the SFU's `auth.key`); empty = the
     /// development key.
@@ -40,7 +42,8 @@ pub struct Scenario {
     pub audio: bool,
     /// Publishers send video at this preset (`180p`, `360p`, `720p`, `none`).
     pub video: String,
-    /// Video as simulcast layers (rid q/h/f up to the preset).
+    /// Video as three simulcast layers (rids q/h/f at ¼, ½ and the full
+    /// size of the preset), as the web client publishes a camera.
     pub simulcast: bool,
     /// SFrame end-to-end encryption of every frame.
     pub e2ee: bool,
@@ -69,7 +72,7 @@ impl Default for Scenario {
             duration_secs: 10.0,
             audio: true,
             video: "360p".into(),
-            simulcast: false,
+            simulcast: true,
             e2ee: true,
             threads: 1,
             via_turn: String::new(),
@@ -111,11 +114,13 @@ impl Scenario {
             self.video == "none" || VideoPreset::parse(&self.video).is_some(),
             "video must be 180p, 360p, 720p or none"
         );
-        anyhow::ensure!(
-            self.url.starts_with("ws://") || self.url.starts_with("wss://"),
-            "url must be ws:// or wss://"
-        );
+        self.signaling_url()?;
         Ok(())
+    }
+
+    /// The signaling WebSocket URL derived from `url`.
+    pub fn signaling_url(&self) -> Result<SignalingUrl, UrlError> {
+        SignalingUrl::parse(&self.url)
     }
 
     /// The TURN relay for media, if `via_turn` is set.
@@ -200,6 +205,13 @@ mod tests {
         assert!(Scenario::from_toml("rooms = 0").is_err());
         assert!(Scenario::from_toml("video = \"4k\"").is_err());
         assert!(Scenario::from_toml("romos = 1").is_err());
+        let s = Scenario::from_toml("url = \"http://127.0.0.1:7880\"").unwrap();
+        assert_eq!(s.signaling_url().unwrap().url, "ws://127.0.0.1:7880/ws");
+        let e = Scenario::from_toml("url = \"127.0.0.1:7880\"").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("write ws://127.0.0.1:7880"),
+            "{e:#}"
+        );
         let s = Scenario::from_toml("video = \"none\"").unwrap();
         assert_eq!(s.tracks_per_publisher(), 1);
         assert!(mint_token(s.signing_key(), "r", "i", true, true)

@@ -3,40 +3,13 @@
 //! reads to the participant's worker (waking its poll) and writes what the
 //! worker queues. Media never passes through here.
 
-use std::sync::mpsc::Sender;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio_tungstenite::tungstenite::Message;
 
-/// What a signaling task tells its worker.
-#[derive(Debug)]
-pub enum Inbound {
-    /// A text message for participant `.0`.
-    Text(usize, String),
-    /// The WebSocket of participant `.0` closed or failed.
-    Closed(usize, String),
-}
-
-/// A worker's inbox: a channel plus the waker of its poll.
-#[derive(Clone)]
-pub struct Inbox {
-    /// The channel.
-    pub tx: Sender<crate::worker::WorkerMsg>,
-    /// Wakes the worker's poll.
-    pub waker: Arc<mio::Waker>,
-}
-
-impl Inbox {
-    /// Delivers a message and wakes the worker.
-    pub fn deliver(&self, msg: crate::worker::WorkerMsg) {
-        if self.tx.send(msg).is_ok() {
-            let _ = self.waker.wake();
-        }
-    }
-}
+use crate::inbox::{Inbound, Inbox, WorkerMsg};
 
 /// Opens the WebSocket for participant `slot` on `runtime`, sends `join`
 /// first, and returns the sender the worker writes through.
@@ -59,7 +32,6 @@ async fn run(
     mut out: UnboundedReceiver<String>,
     inbox: Inbox,
 ) {
-    use crate::worker::WorkerMsg;
     let connect = tokio::time::timeout(
         Duration::from_secs(10),
         tokio_tungstenite::connect_async(url),

@@ -1,11 +1,11 @@
 //! Receiver statistics: per received track (sans-IO, times injected) and the
 //! totals a worker hands back at the end of a run.
 
-use std::collections::BTreeSet;
-
 use hdrhistogram::Histogram;
 
 use crate::frame::FrameHeader;
+use crate::layers_received::{LayersReceived, TrackLayers};
+use crate::media::generator::Kind;
 
 /// Statistics of one received track.
 #[derive(Debug, Default)]
@@ -25,8 +25,8 @@ pub struct TrackStats {
     pub integrity_errors: u64,
     /// Frames that arrived before their sender's key.
     pub no_key: u64,
-    /// Simulcast layers seen.
-    pub layers: BTreeSet<u8>,
+    /// Spatial and temporal layers of a video track.
+    pub layers: TrackLayers,
 }
 
 impl TrackStats {
@@ -69,7 +69,6 @@ impl TrackStats {
     /// Records a verified frame; returns its latency in µs.
     pub fn on_frame(&mut self, header: &FrameHeader, now_us: u64) -> u64 {
         self.frames += 1;
-        self.layers.insert(header.layer);
         match self.first_frame {
             None => {
                 self.first_frame = Some(header.number);
@@ -135,8 +134,8 @@ pub struct Totals {
     pub jitter_ms_max: f64,
     /// Tracks the jitter sum covers.
     pub jitter_tracks: u64,
-    /// Video tracks received per simulcast layer index.
-    pub layers: [u64; 3],
+    /// Video layers received, per group of receivers.
+    pub layers: LayersReceived,
     /// First few error messages (for the report).
     pub errors: Vec<String>,
 }
@@ -161,7 +160,7 @@ impl Default for Totals {
             jitter_ms_sum: 0.0,
             jitter_ms_max: 0.0,
             jitter_tracks: 0,
-            layers: [0; 3],
+            layers: LayersReceived::default(),
             errors: Vec::new(),
         }
     }
@@ -187,9 +186,7 @@ impl Totals {
         self.jitter_ms_sum += o.jitter_ms_sum;
         self.jitter_ms_max = self.jitter_ms_max.max(o.jitter_ms_max);
         self.jitter_tracks += o.jitter_tracks;
-        for i in 0..3 {
-            self.layers[i] += o.layers[i];
-        }
+        self.layers.merge(&o.layers);
         for e in &o.errors {
             self.note_error(e.clone());
         }
@@ -202,8 +199,10 @@ impl Totals {
         }
     }
 
-    /// Adds a finished track's statistics.
-    pub fn add_track(&mut self, t: &TrackStats, clock: u32, video: bool) {
+    /// Adds the statistics of a finished track of `kind` that a receiver of
+    /// `group` (`layers_received::PUBLISHERS` or `SUBSCRIBERS`) got.
+    pub fn add_track(&mut self, t: &TrackStats, kind: Kind, group: &str) {
+        let clock = kind.clock_rate();
         self.packets_received += t.packets;
         self.packets_expected += t.packets_expected();
         self.frames_received += t.frames;
@@ -219,12 +218,8 @@ impl Totals {
             self.jitter_ms_max = self.jitter_ms_max.max(j);
             self.jitter_tracks += 1;
         }
-        if video {
-            for l in &t.layers {
-                if let Some(c) = self.layers.get_mut(usize::from(*l)) {
-                    *c += 1;
-                }
-            }
+        if kind == Kind::Video {
+            self.layers.add_track(group, &t.layers);
         }
     }
 
@@ -256,7 +251,6 @@ fn pct(part: u64, whole: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::generator::Kind;
 
     #[test]
     fn loss_jitter_and_latency_from_injected_times() {
@@ -279,6 +273,9 @@ mod tests {
             sender: 1,
             kind: Kind::Audio,
             layer: 0,
+            rid: 0,
+            size: (0, 0),
+            temporal: 0,
             keyframe: false,
             number: n,
             sent_us: 1_000,
@@ -289,7 +286,7 @@ mod tests {
         assert_eq!(t.frames_expected(), 5);
         assert_eq!(t.frames_lost(), 2);
         let mut totals = Totals::default();
-        totals.add_track(&t, 48_000, false);
+        totals.add_track(&t, Kind::Audio, crate::layers_received::SUBSCRIBERS);
         assert_eq!(totals.tracks_received, 1);
         assert!((totals.packet_loss_pct() - 2.0).abs() < 1e-9);
         assert!((totals.frame_loss_pct() - 40.0).abs() < 1e-9);

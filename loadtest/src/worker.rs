@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 
+use crate::inbox::{Inbound, Inbox, WorkerMsg};
 use crate::participant::{Participant, ParticipantSpec, Side};
 use crate::progress::WorkerLive;
-use crate::signaling::{self, Inbound, Inbox};
+use crate::signaling;
 use crate::stats::Totals;
 
 const WAKER: Token = Token(usize::MAX);
@@ -24,17 +25,6 @@ const LIVE_EVERY: Duration = Duration::from_millis(250);
 /// Deadline scans are at least this far apart, so a loop full of
 /// near-simultaneous deadlines does not scan on every datagram.
 const SCAN_QUANTUM: Duration = Duration::from_millis(1);
-
-/// Messages to a worker.
-#[derive(Debug)]
-pub enum WorkerMsg {
-    /// Start a participant.
-    Add(Box<ParticipantSpec>),
-    /// From a signaling task.
-    Signal(Inbound),
-    /// Stop: every participant leaves; the thread returns its totals.
-    Stop,
-}
 
 /// A running worker.
 pub struct Worker {

@@ -1,5 +1,7 @@
 //! `loadtest run` against an SFU on loopback: a clean run verifies every
-//! frame, and a run through a forwarder that corrupts payloads fails.
+//! frame, a run through a forwarder that corrupts payloads fails, simulcast
+//! with temporal layers arrives as one layer per track in the L1T3 cycle,
+//! and `--url` takes the server's base URL.
 
 use std::process::Command;
 
@@ -88,12 +90,13 @@ fn short_run_verifies_every_frame() {
 #[test]
 fn corrupting_forwarder_is_caught_and_fails_the_run() {
     let (_rt, server) = start_sfu(true);
-    let s = scenario(&server);
     let dir = std::env::temp_dir().join(format!("loadtest-corrupt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("summary.json");
     let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["run", "--quiet", "--url", &s.url, "--token-secret", KEY])
+        // The server's base URL, as a browser opens it: the loadtest finds /ws.
+        .args(["run", "--quiet", "--token-secret", KEY])
+        .args(["--url", &format!("http://{}/", server.http_addr)])
         .args([
             "--rooms",
             "1",
@@ -103,6 +106,7 @@ fn corrupting_forwarder_is_caught_and_fails_the_run() {
             "3",
             "--duration",
             "2",
+            "--no-simulcast",
         ])
         .args(["--join-rate", "100", "--json"])
         .arg(&json)
@@ -131,6 +135,8 @@ fn via_turn_sends_all_media_through_the_relay() {
     s.subscribers = 2;
     s.duration_secs = 2.0;
     s.via_turn = "sfu".into();
+    // And the path without simulcast: one layer of the preset's size.
+    s.simulcast = false;
     let metrics = format!("http://{}/metrics", server.http_addr);
     let opts = RunOptions {
         quiet: true,
@@ -143,10 +149,97 @@ fn via_turn_sends_all_media_through_the_relay() {
     assert_eq!(summary.tracks_received, summary.tracks_expected);
     // Each publisher receives the other (2 tracks), each subscriber both (4).
     assert_eq!(summary.tracks_expected, 2 * 2 + 2 * 4);
+    let subscribers = summary
+        .video_layers
+        .iter()
+        .find(|g| g.group == "subscribers")
+        .expect("subscribers' layers");
+    assert_eq!(subscribers.video_tracks, 4);
+    assert_eq!(subscribers.layers.len(), 1);
+    assert_eq!(subscribers.layers[0].name(), "single 640×360");
+    assert_eq!(summary.temporal_breaks, 0);
     // Every peer connection allocated (2 publishers × 2 + 2 subscribers),
     // and the media went through the relay.
     let allocations = loadtest::server_cost::scrape(&metrics, "turn_allocations_total").unwrap();
     assert_eq!(allocations, 6.0);
     let relayed = loadtest::server_cost::scrape(&metrics, "turn_relayed_packets_total").unwrap();
     assert!(relayed > summary.packets_received as f64, "{relayed}");
+}
+
+#[test]
+fn simulcast_with_temporal_layers_arrives_as_one_layer_per_track() {
+    let (_rt, server) = start_sfu(false);
+    let mut s = scenario(&server);
+    s.url = format!("ws://{}", server.http_addr);
+    s.publishers = 2;
+    s.subscribers = 2;
+    s.simulcast = true;
+    let opts = RunOptions {
+        quiet: true,
+        ..RunOptions::default()
+    };
+    let summary = runner::run(&s, &opts).expect("run");
+    let table = summary.table();
+    println!("{table}");
+    assert_eq!(summary.failed, 0, "{:?}", summary.errors);
+    assert_eq!(summary.integrity_errors, 0, "{:?}", summary.errors);
+    assert_eq!(summary.temporal_breaks, 0);
+    // Each publisher receives the other's 2 tracks, each subscriber all 4.
+    assert_eq!(summary.tracks_expected, 2 * 2 + 2 * 4);
+    assert_eq!(summary.tracks_received, summary.tracks_expected);
+    // The 360p camera as q 160×90, h 320×180, f 640×360.
+    let sizes = [("q", 160, 90), ("h", 320, 180), ("f", 640, 360)];
+    let mut groups: Vec<_> = summary
+        .video_layers
+        .iter()
+        .map(|g| g.group.as_str())
+        .collect();
+    groups.sort();
+    assert_eq!(groups, ["publishers", "subscribers"]);
+    for g in &summary.video_layers {
+        let per_receiver = if g.group == "publishers" { 1 } else { 2 };
+        assert_eq!(g.receivers, 2, "{g:?}");
+        assert_eq!(g.video_tracks, 2 * per_receiver, "{g:?}");
+        // Today's SFU forwards one layer of a track (the first it sees).
+        assert_eq!(g.one_layer_tracks, g.video_tracks, "{g:?}");
+        assert_eq!(g.temporal_breaks, 0);
+        assert_eq!(
+            g.layers.iter().map(|l| l.tracks).sum::<u64>(),
+            g.video_tracks
+        );
+        for l in &g.layers {
+            let (rid, w, h) = sizes[usize::from(l.layer)];
+            assert_eq!((l.rid.as_str(), l.width, l.height), (rid, w, h), "{g:?}");
+            assert!(
+                table.contains(&format!("{} on {} tracks", l.name(), l.tracks)),
+                "{table}"
+            );
+            // Per cycle of 4 frames: one TL0, one TL1, two TL2 (a track
+            // starts anywhere in the cycle, and keyframes restart it, which
+            // puts TL0 ahead).
+            let [t0, t1, t2] = l.frames_by_temporal;
+            let edge = 2 * l.tracks;
+            assert!(t1 > 20 * l.tracks && t1 <= t0 + edge, "{l:?}");
+            assert!(t2 <= t0 + t1 + edge && t2 * 10 >= (t0 + t1) * 8, "{l:?}");
+        }
+    }
+    assert!(table.contains("video rx subscribers"), "{table}");
+}
+
+#[test]
+fn a_url_that_is_not_the_servers_is_refused_with_what_to_write() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", "--quiet", "--url", "127.0.0.1:7880"])
+        .output()
+        .expect("loadtest runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("write ws://127.0.0.1:7880"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", "--quiet", "--url", "http://127.0.0.1:7880/metrics"])
+        .output()
+        .expect("loadtest runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("signaling at /ws"), "{stderr}");
 }

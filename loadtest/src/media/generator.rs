@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use super::preset::{
-    audio_frame_bytes, video_frame_bytes, VideoPreset, AUDIO_CLOCK, AUDIO_FRAME_MS, KEYFRAME_EVERY,
-    VIDEO_CLOCK, VIDEO_FPS,
+    audio_frame_bytes, video_frame_bytes, VideoLayer, VideoPreset, AUDIO_CLOCK, AUDIO_FRAME_MS,
+    KEYFRAME_EVERY, VIDEO_CLOCK, VIDEO_FPS,
 };
+use super::temporal::{Layering, TemporalLayers};
 
 /// A loop stalled longer than this skips the frames it missed instead of
 /// sending them in a burst (an encoder would not catch up either).
@@ -21,6 +22,16 @@ pub enum Kind {
     Video,
 }
 
+impl Kind {
+    /// The RTP clock rate, Hz.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Kind::Audio => AUDIO_CLOCK,
+            Kind::Video => VIDEO_CLOCK,
+        }
+    }
+}
+
 /// One frame to encode and send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameSpec {
@@ -30,6 +41,10 @@ pub struct FrameSpec {
     pub layer: u8,
     /// The layer's rid when sent as simulcast.
     pub rid: Option<&'static str>,
+    /// Picture width and height (0 for audio).
+    pub size: (u16, u16),
+    /// Temporal layering (video).
+    pub layering: Option<Layering>,
     /// Frame number within the (track, layer), from 0.
     pub number: u32,
     /// Plaintext size in bytes.
@@ -43,9 +58,9 @@ pub struct FrameSpec {
 #[derive(Debug)]
 struct Stream {
     kind: Kind,
-    layer: u8,
-    rid: Option<&'static str>,
-    bitrate: u64,
+    /// The spatial layer (video).
+    layer: Option<VideoLayer>,
+    temporal: TemporalLayers,
     interval: Duration,
     next_due: Instant,
     number: u32,
@@ -67,9 +82,8 @@ impl Generator {
         if audio {
             streams.push(Stream {
                 kind: Kind::Audio,
-                layer: 0,
-                rid: None,
-                bitrate: 0,
+                layer: None,
+                temporal: TemporalLayers::new(0),
                 interval: Duration::from_millis(AUDIO_FRAME_MS),
                 next_due: start,
                 number: 0,
@@ -78,20 +92,15 @@ impl Generator {
         }
         if let Some(preset) = video {
             let layers = if simulcast {
-                preset
-                    .simulcast_layers()
-                    .into_iter()
-                    .map(|(rid, p)| (Some(rid), p))
-                    .collect()
+                preset.simulcast_layers()
             } else {
-                vec![(None, preset)]
+                vec![preset.single_layer()]
             };
-            for (i, (rid, p)) in layers.into_iter().enumerate() {
+            for layer in layers {
                 streams.push(Stream {
                     kind: Kind::Video,
-                    layer: i as u8,
-                    rid,
-                    bitrate: p.bitrate(),
+                    layer: Some(layer),
+                    temporal: TemporalLayers::new(rand::random()),
                     interval: Duration::from_micros(1_000_000 / VIDEO_FPS),
                     // Audio and video do not start on the same instant.
                     next_due: start + Duration::from_millis(5),
@@ -108,7 +117,10 @@ impl Generator {
 
     /// The rids of the video layers, lowest first (empty without simulcast).
     pub fn rids(&self) -> Vec<&'static str> {
-        self.streams.iter().filter_map(|s| s.rid).collect()
+        self.streams
+            .iter()
+            .filter_map(|s| s.layer.and_then(|l| l.rid))
+            .collect()
     }
 
     /// When the next frame is due.
@@ -132,25 +144,29 @@ impl Generator {
         let number = s.number;
         s.number = s.number.wrapping_add(1);
         s.next_due += s.interval;
-        let spec = match s.kind {
-            Kind::Audio => FrameSpec {
+        let spec = match s.layer {
+            None => FrameSpec {
                 kind: Kind::Audio,
                 layer: 0,
                 rid: None,
+                size: (0, 0),
+                layering: None,
                 number,
                 bytes: audio_frame_bytes(),
                 keyframe: false,
                 rtp_time: number.wrapping_mul(AUDIO_CLOCK / 1000 * AUDIO_FRAME_MS as u32),
             },
-            Kind::Video => {
+            Some(layer) => {
                 let keyframe = s.keyframe_requested || u64::from(number) % KEYFRAME_EVERY == 0;
                 s.keyframe_requested = false;
                 FrameSpec {
                     kind: Kind::Video,
-                    layer: s.layer,
-                    rid: s.rid,
+                    layer: layer.index,
+                    rid: layer.rid,
+                    size: (layer.width, layer.height),
+                    layering: Some(s.temporal.next(keyframe)),
                     number,
-                    bytes: video_frame_bytes(s.bitrate, keyframe),
+                    bytes: video_frame_bytes(layer.bitrate, keyframe),
                     keyframe,
                     rtp_time: number.wrapping_mul(VIDEO_CLOCK / VIDEO_FPS as u32),
                 }
@@ -159,10 +175,14 @@ impl Generator {
         Some(spec)
     }
 
-    /// Makes the next frame of every video layer a keyframe.
-    pub fn request_keyframe(&mut self) {
+    /// Makes the next frame of the video layer `rid` a keyframe (of every
+    /// video layer without a rid), as a browser answers a PLI per layer.
+    pub fn request_keyframe(&mut self, rid: Option<&str>) {
         for s in self.streams.iter_mut().filter(|s| s.kind == Kind::Video) {
-            s.keyframe_requested = true;
+            let layer_rid = s.layer.and_then(|l| l.rid);
+            if rid.is_none() || layer_rid == rid {
+                s.keyframe_requested = true;
+            }
         }
     }
 }
@@ -194,6 +214,36 @@ mod tests {
         let f2: Vec<_> = video.iter().filter(|f| f.layer == 2).collect();
         assert_eq!(f2[1].rtp_time - f2[0].rtp_time, 3000);
         assert!(f2[0].bytes > f2[1].bytes);
+        assert_eq!(f2[0].size, (1280, 720));
+        let q: Vec<_> = video.iter().filter(|f| f.layer == 0).collect();
+        assert_eq!((q[0].rid, q[0].size), (Some("q"), (320, 180)));
+        // Every layer cycles through the temporal ids 0, 2, 1, 2.
+        for layer in 0..3 {
+            let tids: Vec<u8> = video
+                .iter()
+                .filter(|f| f.layer == layer)
+                .take(8)
+                .map(|f| f.layering.unwrap().temporal.tid)
+                .collect();
+            assert_eq!(tids, [0, 2, 1, 2, 0, 2, 1, 2], "layer {layer}");
+        }
+        assert!(frames
+            .iter()
+            .all(|f| (f.kind == Kind::Video) == f.layering.is_some()));
+        // A keyframe request for one rid: that layer's next frame only,
+        // which also restarts its temporal cycle.
+        g.request_keyframe(Some("h"));
+        let next: Vec<_> = (1000..1034)
+            .flat_map(|ms| drain(&mut g, t0 + Duration::from_millis(ms)))
+            .filter(|f| f.kind == Kind::Video)
+            .collect();
+        assert_eq!(next.len(), 3);
+        let key: Vec<_> = next.iter().map(|f| (f.rid, f.keyframe)).collect();
+        assert_eq!(
+            key,
+            [(Some("q"), false), (Some("h"), true), (Some("f"), false)]
+        );
+        assert_eq!(next[1].layering.unwrap().temporal.tid, 0);
         assert_eq!(g.skipped, 0);
     }
 
@@ -202,7 +252,7 @@ mod tests {
         let t0 = Instant::now();
         let mut g = Generator::new(t0, false, Some(VideoPreset::P180), false);
         assert!(drain(&mut g, t0 + Duration::from_millis(10))[0].keyframe);
-        g.request_keyframe();
+        g.request_keyframe(None);
         let f = drain(&mut g, t0 + Duration::from_millis(40));
         assert_eq!(f.len(), 1);
         assert!(f[0].keyframe && f[0].number == 1);

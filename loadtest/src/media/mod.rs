@@ -1,5 +1,6 @@
-//! Synthetic media: presets (sizes and rates) and the generator that says
-//! which frame is due when.
+//! Synthetic media: presets (sizes and rates), temporal layering, and the
+//! generator that says which frame is due when.
 
 pub mod generator;
 pub mod preset;
+pub mod temporal;

@@ -7,12 +7,6 @@ use serde_json::Value;
 
 use super::Participant;
 use crate::key_exchange::{KeyExchange, Outgoing};
-
-/// Signaling messages per second, and at once, a participant allows itself:
-/// under the SFU's default rate limit (50/s, burst 200) with room for SDP and
-/// pings, since joining a big room costs a relay message per peer.
-pub(super) const SEND_RATE: f64 = 40.0;
-pub(super) const SEND_BURST: f64 = 100.0;
 /// How long what we owe newcomers (our pub and wrapped key) accumulates
 /// before one batch goes out, as keys.js `BATCH_WINDOW_MS`.
 pub(super) const KEY_BATCH_WINDOW: Duration = Duration::from_millis(50);
@@ -20,31 +14,16 @@ pub(super) const KEY_BATCH_WINDOW: Duration = Duration::from_millis(50);
 impl Participant {
     /// Queues relay messages behind the send budget and sends what it allows.
     pub(super) fn relay(&mut self, out: Vec<Outgoing>, now: Instant) {
-        self.relay_queue
-            .extend(out.iter().map(|o| o.relay_message().to_string()));
+        self.pacer
+            .push(out.iter().map(|o| o.relay_message().to_string()));
         self.flush_relays(now);
     }
 
+    /// Sends the queued relay messages the send budget allows.
     pub(super) fn flush_relays(&mut self, now: Instant) {
-        let (tokens, last) = self.budget;
-        let refill = now.saturating_duration_since(last).as_secs_f64() * SEND_RATE;
-        self.budget = ((tokens + refill).min(SEND_BURST), now);
-        while self.budget.0 >= 1.0 {
-            let Some(text) = self.relay_queue.pop_front() else {
-                break;
-            };
-            self.budget.0 -= 1.0;
+        for text in self.pacer.release(now) {
             self.send_text(text);
         }
-    }
-
-    /// When the send budget allows the next queued relay message.
-    pub(super) fn relay_due(&self) -> Option<Instant> {
-        if self.relay_queue.is_empty() {
-            return None;
-        }
-        let missing = (1.0 - self.budget.0).max(0.0);
-        Some(self.budget.1 + Duration::from_secs_f64(missing / SEND_RATE))
     }
 
     /// Handles an `e2ee-*` relay payload: key exchange answers, learned keys.
@@ -75,6 +54,7 @@ impl Participant {
 mod tests {
     use super::*;
     use crate::key_exchange::KeyExchange;
+    use crate::participant::relay_pacer::{SEND_BURST, SEND_RATE};
     use crate::participant::*;
 
     fn publisher(now: Instant) -> (Participant, tokio::sync::mpsc::UnboundedReceiver<String>) {

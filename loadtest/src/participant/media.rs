@@ -8,14 +8,12 @@ use str0m::format::Codec;
 use str0m::media::Rid;
 use str0m::rtp::RtpWrite;
 
-use super::{Participant, RxTrack};
+use super::Participant;
 use crate::clock;
 use crate::frame::FrameHeader;
 use crate::media::generator::{FrameSpec, Kind};
-use crate::media::preset::{AUDIO_CLOCK, VIDEO_CLOCK};
-use crate::packetize::packetize_video;
+use crate::packetize::{packetize_video, VideoFrame};
 use crate::sframe_keys::DecryptError;
-use crate::stats::Totals;
 
 impl Participant {
     pub(super) fn on_rtp(&mut self, p: str0m::rtp::RtpPacket, now: Instant) {
@@ -34,22 +32,26 @@ impl Participant {
             return;
         };
         let now_us = clock::micros(now);
-        let clock_rate = match track.kind {
-            Kind::Audio => AUDIO_CLOCK,
-            Kind::Video => VIDEO_CLOCK,
-        };
-        track
-            .stats
-            .on_packet(*p.seq_no, p.header.timestamp, clock_rate, now_us);
-        let frame = match track.kind {
-            Kind::Audio => Some(p.payload.to_vec()),
+        track.stats.on_packet(
+            *p.seq_no,
+            p.header.timestamp,
+            track.kind.clock_rate(),
+            now_us,
+        );
+        let (frame, descriptor) = match track.kind {
+            Kind::Audio => (p.payload.to_vec(), None),
             Kind::Video => {
-                track
-                    .reassembler
-                    .push(*p.seq_no, p.header.timestamp, p.header.marker, &p.payload)
+                match track.reassembler.push(
+                    *p.seq_no,
+                    p.header.timestamp,
+                    p.header.marker,
+                    &p.payload,
+                ) {
+                    Some(VideoFrame { data, descriptor }) => (data, Some(descriptor)),
+                    None => return,
+                }
             }
         };
-        let Some(frame) = frame else { return };
         let plain = if self.spec.e2ee {
             match self.ring.decrypt(&track.owner, &frame, &mut self.plain) {
                 Ok(_) => &self.plain[..],
@@ -79,6 +81,22 @@ impl Participant {
                         }
                     } =>
             {
+                if let Some(d) = descriptor {
+                    // The layer the descriptor announces must be the one
+                    // the sender encrypted: the SFU may renumber pictures,
+                    // never move a frame to another temporal layer.
+                    match d.temporal {
+                        Some(t) if t.tid == h.temporal => track.stats.layers.on_frame(&h, t),
+                        other => {
+                            track.stats.integrity_errors += 1;
+                            self.totals.note_error(format!(
+                                "participant {}: frame {} of {} is TL{} but its VP8 descriptor says {:?}",
+                                self.spec.index, h.number, track.owner, h.temporal, other.map(|t| t.tid)
+                            ));
+                            return;
+                        }
+                    }
+                }
                 let latency = track.stats.on_frame(&h, now_us);
                 let _ = self.totals.latency_us.record(latency.max(1));
                 self.latency_sum.0 += latency;
@@ -125,6 +143,9 @@ impl Participant {
             sender: self.spec.index,
             kind: spec.kind,
             layer: spec.layer,
+            rid: spec.rid.and_then(|r| r.bytes().next()).unwrap_or(0),
+            size: spec.size,
+            temporal: spec.layering.map_or(0, |l| l.temporal.tid),
             keyframe: spec.keyframe,
             number: spec.number,
             sent_us: clock::micros(now),
@@ -153,7 +174,7 @@ impl Participant {
                 self.totals.packets_sent += 1;
             }
             Kind::Video => {
-                for packet in packetize_video(&data) {
+                for packet in packetize_video(&data, spec.layering.as_ref()) {
                     tx.write_rtp(
                         RtpWrite::new(pt, (*seq).into(), spec.rtp_time, now, packet.payload)
                             .marker(packet.marker)
@@ -165,13 +186,4 @@ impl Participant {
             }
         }
     }
-}
-
-/// Adds a received track's statistics to the totals.
-pub(super) fn finish_track(totals: &mut Totals, t: &RxTrack) {
-    let (clock, video) = match t.kind {
-        Kind::Audio => (AUDIO_CLOCK, false),
-        Kind::Video => (VIDEO_CLOCK, true),
-    };
-    totals.add_track(&t.stats, clock, video);
 }

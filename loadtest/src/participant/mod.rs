@@ -3,7 +3,7 @@
 //! publishes and the statistics of what it receives. It owns its UDP sockets
 //! but no thread or task: a worker's event loop drives it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -16,18 +16,20 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::key_exchange::{BaseKey, KeyExchange};
+use crate::layers_received::{PUBLISHERS, SUBSCRIBERS};
 use crate::media::generator::{Generator, Kind};
 use crate::media::preset::VideoPreset;
-use crate::packetize::Reassembler;
 use crate::sframe_keys::{KeyRing, SenderKey};
-use crate::stats::{Totals, TrackStats};
+use crate::stats::Totals;
 use crate::turn::path::{self, FromServer, TurnPath};
 
 mod keys;
 mod media;
+mod relay_pacer;
+mod rx_track;
 
-use keys::SEND_BURST;
-use media::finish_track;
+use relay_pacer::RelayPacer;
+use rx_track::RxTrack;
 
 /// What one participant does.
 #[derive(Debug, Clone)]
@@ -131,13 +133,6 @@ pub struct Traffic {
     pub bytes_out: u64,
 }
 
-struct RxTrack {
-    kind: Kind,
-    owner: String,
-    stats: TrackStats,
-    reassembler: Reassembler,
-}
-
 /// One simulated participant.
 pub struct Participant {
     /// What it does.
@@ -159,8 +154,7 @@ pub struct Participant {
     /// When the pending key batch goes out.
     kx_flush: Option<Instant>,
     /// Relay messages waiting for send budget, and that budget.
-    relay_queue: VecDeque<String>,
-    budget: (f64, Instant),
+    pacer: RelayPacer,
     /// Frame header sender index per publisher, from its first good frame.
     senders: HashMap<String, u32>,
     seqs: HashMap<(Kind, u8), u64>,
@@ -217,8 +211,7 @@ impl Participant {
             key: Some(key),
             kx,
             kx_flush: None,
-            relay_queue: VecDeque::new(),
-            budget: (SEND_BURST, now),
+            pacer: RelayPacer::new(now),
             senders: HashMap::new(),
             seqs: HashMap::new(),
             tracks: HashMap::new(),
@@ -246,13 +239,22 @@ impl Participant {
     }
 
     fn send(&mut self, v: Value) {
-        self.budget.0 -= 1.0;
+        self.pacer.spend();
         self.send_text(v.to_string());
     }
 
     fn send_text(&mut self, text: String) {
         if self.out.send(text).is_err() && self.failed.is_none() {
             self.failed = Some("signaling closed".into());
+        }
+    }
+
+    /// The group of receivers this participant's reports count in.
+    fn group(&self) -> &'static str {
+        if self.spec.publish {
+            PUBLISHERS
+        } else {
+            SUBSCRIBERS
         }
     }
 
@@ -446,16 +448,14 @@ impl Participant {
             .collect();
         for m in gone {
             if let Some(t) = self.tracks.remove(&m) {
-                finish_track(&mut self.totals, &t);
+                let group = self.group();
+                self.totals.add_track(&t.stats, t.kind, group);
             }
         }
         for (mid, (owner, kind)) in listed {
-            self.tracks.entry(mid).or_insert_with(|| RxTrack {
-                kind,
-                owner,
-                stats: TrackStats::default(),
-                reassembler: Reassembler::default(),
-            });
+            self.tracks
+                .entry(mid)
+                .or_insert_with(|| RxTrack::new(kind, owner));
         }
         self.send(json!({"type": "subscribe_answer", "sdp": answer.to_sdp_string()}));
         self.start_turn(Side::Subscribe, msg["sdp"].as_str(), now);
@@ -515,7 +515,7 @@ impl Participant {
         if self.kx_flush.is_some_and(|t| t <= now) {
             self.flush_keys(now);
         }
-        if self.relay_due().is_some_and(|t| t <= now) {
+        if self.pacer.due().is_some_and(|t| t <= now) {
             self.flush_relays(now);
         }
         let mut sent = false;
@@ -568,7 +568,7 @@ impl Participant {
                 d = d.min(t);
             }
         }
-        if let Some(t) = self.relay_due() {
+        if let Some(t) = self.pacer.due() {
             d = d.min(t);
         }
         if let Some(t) = self.kx_flush {
@@ -616,7 +616,9 @@ impl Participant {
     fn on_event(&mut self, side: Side, event: Event, now: Instant) {
         match (side, event) {
             (Side::Publish, Event::Connected) => self.publishing = true,
-            (Side::Publish, Event::KeyframeRequest(_)) => self.generator.request_keyframe(),
+            (Side::Publish, Event::KeyframeRequest(r)) => {
+                self.generator.request_keyframe(r.rid.as_deref())
+            }
             (_, Event::IceConnectionStateChange(str0m::IceConnectionState::Disconnected)) => {
                 self.fail(format!("{side:?} ICE disconnected"));
             }
@@ -645,11 +647,13 @@ impl Participant {
     pub fn finish(mut self) -> Totals {
         self.send(json!({"type": "leave"}));
         let mut totals = std::mem::take(&mut self.totals);
+        let group = self.group();
         for t in self.tracks.values() {
-            finish_track(&mut totals, t);
+            totals.add_track(&t.stats, t.kind, group);
         }
         if self.spec.subscribe {
             totals.tracks_expected += self.spec.expected_tracks;
+            totals.layers.add_receiver(group);
         }
         if self.id.is_some() {
             totals.joined += 1;
@@ -663,5 +667,50 @@ impl Participant {
                 .record(t.saturating_duration_since(self.started).as_millis().max(1) as u64);
         }
         totals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish_offer(simulcast: bool) -> String {
+        let now = Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let spec = ParticipantSpec {
+            index: 1,
+            room: "r".into(),
+            token: "t".into(),
+            publish: true,
+            subscribe: false,
+            audio: true,
+            video: Some(VideoPreset::P360),
+            simulcast,
+            e2ee: false,
+            expected_tracks: 0,
+            via_turn: None,
+        };
+        let ip = std::net::Ipv4Addr::LOCALHOST.into();
+        let mut p = Participant::new(spec, ip, None, tx, now).unwrap();
+        p.on_signal(r#"{"type":"joined","participant":{"id":"PA_me"}}"#, now);
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|t| serde_json::from_str::<Value>(&t).unwrap())
+            .find(|m| m["type"] == "publish_offer")
+            .and_then(|m| m["sdp"].as_str().map(String::from))
+            .expect("a publish offer")
+    }
+
+    #[test]
+    fn video_is_offered_as_three_rids_with_simulcast_and_as_one_without() {
+        let sdp = publish_offer(true);
+        assert!(sdp.contains("a=simulcast:send q;h;f"), "{sdp}");
+        for rid in ["q", "h", "f"] {
+            assert!(sdp.contains(&format!("a=rid:{rid} send")), "{sdp}");
+        }
+        let sdp = publish_offer(false);
+        assert!(
+            !sdp.contains("a=simulcast") && !sdp.contains("a=rid"),
+            "{sdp}"
+        );
     }
 }
