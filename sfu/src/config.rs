@@ -94,6 +94,11 @@ pub struct MediaConfig {
     /// Recent video packets each subscriber stream keeps to answer NACKs
     /// (for at most 3 s); also the room for one frame's packets in flight.
     pub retransmit_packets: usize,
+    /// In large rooms, forward only the audio of the N loudest or most recent
+    /// speakers (the active-speaker ranking, `room/speakers.rs`); the others'
+    /// audio packets are dropped at the SFU (their tracks stay subscribed).
+    /// 0: forward all audio.
+    pub forward_loudest_audio: usize,
     /// TEST ONLY: flip one byte of every forwarded payload, so end-to-end
     /// integrity checks (the loadtest's SFrame verification) can be seen to
     /// fail. Never enable in production.
@@ -112,6 +117,7 @@ impl Default for MediaConfig {
             peer_timeout_ms: 8_000,
             keyframe_interval_ms: 500,
             retransmit_packets: 512,
+            forward_loudest_audio: 0,
             test_corrupt_payload: false,
         }
     }
@@ -431,6 +437,7 @@ mod tests {
                 ("SFU_MEDIA_ANNOUNCE", "[\"203.0.113.7\"]"),
                 ("SFU_MEDIA_PEER_TIMEOUT_MS", "3000"),
                 ("SFU_MEDIA_TEST_CORRUPT_PAYLOAD", "true"),
+                ("SFU_MEDIA_FORWARD_LOUDEST_AUDIO", "3"),
                 ("SFU_FILES_TTL_S", "3600"),
                 ("PATH", "/bin"),
             ]),
@@ -443,6 +450,7 @@ mod tests {
         );
         assert_eq!(c.media.peer_timeout_ms, 3000);
         assert!(c.media.test_corrupt_payload);
+        assert_eq!(c.media.forward_loudest_audio, 3);
         assert_eq!(c.files.ttl_s, 3600);
     }
 

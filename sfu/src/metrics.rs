@@ -29,6 +29,8 @@ pub struct Metrics {
     pub rtp_bytes_out: IntCounter,
     /// Packets dropped instead of forwarded, by reason.
     pub dropped: IntCounterVec,
+    /// Dominant speaker changes in all rooms (`room/speakers.rs`).
+    pub speaker_changes: IntCounter,
     /// Keyframe requests by outcome (`forwarded`, `throttled`, `new_subscriber`).
     pub keyframe_requests: IntCounterVec,
     /// Signaling errors sent, by code.
@@ -122,6 +124,10 @@ impl Metrics {
                 "sfu_rtp_packets_dropped_total",
                 "RTP packets not forwarded, by reason",
                 "reason",
+            ),
+            speaker_changes: counter(
+                "sfu_speaker_changes_total",
+                "Dominant speaker changes in all rooms",
             ),
             keyframe_requests: counter_vec(
                 "sfu_keyframe_requests_total",

@@ -760,13 +760,31 @@ impl Engine {
                 .inc();
             return;
         };
-        let Some(track) = self
-            .rooms
-            .get_mut(&pub_peer.room)
-            .and_then(|r| r.tracks.get_mut(track_id))
-        else {
+        let Some(room) = self.rooms.get_mut(&pub_peer.room) else {
             return;
         };
+        // Active speakers (room/speakers.rs) from the clear RFC 6464 level.
+        if let Some(level) = packet.header.ext_vals.audio_level {
+            if let Some((out, changed)) = room.hear(track_id, level.unsigned_abs(), now) {
+                self.metrics.speaker_changes.inc_by(u64::from(changed));
+                self.signals
+                    .extend(out.into_iter().map(|(c, m)| Signal::Message(c, m)));
+            }
+        }
+        let Some(track) = room.tracks.get_mut(track_id) else {
+            return;
+        };
+        let loudest = self.config.media.forward_loudest_audio;
+        if loudest > 0
+            && track.kind == MediaKind::Audio
+            && !room.speakers.is_within(track_id, loudest)
+        {
+            self.metrics
+                .dropped
+                .with_label_values(&["not_loudest"])
+                .inc();
+            return;
+        }
         if track.rid.is_none() {
             track.rid = rid;
         }
