@@ -23,9 +23,12 @@ const opts = {
   noKeys: params.get("e2ee_test_nokeys") === "1",
   // Force the older createEncodedStreams API where both exist (tests).
   api: params.get("e2ee_api") === "streams" ? "streams" : null,
+  // Test hook: a tone instead of the microphone, its gain set by window.sfu.setToneGain.
+  testTone: params.get("test_tone") === "1",
 };
 const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 const media = new LocalMedia();
+media.testTone = opts.testTone;
 let session = null; // the live session, see connect()
 let leaving = false;
 let attempt = 0; // reconnect attempts since the last good connection
@@ -186,6 +189,7 @@ async function openSession() {
     chat: new Chat({ keys, signaling: sig, selfId }),
     files: new Files({ keys, signaling: sig, selfId, token }),
     people: new Map(), // id -> {name, identity, tracks: Map(trackId -> {kind, source, muted})}
+    speakers: { list: [], at: 0 }, // the last active_speakers and when it came (Date.now())
     chain: Promise.resolve(),
     inbox: new Map(), // sender -> promise chain for chat/files
   });
@@ -353,6 +357,10 @@ async function onMessage(s, m) {
       refreshTile(m.participant_id);
       break;
     }
+    case "active_speakers":
+      s.speakers = { list: m.speakers, at: Date.now() };
+      ui.setActiveSpeakers(m.speakers.map((x) => (x.participant_id === s.selfId ? "self" : x.participant_id)));
+      break;
     case "relay": {
       const p = m.payload;
       if (!p || typeof p !== "object" || typeof p.kind !== "string") return;
@@ -515,7 +523,13 @@ window.sfu = {
       transform: s?.e2ee.mode ?? transformMode(),
       sharingScreen: !!media.screen,
       serverErrors: [...serverErrors],
+      activeSpeakers: s?.speakers.list ?? [],
+      activeSpeakersAt: s?.speakers.at ?? 0,
     };
+  },
+  /** Test hook (with ?test_tone=1): how loud this participant is, 0 to 1. */
+  setToneGain(gain) {
+    media.setToneGain(gain);
   },
   async stats() {
     const s = session;
