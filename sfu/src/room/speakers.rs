@@ -91,6 +91,8 @@ struct Voice {
     floor_moved: u64,
     /// The last frame that was active speech, if any.
     last_active: Option<u64>,
+    /// Place in the last decision's ranking (None: new since).
+    rank: Option<usize>,
 }
 
 impl Voice {
@@ -102,6 +104,7 @@ impl Voice {
             floor: loudness.min(INITIAL_FLOOR),
             floor_moved: frame,
             last_active: None,
+            rank: None,
         }
     }
 
@@ -210,8 +213,8 @@ pub struct SpeakerDetector<K> {
     /// Frame numbers count from here (the first observation).
     epoch: Option<Instant>,
     dominant: Option<K>,
-    /// Keys ordered for "the N loudest or most recent" (updated per decision).
-    ranking: Vec<K>,
+    /// How many speakers the last decision ranked (see `Voice::rank`).
+    ranked: usize,
     /// The keys last reported, in order.
     reported: Vec<K>,
     next_decision: Option<Instant>,
@@ -223,7 +226,7 @@ impl<K> Default for SpeakerDetector<K> {
             voices: BTreeMap::new(),
             epoch: None,
             dominant: None,
-            ranking: Vec::new(),
+            ranked: 0,
             reported: Vec::new(),
             next_decision: None,
         }
@@ -251,7 +254,6 @@ impl<K: Ord + Clone> SpeakerDetector<K> {
     /// Forgets `key` (its track ended or its participant left).
     pub fn remove(&mut self, key: &K) {
         self.voices.remove(key);
-        self.ranking.retain(|k| k != key);
         if self.dominant.as_ref() == Some(key) {
             self.dominant = None;
         }
@@ -325,7 +327,12 @@ impl<K: Ord + Clone> SpeakerDetector<K> {
             .cloned()
             .chain(others.iter().map(|(k, _, _)| (*k).clone()))
             .collect();
-        self.ranking = ranking;
+        for (rank, k) in ranking.iter().enumerate() {
+            if let Some(v) = self.voices.get_mut(k) {
+                v.rank = Some(rank);
+            }
+        }
+        self.ranked = ranking.len();
         let keys: Vec<K> = speakers.iter().map(|s| s.key.clone()).collect();
         if keys == self.reported && !dominant_changed {
             return None;
@@ -341,12 +348,8 @@ impl<K: Ord + Clone> SpeakerDetector<K> {
     /// the last decision. Keys not ranked yet (new since) count as last, so
     /// while fewer than `n` are ranked they are in.
     pub fn is_within(&self, key: &K, n: usize) -> bool {
-        let rank = self
-            .ranking
-            .iter()
-            .position(|k| k == key)
-            .unwrap_or(self.ranking.len());
-        rank < n
+        let rank = self.voices.get(key).and_then(|v| v.rank);
+        rank.unwrap_or(self.ranked) < n
     }
 
     /// The current dominant speaker.
