@@ -29,7 +29,8 @@ fn first_speaker(c: &Client) -> Option<String> {
     )
 }
 
-/// Joins `n` publishers into `room`, all silent, each receiving the others' audio.
+/// Joins `n` publishers into `room`, all silent, each receiving the others'
+/// video (audio may be held back by `forward_loudest_audio`).
 async fn silent_call(server: &Server, room: &str, n: u8) -> Vec<Client> {
     let mut clients = Vec::new();
     for i in 1..=n {
@@ -39,13 +40,13 @@ async fn silent_call(server: &Server, room: &str, n: u8) -> Vec<Client> {
     }
     let clients_ref = &clients;
     eventually(
-        Duration::from_secs(10),
-        "everyone hears everyone",
+        Duration::from_secs(15),
+        "everyone sees everyone",
         || async move {
             clients_ref.iter().all(|me| {
                 clients_ref.iter().filter(|o| o.index != me.index).all(|o| {
                     o.id()
-                        .and_then(|id| me.received_from(&id, "audio"))
+                        .and_then(|id| me.received_from(&id, "video"))
                         .is_some_and(|r| r.intact > 5)
                 })
             })
@@ -91,7 +92,7 @@ async fn active_speakers_follow_three_speakers_taking_turns() {
         // Ordered with levels: the speaker's level is high, its track named.
         for c in clients {
             let s = last_speakers(c).unwrap();
-            assert!(s[0]["level"].as_f64().unwrap() > 0.3, "{s:?}");
+            assert!(s[0]["level"].as_f64().unwrap() > 0.1, "{s:?}");
             assert!(s[0]["track_id"].as_str().unwrap().starts_with("TR_"));
         }
         // Holds the floor while talking: nothing else comes first.

@@ -226,6 +226,8 @@ async function openSession() {
   });
   call.addEventListener("failed", () => sig.drop());
   sig.addEventListener("message", (e) => {
+    // Speaker changes are shown at once, never queued behind key work.
+    if (e.detail.type === "active_speakers") return showSpeakers(s, e.detail.speakers);
     // Key messages are handled strictly in order; chat and files per sender,
     // so waiting for a key never holds up the key that would unblock it.
     s.chain = s.chain.then(() => onMessage(s, e.detail)).catch((err) => console.warn("message:", err));
@@ -324,6 +326,12 @@ async function onTrack({ participantId, kind, source, trackId, track }) {
   }
 }
 
+function showSpeakers(s, speakers) {
+  if (session !== s) return;
+  s.speakers = { list: speakers, at: Date.now() };
+  ui.setActiveSpeakers(speakers.map((x) => (x.participant_id === s.selfId ? "self" : x.participant_id)));
+}
+
 async function onMessage(s, m) {
   if (session !== s) return;
   if (s.call.handle(m)) return;
@@ -357,10 +365,6 @@ async function onMessage(s, m) {
       refreshTile(m.participant_id);
       break;
     }
-    case "active_speakers":
-      s.speakers = { list: m.speakers, at: Date.now() };
-      ui.setActiveSpeakers(m.speakers.map((x) => (x.participant_id === s.selfId ? "self" : x.participant_id)));
-      break;
     case "relay": {
       const p = m.payload;
       if (!p || typeof p !== "object" || typeof p.kind !== "string") return;

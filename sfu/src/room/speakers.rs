@@ -13,7 +13,7 @@
 //! the paper's binomial likelihoods: simpler to reason about and to test.
 //!
 //! Decisions are made at most every [`DECISION_INTERVAL`]; `poll` returns the
-//! ordered list only when it changed. Memory is bounded: a fixed ring of
+//! ordered list only when it changed, and at most every [`REPORT_INTERVAL`]. Memory is bounded: a fixed ring of
 //! frames per speaker and at most [`MAX_SPEAKERS`] speakers.
 
 use std::collections::BTreeMap;
@@ -21,8 +21,12 @@ use std::time::{Duration, Instant};
 
 /// One frame of audio: the usual Opus packet duration.
 pub const FRAME: Duration = Duration::from_millis(20);
-/// How often the floor can change (and the list be re-sent at most).
-pub const DECISION_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the floor can change.
+pub const DECISION_INTERVAL: Duration = Duration::from_millis(100);
+/// The list is reported at most this often (a change within it waits).
+/// Deciding more often than reporting sends a change that follows a quiet
+/// spell sooner.
+pub const REPORT_INTERVAL: Duration = Duration::from_millis(200);
 /// At most this many speakers are tracked per room; more are ignored.
 pub const MAX_SPEAKERS: usize = 512;
 
@@ -217,7 +221,10 @@ pub struct SpeakerDetector<K> {
     ranked: usize,
     /// The keys last reported, in order.
     reported: Vec<K>,
+    /// A dominant speaker change not reported yet (held by `REPORT_INTERVAL`).
+    unreported_change: bool,
     next_decision: Option<Instant>,
+    next_report: Option<Instant>,
 }
 
 impl<K> Default for SpeakerDetector<K> {
@@ -228,7 +235,9 @@ impl<K> Default for SpeakerDetector<K> {
             dominant: None,
             ranked: 0,
             reported: Vec::new(),
+            unreported_change: false,
             next_decision: None,
+            next_report: None,
         }
     }
 }
@@ -260,7 +269,8 @@ impl<K: Ord + Clone> SpeakerDetector<K> {
     }
 
     /// Decides who speaks, at most every [`DECISION_INTERVAL`]; returns the
-    /// ordered list when it differs from the last one returned.
+    /// ordered list when it differs from the last one returned, at most
+    /// every [`REPORT_INTERVAL`].
     pub fn poll(&mut self, now: Instant) -> Option<SpeakerUpdate<K>> {
         if self.next_decision.is_some_and(|t| now < t) {
             return None;
@@ -334,13 +344,18 @@ impl<K: Ord + Clone> SpeakerDetector<K> {
         }
         self.ranked = ranking.len();
         let keys: Vec<K> = speakers.iter().map(|s| s.key.clone()).collect();
-        if keys == self.reported && !dominant_changed {
+        self.unreported_change |= dominant_changed;
+        if keys == self.reported && !self.unreported_change {
             return None;
         }
+        if self.next_report.is_some_and(|t| now < t) {
+            return None;
+        }
+        self.next_report = Some(now + REPORT_INTERVAL);
         self.reported = keys;
         Some(SpeakerUpdate {
             speakers,
-            dominant_changed,
+            dominant_changed: std::mem::take(&mut self.unreported_change),
         })
     }
 
@@ -387,6 +402,7 @@ mod tests {
         now: Instant,
         /// (time since start, dominant) at every update.
         changes: Vec<(Duration, Option<&'static str>)>,
+        last_update: Option<Instant>,
         updates: Vec<SpeakerUpdate<&'static str>>,
     }
 
@@ -398,6 +414,7 @@ mod tests {
                 t0,
                 now: t0,
                 changes: Vec::new(),
+                last_update: None,
                 updates: Vec::new(),
             }
         }
@@ -410,6 +427,9 @@ mod tests {
                     self.det.observe(k, *l, self.now);
                 }
                 if let Some(u) = self.det.poll(self.now) {
+                    if let Some(last) = self.last_update.replace(self.now) {
+                        assert!(self.now - last >= REPORT_INTERVAL, "updates too close");
+                    }
                     if u.dominant_changed {
                         let d = self.det.dominant().copied();
                         self.changes.push((self.now - self.t0, d));
@@ -543,20 +563,37 @@ mod tests {
     }
 
     #[test]
-    fn decisions_are_throttled() {
-        let mut sim = Sim::new();
-        let t = sim.now;
-        sim.det.observe(&"a", LOUD, t);
-        assert!(sim.det.poll(t).is_none(), "nothing to report yet");
-        assert!(sim.det.poll(t + ms(100)).is_none());
-        let mut polls = 0;
-        sim.run(&[("a", LOUD)], ms(1000));
-        for u in &sim.updates {
-            polls += usize::from(u.dominant_changed);
+    fn reports_are_throttled_and_held_changes_follow() {
+        let mut det = SpeakerDetector::default();
+        let t0 = Instant::now();
+        let mut t = t0;
+        det.observe(&"a", LOUD, t);
+        assert!(det.poll(t).is_none(), "nothing to report yet");
+        // a takes the floor: reported at once.
+        let reported = loop {
+            t += FRAME;
+            det.observe(&"a", LOUD, t);
+            if let Some(u) = det.poll(t) {
+                break u;
+            }
+            assert!(t - t0 < ms(1000), "a never took the floor");
+        };
+        assert!(reported.dominant_changed);
+        assert_eq!(reported.speakers[0].key, "a");
+        // a leaves right after: the change waits for the report interval.
+        let at = t;
+        det.remove(&"a");
+        for step in 1..10u32 {
+            let now = at + FRAME * step;
+            assert!(
+                det.poll(now).is_none(),
+                "reported {:?} after the last",
+                now - at
+            );
         }
-        assert_eq!(polls, 1);
-        // Updates come at most once per decision interval.
-        assert!(sim.updates.len() <= (1000 / DECISION_INTERVAL.as_millis() as usize) + 1);
+        let u = det.poll(at + REPORT_INTERVAL).expect("the held change");
+        assert!(u.speakers.is_empty());
+        assert!(det.poll(at + REPORT_INTERVAL * 3).is_none(), "once");
     }
 
     #[test]
