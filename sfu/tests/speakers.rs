@@ -103,6 +103,13 @@ async fn active_speakers_follow_three_speakers_taking_turns() {
     }
     eprintln!("active_speakers followed turns after {latencies:?}");
     assert!(metric(&server, "sfu_speaker_changes_total").await >= 4.0);
+    // A latecomer hears who holds the floor without waiting for a change.
+    let late = Client::join(&server, &token("turns", "late"), 9, false).await;
+    let first = clients[0].id().unwrap();
+    eventually(Duration::from_secs(2), "the latecomer is told", || async {
+        first_speaker(&late).as_deref() == Some(first.as_str())
+    })
+    .await;
     // Everyone goes quiet: the floor stays with the last speaker, alone.
     for c in clients {
         c.set_audio_level(SILENT);

@@ -75,6 +75,8 @@ impl Room {
         let id = participant.id.clone();
         let hidden = participant.hidden;
         self.participants.insert(id.clone(), participant);
+        // The newcomer hears who speaks with the next decision.
+        self.speakers.report_again();
         match (hidden, self.info(&id)) {
             (false, Some(info)) => {
                 self.broadcast(&id, ServerMessage::ParticipantJoined { participant: info })

@@ -268,6 +268,12 @@ impl<K: Ord + Clone> SpeakerDetector<K> {
         }
     }
 
+    /// Makes the next decision report the list even if unchanged (someone
+    /// joined and has not heard it).
+    pub fn report_again(&mut self) {
+        self.reported.clear();
+    }
+
     /// Decides who speaks, at most every [`DECISION_INTERVAL`]; returns the
     /// ordered list when it differs from the last one returned, at most
     /// every [`REPORT_INTERVAL`].
@@ -636,6 +642,21 @@ mod tests {
         assert!(!sim.det.is_within(&"a", 2));
         assert!(!sim.det.is_within(&"b", 2));
         assert!(sim.det.is_within(&"b", 4));
+    }
+
+    #[test]
+    fn the_list_is_reported_again_for_a_newcomer() {
+        let mut sim = Sim::new();
+        sim.run(&[("a", LOUD)], ms(1000));
+        let n = sim.updates.len();
+        sim.run(&[("a", LOUD)], ms(1000));
+        assert_eq!(sim.updates.len(), n, "no change, no update");
+        sim.det.report_again();
+        sim.run(&[("a", LOUD)], ms(300));
+        assert_eq!(sim.updates.len(), n + 1);
+        let u = sim.updates.last().unwrap();
+        assert!(!u.dominant_changed);
+        assert_eq!(u.speakers[0].key, "a");
     }
 
     #[test]
