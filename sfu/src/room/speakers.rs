@@ -11,6 +11,9 @@
 //! talking with pauses. Our scales are fractions of active 20 ms frames
 //! against an adaptive noise floor, compared with fixed margins, rather than
 //! the paper's binomial likelihoods: simpler to reason about and to test.
+//! The extension's voice-activity flag is not used: Chromium 156 sets it on
+//! every packet of a WebAudio track, -127 dBov silence included, so the
+//! level alone decides (as in mediasoup).
 //!
 //! Decisions are made at most every [`DECISION_INTERVAL`]; `poll` returns the
 //! ordered list only when it changed, and at most every [`REPORT_INTERVAL`]. Memory is bounded: a fixed ring of
