@@ -5,30 +5,39 @@
 //! One engine owns whole rooms (a peer never refers to another room): each
 //! shard (`media/shard.rs`) runs one engine on its own thread with its own
 //! sockets.
+//!
+//! This file is the entry: inputs, outputs, demultiplexing and driving
+//! str0m. The concerns behind it are one file each: `forward.rs` (the
+//! packet path), `publish.rs`, `subscribe.rs`, `sessions.rs` (WHIP/WHEP)
+//! and `membership.rs` (participants and peers coming and going).
+
+mod forward;
+mod membership;
+mod publish;
+mod sessions;
+mod subscribe;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
-use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::change::SdpOffer;
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::rtp::RtpWrite;
-use str0m::{Candidate, Event, Input, Output, RtcError};
+use str0m::{Event, Input, Output, RtcError};
 use tracing::{debug, info, warn};
 
-use super::peer::{forwarded_extensions, LocalAddrs, Peer, PendingOffer, Role, Slot};
+use super::arena::Arena;
+use super::down_track::DownTrack;
+use super::ids::{DownTrackTag, PeerKey, PeerTag, ReceiverTag};
+use super::peer::{LocalAddrs, Peer, Role};
+use super::receiver::Receiver;
 use super::timers::Timers;
 use crate::auth::Grants;
 use crate::config::{IceServer, MediaConfig};
 use crate::metrics::Metrics;
-use crate::room::keyframe::KeyframeThrottle;
-use crate::room::track::kind_name;
-use crate::room::{Access, ConnId, Delivery, Participant, PeerId, Room, Sink, Track};
-use crate::signal::protocol::{
-    ClientMessage, ErrorCode, ServerMessage, SubscribedTrack, TrackLabel, PROTOCOL_VERSION,
-};
+use crate::room::{Access, ConnId, Delivery, Participant};
+use crate::signal::protocol::{ClientMessage, ErrorCode, ServerMessage, PROTOCOL_VERSION};
 
 /// Something for the shell to do with a signaling connection.
 #[derive(Debug)]
@@ -77,19 +86,23 @@ pub struct EngineConfig {
 pub struct Engine {
     config: EngineConfig,
     metrics: Metrics,
-    rooms: HashMap<String, Room>,
-    peers: HashMap<PeerId, Peer>,
+    rooms: HashMap<String, crate::room::Room>,
+    /// Peer connections (one str0m `Rtc` each).
+    peers: Arena<PeerTag, Peer>,
+    /// Published tracks' media side.
+    receivers: Arena<ReceiverTag, Receiver>,
+    /// Subscribers' sending m-lines.
+    down_tracks: Arena<DownTrackTag, DownTrack>,
     /// Demultiplexing of incoming datagrams by remote address.
-    addrs: HashMap<(Protocol, SocketAddr), PeerId>,
+    addrs: HashMap<(Protocol, SocketAddr), PeerKey>,
     /// Signaling connection → (room, participant).
     conns: HashMap<ConnId, (String, String)>,
     /// WHIP/WHEP session → (room, participant).
     sessions: HashMap<String, (String, String)>,
-    next_peer: PeerId,
     /// Peers whose `Rtc` changed and needs `poll_output` draining.
-    dirty: Vec<PeerId>,
+    dirty: Vec<PeerKey>,
     /// When each peer next needs a str0m timeout or a liveness check.
-    timers: Timers<PeerId>,
+    timers: Timers<PeerKey>,
     transmits: VecDeque<Transmit>,
     /// Datagrams queued since `sfu_datagrams_out_total` was last updated.
     unreported_out: u64,
@@ -112,6 +125,16 @@ struct Gauges {
     peers: i64,
 }
 
+/// The parsed offer, if the token allows `what` (refused before parsing).
+fn permitted_offer(allowed: bool, what: &str, sdp: &str) -> Result<SdpOffer, SessionError> {
+    if !allowed {
+        return Err(SessionError::Forbidden(format!(
+            "token does not allow {what}"
+        )));
+    }
+    SdpOffer::from_sdp_string(sdp).map_err(|e| SessionError::BadSdp(e.to_string()))
+}
+
 fn random_id(prefix: &str) -> String {
     format!(
         "{prefix}{}",
@@ -132,11 +155,12 @@ impl Engine {
             config,
             metrics,
             rooms: HashMap::new(),
-            peers: HashMap::new(),
+            peers: Arena::default(),
+            receivers: Arena::default(),
+            down_tracks: Arena::default(),
             addrs: HashMap::new(),
             conns: HashMap::new(),
             sessions: HashMap::new(),
-            next_peer: 1,
             dirty: Vec::new(),
             timers: Timers::default(),
             transmits: VecDeque::new(),
@@ -322,162 +346,6 @@ impl Engine {
     }
 
     // ------------------------------------------------------------------
-    // WHIP / WHEP
-    // ------------------------------------------------------------------
-
-    /// WHIP: publish the offer's media into `grants.room`. Returns the
-    /// session id and the SDP answer.
-    pub fn whip(
-        &mut self,
-        grants: Grants,
-        offer: &str,
-        now: Instant,
-    ) -> Result<(String, String), SessionError> {
-        if !grants.can_publish {
-            return Err(SessionError::Forbidden(
-                "token does not allow publishing".into(),
-            ));
-        }
-        let offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| SessionError::BadSdp(e.to_string()))?;
-        let room = grants.room.clone();
-        let identity = grants.identity.clone();
-        let (session, pid) = self.add_session_participant(grants, false, now);
-        match self.apply_publish_offer(&room, &pid, offer, &[], now) {
-            Ok(answer) => {
-                // Only a session that works replaces an older one.
-                self.replace_identity(&room, &identity, &pid, now);
-                Ok((session, answer))
-            }
-            Err(e) => {
-                self.remove_participant(&room, &pid, now);
-                Err(e)
-            }
-        }
-    }
-
-    /// WHEP: view the room's tracks (those of participant `target` — id or
-    /// identity — if given). Returns the session id and the SDP answer.
-    pub fn whep(
-        &mut self,
-        grants: Grants,
-        target: Option<&str>,
-        offer: &str,
-        now: Instant,
-    ) -> Result<(String, String), SessionError> {
-        if !grants.can_subscribe {
-            return Err(SessionError::Forbidden(
-                "token does not allow subscribing".into(),
-            ));
-        }
-        let offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| SessionError::BadSdp(e.to_string()))?;
-        let room = grants.room.clone();
-        if let Some(target) = target {
-            let found = self.rooms.get(&room).is_some_and(|r| {
-                r.participants.contains_key(target) || r.find_identity(target).is_some()
-            });
-            if !found {
-                return Err(SessionError::NotFound);
-            }
-        }
-        let (session, pid) = self.add_session_participant(grants, true, now);
-        if let Some(p) = self.participant_mut(&room, &pid) {
-            p.view_of = target.map(String::from);
-        }
-        let peer_id = self.add_peer(&room, &pid, Role::Subscriber { offerer: false }, now);
-        let answer = {
-            let Some(peer) = self.peers.get_mut(&peer_id) else {
-                return Err(SessionError::NotFound);
-            };
-            peer.rtc.sdp_api().accept_offer(offer)
-        };
-        let answer = match answer {
-            Ok(a) => a.to_sdp_string(),
-            Err(e) => {
-                self.remove_participant(&room, &pid, now);
-                return Err(SessionError::BadSdp(e.to_string()));
-            }
-        };
-        self.drive(now);
-        self.update_subscriber(&room, &pid, now);
-        self.drive(now);
-        Ok((session, answer))
-    }
-
-    /// Ends a WHIP/WHEP session. False if there is no such session.
-    pub fn end_session(&mut self, session: &str, now: Instant) -> bool {
-        let Some((room, pid)) = self.sessions.get(session).cloned() else {
-            return false;
-        };
-        self.remove_participant(&room, &pid, now);
-        self.drive(now);
-        true
-    }
-
-    /// Trickled candidates for a WHIP/WHEP session (an SDP fragment).
-    pub fn patch_session(
-        &mut self,
-        session: &str,
-        fragment: &str,
-        now: Instant,
-    ) -> Result<(), SessionError> {
-        let (room, pid) = self
-            .sessions
-            .get(session)
-            .cloned()
-            .ok_or(SessionError::NotFound)?;
-        let peers: Vec<PeerId> = self
-            .participant(&room, &pid)
-            .map(|p| p.publisher.into_iter().chain(p.subscriber).collect())
-            .unwrap_or_default();
-        for line in fragment.lines() {
-            let Some(cand) = line.trim().strip_prefix("a=") else {
-                continue;
-            };
-            if !cand.starts_with("candidate:") {
-                continue;
-            }
-            let candidate = Candidate::from_sdp_string(cand)
-                .map_err(|e| SessionError::BadSdp(e.to_string()))?;
-            for id in &peers {
-                if let Some(peer) = self.peers.get_mut(id) {
-                    peer.rtc.add_remote_candidate(candidate.clone());
-                    mark(&mut self.dirty, peer);
-                }
-            }
-        }
-        self.drive(now);
-        Ok(())
-    }
-
-    fn add_session_participant(
-        &mut self,
-        grants: Grants,
-        hidden: bool,
-        now: Instant,
-    ) -> (String, String) {
-        let room_name = grants.room.clone();
-        // The session URL is the capability to end it: make it unguessable.
-        // The shard prefix routes `/sessions/{id}` (see `session_shard`).
-        let session = format!(
-            "{}-{}",
-            self.config.shard,
-            Alphanumeric.sample_string(&mut rand::rng(), 24)
-        );
-        let id = random_id("PA_");
-        let mut p = Participant::new(id.clone(), grants, Access::Session(session.clone()), now);
-        p.hidden = hidden;
-        let deliveries = self.rooms.entry(room_name.clone()).or_default().join(p);
-        self.deliver(deliveries);
-        self.sessions
-            .insert(session.clone(), (room_name.clone(), id.clone()));
-        info!(room = %room_name, participant = %id, session = %session, hidden, "session started");
-        self.update_gauges();
-        (session, id)
-    }
-
-    // ------------------------------------------------------------------
     // Network input
     // ------------------------------------------------------------------
 
@@ -511,9 +379,9 @@ impl Engine {
                 // Only a STUN request naming a peer's ufrag opens a mapping.
                 let Some(id) = self
                     .peers
-                    .values()
-                    .find(|p| p.rtc.accepts(&input))
-                    .map(|p| p.id)
+                    .iter()
+                    .find(|(_, p)| p.rtc.accepts(&input))
+                    .map(|(id, _)| id)
                 else {
                     self.metrics
                         .dropped
@@ -522,13 +390,13 @@ impl Engine {
                     return;
                 };
                 self.addrs.insert((proto, source), id);
-                if let Some(peer) = self.peers.get_mut(&id) {
+                if let Some(peer) = self.peers.get_mut(id) {
                     peer.addrs.push((proto, source));
                 }
                 id
             }
         };
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
+        let Some(peer) = self.peers.get_mut(peer_id) else {
             return;
         };
         peer.last_heard = now;
@@ -541,7 +409,7 @@ impl Engine {
                 peer.last_heard = now - self.config.media.peer_timeout() - Duration::from_millis(1);
                 peer.timeout = now;
             }
-            Err(e) => debug!(peer = peer_id, "input rejected: {e}"),
+            Err(e) => debug!(peer = %peer_id, "input rejected: {e}"),
             Ok(()) => {}
         }
         self.drive(now);
@@ -555,7 +423,7 @@ impl Engine {
         let peers = &mut self.peers;
         let mut claim = |id, at| {
             peers
-                .get_mut(&id)
+                .get_mut(id)
                 .is_some_and(|p| p.scheduled == Some(at) && p.scheduled.take().is_some())
         };
         let mut due = Vec::new();
@@ -563,12 +431,12 @@ impl Engine {
             due.push(id);
         }
         for id in due {
-            let Some(peer) = self.peers.get_mut(&id) else {
+            let Some(peer) = self.peers.get_mut(id) else {
                 continue;
             };
             if peer.timeout <= now {
                 if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
-                    debug!(peer = peer.id, "timeout input: {e}");
+                    debug!(peer = %peer.id, "timeout input: {e}");
                 }
             }
             if !peer.rtc.is_alive() || now.saturating_duration_since(peer.last_heard) > timeout {
@@ -610,10 +478,10 @@ impl Engine {
         warn!("peers still dirty after 64 rounds");
     }
 
-    fn drain(&mut self, id: PeerId, now: Instant) {
+    fn drain(&mut self, id: PeerKey, now: Instant) {
         let mut events = Vec::new();
         {
-            let Some(peer) = self.peers.get_mut(&id) else {
+            let Some(peer) = self.peers.get_mut(id) else {
                 return;
             };
             peer.dirty = false;
@@ -639,7 +507,7 @@ impl Engine {
                     }
                     Ok(Output::Event(e)) => events.push(e),
                     Err(e) => {
-                        debug!(peer = id, "poll_output: {e}");
+                        debug!(peer = %id, "poll_output: {e}");
                         peer.timeout = now + Duration::from_millis(100);
                         break;
                     }
@@ -653,12 +521,12 @@ impl Engine {
         }
     }
 
-    fn handle_event(&mut self, id: PeerId, event: Event, now: Instant) {
+    fn handle_event(&mut self, id: PeerKey, event: Event, now: Instant) {
         match event {
             Event::Connected => self.connected(id, now),
             // str0m reports m-lines once media can flow (after DTLS).
             Event::MediaAdded(m) => {
-                let Some(peer) = self.peers.get_mut(&id) else {
+                let Some(peer) = self.peers.get_mut(id) else {
                     return;
                 };
                 match peer.role {
@@ -667,8 +535,8 @@ impl Engine {
                         self.reconcile_publisher(id, now);
                     }
                     Role::Subscriber { .. } => {
-                        peer.slots.insert(m.mid, Slot::new(m.kind));
                         let (room, pid) = (peer.room.clone(), peer.participant.clone());
+                        self.add_down_track(id, m.mid, m.kind);
                         self.update_subscriber(&room, &pid, now);
                     }
                 }
@@ -676,23 +544,24 @@ impl Engine {
             Event::MediaChanged(_)
                 if self
                     .peers
-                    .get(&id)
+                    .get(id)
                     .is_some_and(|p| p.role == Role::Publisher) =>
             {
                 self.reconcile_publisher(id, now);
             }
             Event::RtpPacket(packet) => self.forward(id, packet, now),
             Event::KeyframeRequest(req) => {
-                let track = self
+                let receiver = self
                     .peers
-                    .get(&id)
-                    .and_then(|p| Some((p.room.clone(), p.slots.get(&req.mid)?.track.clone()?)));
-                if let Some((room, track)) = track {
-                    self.request_keyframe(&room, &track, req.kind, "forwarded", now);
+                    .get(id)
+                    .and_then(|p| p.slots.get(&req.mid))
+                    .and_then(|&k| self.down_tracks.get(k)?.receiver);
+                if let Some(receiver) = receiver {
+                    self.request_keyframe(receiver, req.kind, "forwarded", now);
                 }
             }
             Event::Closed => {
-                if let Some(peer) = self.peers.get_mut(&id) {
+                if let Some(peer) = self.peers.get_mut(id) {
                     // Let the timeout path remove it on its next pass.
                     peer.last_heard =
                         now - self.config.media.peer_timeout() - Duration::from_millis(1);
@@ -704,8 +573,8 @@ impl Engine {
         }
     }
 
-    fn connected(&mut self, id: PeerId, now: Instant) {
-        let Some(peer) = self.peers.get_mut(&id) else {
+    fn connected(&mut self, id: PeerKey, now: Instant) {
+        let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
         peer.connected = true;
@@ -719,775 +588,9 @@ impl Engine {
         }
     }
 
-    /// Forwards one publisher packet to every subscriber slot of its track.
-    /// Reads header fields only; the payload is passed on as the same bytes.
-    fn forward(&mut self, publisher: PeerId, packet: str0m::rtp::RtpPacket, now: Instant) {
-        self.metrics.rtp_packets_in.inc();
-        self.metrics
-            .rtp_bytes_in
-            .inc_by(packet.payload.len() as u64);
-        let Some(pub_peer) = self.peers.get_mut(&publisher) else {
-            return;
-        };
-        let Some((mid, rid)) = pub_peer
-            .rtc
-            .direct_api()
-            .stream_rx(&packet.header.ssrc)
-            .map(|s| (s.mid(), s.rid()))
-        else {
-            self.metrics
-                .dropped
-                .with_label_values(&["unknown_stream"])
-                .inc();
-            return;
-        };
-        let params = pub_peer
-            .rtc
-            .codec_config()
-            .find(|p| p.pt() == packet.header.payload_type)
-            .copied();
-        let Some(params) = params else {
-            self.metrics
-                .dropped
-                .with_label_values(&["unknown_payload_type"])
-                .inc();
-            return;
-        };
-        let Some(track_id) = pub_peer.published.get(&mid) else {
-            self.metrics
-                .dropped
-                .with_label_values(&["unpublished"])
-                .inc();
-            return;
-        };
-        let Some(room) = self.rooms.get_mut(&pub_peer.room) else {
-            return;
-        };
-        // Active speakers (room/speakers.rs) from the clear RFC 6464 level.
-        if let Some(level) = packet.header.ext_vals.audio_level {
-            if let Some((out, changed)) = room.hear(track_id, level.unsigned_abs(), now) {
-                self.metrics.speaker_changes.inc_by(u64::from(changed));
-                self.signals
-                    .extend(out.into_iter().map(|(c, m)| Signal::Message(c, m)));
-            }
-        }
-        let Some(track) = room.tracks.get_mut(track_id) else {
-            return;
-        };
-        let loudest = self.config.media.forward_loudest_audio;
-        if loudest > 0
-            && track.kind == MediaKind::Audio
-            && !room.speakers.is_within(track_id, loudest)
-        {
-            self.metrics
-                .dropped
-                .with_label_values(&["not_loudest"])
-                .inc();
-            return;
-        }
-        if track.rid.is_none() {
-            track.rid = rid;
-        }
-        if rid != track.rid {
-            self.metrics
-                .dropped
-                .with_label_values(&["simulcast_layer"])
-                .inc();
-            return;
-        }
-        let clock_rate = params.spec().clock_rate.get();
-        let is_video = track.kind == MediaKind::Video;
-        let exts = forwarded_extensions(&packet.header.ext_vals);
-        let payload = if self.corrupt_payloads && !packet.payload.is_empty() {
-            let mut bytes = packet.payload.to_vec();
-            let last = bytes.len() - 1;
-            bytes[last] ^= 0x5a;
-            bytes.into()
-        } else {
-            packet.payload.clone()
-        };
-        // Counted once per packet: the counters are shared by every shard,
-        // and an atomic add per subscriber would bounce their cache line.
-        let mut sent = 0u64;
-        for sink in &track.sinks {
-            let Some(sub) = self.peers.get_mut(&sink.peer) else {
-                continue;
-            };
-            let Some(slot) = sub.slots.get_mut(&sink.mid) else {
-                continue;
-            };
-            let Some(pt) = slot.out_pt(&sub.rtc, &params) else {
-                self.metrics
-                    .dropped
-                    .with_label_values(&["codec_mismatch"])
-                    .inc();
-                continue;
-            };
-            let Some(out) = slot.rebaser.rebase(
-                *packet.header.ssrc,
-                *packet.seq_no,
-                packet.header.timestamp,
-                clock_rate,
-                now,
-            ) else {
-                self.metrics.dropped.with_label_values(&["too_old"]).inc();
-                continue;
-            };
-            let mut api = sub.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(sink.mid, None) else {
-                self.metrics
-                    .dropped
-                    .with_label_values(&["not_negotiated"])
-                    .inc();
-                continue;
-            };
-            tx.write_rtp(
-                RtpWrite::new(
-                    pt,
-                    out.seq.into(),
-                    out.ts,
-                    packet.timestamp,
-                    payload.clone(),
-                )
-                .marker(packet.header.marker)
-                .ext_vals(exts.clone())
-                .nackable(is_video),
-            );
-            mark(&mut self.dirty, sub);
-            sent += 1;
-        }
-        self.metrics.rtp_packets_out.inc_by(sent);
-        self.metrics
-            .rtp_bytes_out
-            .inc_by(sent * payload.len() as u64);
-    }
-
-    fn request_keyframe(
-        &mut self,
-        room: &str,
-        track_id: &str,
-        kind: KeyframeRequestKind,
-        outcome: &str,
-        now: Instant,
-    ) {
-        let Some(track) = self
-            .rooms
-            .get_mut(room)
-            .and_then(|r| r.tracks.get_mut(track_id))
-        else {
-            return;
-        };
-        if track.kind != MediaKind::Video {
-            return;
-        }
-        if !track.keyframes.allow(now) {
-            self.metrics
-                .keyframe_requests
-                .with_label_values(&["throttled"])
-                .inc();
-            return;
-        }
-        let (peer_id, mid, rid) = (track.peer, track.mid, track.rid);
-        if let Some(peer) = self.peers.get_mut(&peer_id) {
-            if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, rid) {
-                rx.request_keyframe(kind);
-                mark(&mut self.dirty, peer);
-                self.metrics
-                    .keyframe_requests
-                    .with_label_values(&[outcome])
-                    .inc();
-            }
-        }
-    }
-
-    // ------------------------------------------------------------------
-    // Publishing
-    // ------------------------------------------------------------------
-
-    fn publish_offer(
-        &mut self,
-        room: &str,
-        pid: &str,
-        sdp: &str,
-        labels: &[TrackLabel],
-        now: Instant,
-    ) -> Result<String, SessionError> {
-        let can_publish = self
-            .participant(room, pid)
-            .is_some_and(|p| p.grants.can_publish);
-        if !can_publish {
-            return Err(SessionError::Forbidden(
-                "token does not allow publishing".into(),
-            ));
-        }
-        let offer =
-            SdpOffer::from_sdp_string(sdp).map_err(|e| SessionError::BadSdp(e.to_string()))?;
-        self.apply_publish_offer(room, pid, offer, labels, now)
-    }
-
-    fn apply_publish_offer(
-        &mut self,
-        room: &str,
-        pid: &str,
-        offer: SdpOffer,
-        labels: &[TrackLabel],
-        now: Instant,
-    ) -> Result<String, SessionError> {
-        let existing = self.participant(room, pid).and_then(|p| p.publisher);
-        let peer_id = match existing {
-            Some(id) => id,
-            None => self.add_peer(room, pid, Role::Publisher, now),
-        };
-        let peer = self.peers.get_mut(&peer_id).ok_or(SessionError::NotFound)?;
-        let answer = match peer.rtc.sdp_api().accept_offer(offer) {
-            Ok(answer) => {
-                for l in labels {
-                    peer.labels.insert(l.mid.clone(), l.source.clone());
-                }
-                answer
-            }
-            Err(e) => {
-                // A first offer that fails leaves no half-made connection behind.
-                if existing.is_none() {
-                    self.remove_peer(peer_id);
-                    if let Some(p) = self.participant_mut(room, pid) {
-                        p.publisher = None;
-                    }
-                    self.update_gauges();
-                }
-                return Err(SessionError::BadSdp(e.to_string()));
-            }
-        };
-        mark(&mut self.dirty, peer);
-        self.drive(now);
-        self.reconcile_publisher(peer_id, now);
-        Ok(answer.to_sdp_string())
-    }
-
-    /// Publishes tracks for receiving m-lines and unpublishes the others.
-    fn reconcile_publisher(&mut self, peer_id: PeerId, now: Instant) {
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            return;
-        };
-        let room = peer.room.clone();
-        let pid = peer.participant.clone();
-        let mut added = Vec::new();
-        let mut removed = Vec::new();
-        for (&mid, &kind) in &peer.remote_media {
-            let receiving = peer.rtc.media(mid).is_some_and(|m| {
-                matches!(m.direction(), Direction::RecvOnly | Direction::SendRecv)
-            });
-            match (receiving, peer.published.get(&mid)) {
-                (true, None) => {
-                    let track_id = random_id("TR_");
-                    peer.published.insert(mid, track_id.clone());
-                    added.push(Track {
-                        id: track_id,
-                        owner: pid.clone(),
-                        kind,
-                        peer: peer_id,
-                        mid,
-                        rid: None,
-                        source: peer.labels.get(&*mid).cloned(),
-                        muted: false,
-                        keyframes: KeyframeThrottle::new(self.config.media.keyframe_interval()),
-                        sinks: Vec::new(),
-                    });
-                }
-                (false, Some(track_id)) => removed.push(track_id.clone()),
-                _ => {}
-            }
-        }
-        peer.published.retain(|_, t| !removed.contains(t));
-        for track in added {
-            debug!(room = %room, track = %track.id, kind = kind_name(track.kind), "published");
-            let deliveries = self
-                .rooms
-                .get_mut(&room)
-                .map(|r| r.publish(track))
-                .unwrap_or_default();
-            self.deliver(deliveries);
-        }
-        for track_id in removed {
-            self.unpublish(&room, &track_id, now);
-        }
-        self.update_all_subscribers(&room, now);
-        self.update_gauges();
-    }
-
-    fn unpublish(&mut self, room: &str, track_id: &str, now: Instant) {
-        let Some((track, deliveries)) =
-            self.rooms.get_mut(room).and_then(|r| r.unpublish(track_id))
-        else {
-            return;
-        };
-        self.deliver(deliveries);
-        for sink in track.sinks {
-            if let Some(slot) = self
-                .peers
-                .get_mut(&sink.peer)
-                .and_then(|p| p.slots.get_mut(&sink.mid))
-            {
-                slot.track = None;
-            }
-        }
-        self.update_all_subscribers(room, now);
-    }
-
-    // ------------------------------------------------------------------
-    // Subscribing
-    // ------------------------------------------------------------------
-
-    fn set_wanted(
-        &mut self,
-        conn: ConnId,
-        room: &str,
-        pid: &str,
-        track_ids: &[String],
-        wanted: bool,
-        now: Instant,
-    ) {
-        let Some(r) = self.rooms.get_mut(room) else {
-            return;
-        };
-        let unknown: Vec<String> = track_ids
-            .iter()
-            .filter(|t| !r.tracks.contains_key(*t))
-            .cloned()
-            .collect();
-        let known: Vec<String> = track_ids
-            .iter()
-            .filter(|t| r.tracks.contains_key(*t))
-            .cloned()
-            .collect();
-        let Some(p) = r.participants.get_mut(pid) else {
-            return;
-        };
-        if !p.grants.can_subscribe {
-            self.error(
-                conn,
-                ErrorCode::Forbidden,
-                "token does not allow subscribing",
-            );
-            return;
-        }
-        for t in &known {
-            p.set_wanted(t, wanted);
-        }
-        if !unknown.is_empty() {
-            let msg = format!("unknown track ids: {unknown:?}");
-            self.error(conn, ErrorCode::UnknownTrack, msg);
-        }
-        self.update_subscriber(room, pid, now);
-    }
-
-    fn update_all_subscribers(&mut self, room: &str, now: Instant) {
-        let ids: Vec<String> = self
-            .rooms
-            .get(room)
-            .map(|r| r.participants.keys().cloned().collect())
-            .unwrap_or_default();
-        for pid in ids {
-            self.update_subscriber(room, &pid, now);
-        }
-    }
-
-    /// Brings a participant's subscriber peer in line with what it wants.
-    fn update_subscriber(&mut self, room: &str, pid: &str, now: Instant) {
-        let Some(r) = self.rooms.get(room) else {
-            return;
-        };
-        let Some(p) = r.participants.get(pid) else {
-            return;
-        };
-        let wanted: Vec<(String, MediaKind, String)> = r
-            .wanted_tracks(pid)
-            .into_iter()
-            .map(|t| (t.id.clone(), t.kind, t.owner.clone()))
-            .collect();
-        let existing = p.subscriber;
-        let peer_id = match existing {
-            Some(id) => id,
-            // Offers need a signaling connection (WHIP publishers have none).
-            None if wanted.is_empty() || p.conn().is_none() => return,
-            None => self.add_peer(room, pid, Role::Subscriber { offerer: true }, now),
-        };
-        let Some(peer) = self.peers.get(&peer_id) else {
-            return;
-        };
-        match peer.role {
-            Role::Subscriber { offerer: true } => self.negotiate(peer_id, &wanted, now),
-            Role::Subscriber { offerer: false } => self.bind_slots(peer_id, &wanted, now),
-            Role::Publisher => {}
-        }
-    }
-
-    /// Drops slots whose track is no longer wanted from their tracks' sinks.
-    fn unbind_unwanted(&mut self, peer_id: PeerId, wanted: &[(String, MediaKind, String)]) {
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            return;
-        };
-        let room = peer.room.clone();
-        let mut unbound = Vec::new();
-        for (mid, slot) in peer.slots.iter_mut() {
-            if let Some(t) = &slot.track {
-                if !wanted.iter().any(|(w, _, _)| w == t) {
-                    unbound.push((t.clone(), *mid));
-                    slot.track = None;
-                }
-            }
-        }
-        if let Some(r) = self.rooms.get_mut(&room) {
-            for (track_id, mid) in unbound {
-                if let Some(track) = r.tracks.get_mut(&track_id) {
-                    track.sinks.retain(|s| *s != Sink { peer: peer_id, mid });
-                }
-            }
-        }
-    }
-
-    /// Server-offered subscriber: add m-lines for new tracks, stop those of
-    /// gone tracks, one offer in flight at a time.
-    fn negotiate(&mut self, peer_id: PeerId, wanted: &[(String, MediaKind, String)], now: Instant) {
-        self.unbind_unwanted(peer_id, wanted);
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            return;
-        };
-        if peer.pending.is_some() {
-            peer.renegotiate = true;
-            return;
-        }
-        // The first m-line carries the connection's transport (it tags the
-        // BUNDLE group). Stopping it makes the client move the group to
-        // another m-line's transport and close this one (Firefox sends a
-        // DTLS close_notify, which ends the session), and stopping every
-        // m-line leaves no transport at all: so it is never stopped, only
-        // set inactive once its track is gone.
-        let inactive = |m: &Mid| {
-            peer.rtc
-                .media(*m)
-                .is_some_and(|x| x.direction() == Direction::Inactive)
-        };
-        let park: Option<Mid> = peer
-            .slots
-            .iter()
-            .find(|(m, s)| s.anchor && s.track.is_none() && !inactive(m))
-            .map(|(m, _)| *m);
-        let stale: Vec<Mid> = peer
-            .slots
-            .iter()
-            .filter(|(_, s)| s.track.is_none() && !s.anchor)
-            .map(|(m, _)| *m)
-            .collect();
-        let present: Vec<String> = peer
-            .slots
-            .values()
-            .filter_map(|s| s.track.clone())
-            .collect();
-        let new: Vec<&(String, MediaKind, String)> = wanted
-            .iter()
-            .filter(|(t, _, _)| !present.contains(t))
-            .collect();
-        if stale.is_empty() && new.is_empty() && park.is_none() {
-            return;
-        }
-        let mut api = peer.rtc.sdp_api();
-        if let Some(mid) = park {
-            api.set_direction(mid, Direction::Inactive);
-        }
-        let mut added = Vec::new();
-        for (track_id, kind, owner) in &new {
-            let mid = api.add_media(
-                *kind,
-                Direction::SendOnly,
-                Some(owner.clone()),
-                Some(track_id.clone()),
-                None,
-            );
-            added.push((mid, track_id.clone(), *kind));
-        }
-        for mid in &stale {
-            api.stop_media(*mid);
-        }
-        let Some((offer, pending)) = api.apply() else {
-            return;
-        };
-        let stopped: Vec<(Mid, MediaKind)> = stale
-            .iter()
-            .filter_map(|mid| peer.slots.remove(mid).map(|s| (*mid, s.kind)))
-            .collect();
-        let first = peer.slots.is_empty();
-        for (i, (mid, track_id, kind)) in added.iter().enumerate() {
-            let mut slot = Slot::new(*kind);
-            slot.track = Some(track_id.clone());
-            slot.anchor = first && i == 0;
-            peer.slots.insert(*mid, slot);
-        }
-        peer.pending = Some(PendingOffer {
-            pending,
-            added: added.iter().map(|(m, _, _)| *m).collect(),
-            stopped,
-        });
-        mark(&mut self.dirty, peer);
-        let tracks = self.slot_descriptions(peer_id);
-        let conn = self.peer_conn(peer_id);
-        if let Some(conn) = conn {
-            self.signals.push_back(Signal::Message(
-                conn,
-                ServerMessage::SubscribeOffer {
-                    sdp: offer.to_sdp_string(),
-                    tracks,
-                },
-            ));
-        }
-        self.drive(now);
-    }
-
-    fn slot_descriptions(&self, peer_id: PeerId) -> Vec<SubscribedTrack> {
-        let Some(peer) = self.peers.get(&peer_id) else {
-            return Vec::new();
-        };
-        let room = self.rooms.get(&peer.room);
-        peer.slots
-            .iter()
-            .filter_map(|(mid, slot)| {
-                let track = room?.tracks.get(slot.track.as_ref()?)?;
-                Some(SubscribedTrack {
-                    mid: mid.to_string(),
-                    track_id: track.id.clone(),
-                    participant_id: track.owner.clone(),
-                    kind: kind_name(track.kind).to_string(),
-                })
-            })
-            .collect()
-    }
-
-    fn subscribe_answer(&mut self, conn: ConnId, room: &str, pid: &str, sdp: &str, now: Instant) {
-        let Some(peer_id) = self.participant(room, pid).and_then(|p| p.subscriber) else {
-            self.error(
-                conn,
-                ErrorCode::BadMessage,
-                "no subscribe offer is outstanding",
-            );
-            return;
-        };
-        let answer = match SdpAnswer::from_sdp_string(sdp) {
-            Ok(a) => a,
-            Err(e) => {
-                self.error(conn, ErrorCode::BadSdp, e.to_string());
-                return;
-            }
-        };
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            return;
-        };
-        let Some(pending) = peer.pending.take() else {
-            self.error(
-                conn,
-                ErrorCode::BadMessage,
-                "no subscribe offer is outstanding",
-            );
-            return;
-        };
-        mark(&mut self.dirty, peer);
-        if let Err(e) = peer.rtc.sdp_api().accept_answer(pending.pending, answer) {
-            // str0m rolled the offer back: forget its new slots, keep the
-            // ones it was stopping as unbound (stopped again next time), offer again.
-            for mid in &pending.added {
-                peer.slots.remove(mid);
-            }
-            for (mid, kind) in &pending.stopped {
-                peer.slots.insert(*mid, Slot::new(*kind));
-            }
-            self.error(conn, ErrorCode::BadSdp, e.to_string());
-            self.update_subscriber(room, pid, now);
-            return;
-        }
-        let mut newly_ready = Vec::new();
-        for mid in &pending.added {
-            if let Some(slot) = peer.slots.get_mut(mid) {
-                slot.ready = true;
-                if let Some(t) = &slot.track {
-                    newly_ready.push((t.clone(), *mid));
-                }
-            }
-        }
-        let renegotiate = std::mem::take(&mut peer.renegotiate);
-        self.add_sinks(peer_id, room, newly_ready, now);
-        if renegotiate {
-            self.update_subscriber(room, pid, now);
-        }
-        self.update_gauges();
-    }
-
-    /// Starts forwarding `tracks` into `peer_id`'s slots and asks for keyframes.
-    fn add_sinks(&mut self, peer_id: PeerId, room: &str, tracks: Vec<(String, Mid)>, now: Instant) {
-        for (track_id, mid) in tracks {
-            let Some(track) = self
-                .rooms
-                .get_mut(room)
-                .and_then(|r| r.tracks.get_mut(&track_id))
-            else {
-                continue;
-            };
-            let sink = Sink { peer: peer_id, mid };
-            if !track.sinks.contains(&sink) {
-                track.sinks.push(sink);
-            }
-            self.request_keyframe(
-                room,
-                &track_id,
-                KeyframeRequestKind::Pli,
-                "new_subscriber",
-                now,
-            );
-        }
-    }
-
-    /// Client-offered subscriber (WHEP): bind free slots to wanted tracks of their kind.
-    fn bind_slots(
-        &mut self,
-        peer_id: PeerId,
-        wanted: &[(String, MediaKind, String)],
-        now: Instant,
-    ) {
-        self.unbind_unwanted(peer_id, wanted);
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            return;
-        };
-        let room = peer.room.clone();
-        let mut bound: Vec<String> = peer
-            .slots
-            .values()
-            .filter_map(|s| s.track.clone())
-            .collect();
-        // Keep a viewer's audio and video from the same publisher when possible.
-        let mut owner: Option<String> = wanted
-            .iter()
-            .find(|(t, _, _)| bound.contains(t))
-            .map(|(_, _, o)| o.clone());
-        let mut newly = Vec::new();
-        for (mid, slot) in peer.slots.iter_mut() {
-            if slot.track.is_some() {
-                continue;
-            }
-            let free =
-                |(t, k, _): &&(String, MediaKind, String)| *k == slot.kind && !bound.contains(t);
-            let same_owner = wanted
-                .iter()
-                .filter(free)
-                .find(|(_, _, o)| owner.as_ref().is_none_or(|w| w == o));
-            if let Some((track_id, _, o)) = same_owner.or_else(|| wanted.iter().find(free)) {
-                owner.get_or_insert_with(|| o.clone());
-                slot.track = Some(track_id.clone());
-                slot.ready = true;
-                bound.push(track_id.clone());
-                newly.push((track_id.clone(), *mid));
-            }
-        }
-        self.add_sinks(peer_id, &room, newly, now);
-        self.update_gauges();
-    }
-
     // ------------------------------------------------------------------
     // Participants and peers
     // ------------------------------------------------------------------
-
-    fn add_peer(&mut self, room: &str, pid: &str, role: Role, now: Instant) -> PeerId {
-        let id = self.next_peer;
-        self.next_peer += 1;
-        let media = &self.config.media;
-        let mut peer = Peer::new(
-            id,
-            room,
-            pid,
-            role,
-            &self.config.local,
-            media.retransmit_packets,
-            now,
-        );
-        mark(&mut self.dirty, &mut peer);
-        self.peers.insert(id, peer);
-        if let Some(p) = self.participant_mut(room, pid) {
-            match role {
-                Role::Publisher => p.publisher = Some(id),
-                Role::Subscriber { .. } => p.subscriber = Some(id),
-            }
-        }
-        self.update_gauges();
-        id
-    }
-
-    fn remove_peer(&mut self, id: PeerId) {
-        let Some(mut peer) = self.peers.remove(&id) else {
-            return;
-        };
-        for addr in &peer.addrs {
-            self.addrs.remove(addr);
-        }
-        if let Some(r) = self.rooms.get_mut(&peer.room) {
-            for track in r.tracks.values_mut() {
-                track.sinks.retain(|s| s.peer != id);
-            }
-        }
-        peer.rtc.disconnect();
-    }
-
-    /// Removes a participant with all its tracks and peers, telling the room.
-    fn remove_participant(&mut self, room: &str, pid: &str, now: Instant) {
-        let Some((participant, _tracks, deliveries)) =
-            self.rooms.get_mut(room).and_then(|r| r.leave(pid))
-        else {
-            return;
-        };
-        info!(room = %room, participant = %pid, "left");
-        self.deliver(deliveries);
-        for peer in participant
-            .publisher
-            .into_iter()
-            .chain(participant.subscriber)
-        {
-            self.remove_peer(peer);
-        }
-        match &participant.access {
-            Access::Signaling(conn) => {
-                self.conns.remove(conn);
-            }
-            Access::Session(s) => {
-                self.sessions.remove(s);
-            }
-        }
-        if self.rooms.get(room).is_some_and(Room::is_empty) {
-            self.rooms.remove(room);
-            self.signals.push_back(Signal::RoomClosed(room.to_string()));
-        } else {
-            // Subscribers of the removed tracks renegotiate.
-            self.update_all_subscribers(room, now);
-        }
-        self.update_gauges();
-    }
-
-    /// A new session with an identity already present replaces the old one.
-    /// `keep` (the new session) is never the one replaced.
-    fn replace_identity(&mut self, room: &str, identity: &str, keep: &str, now: Instant) {
-        let old = self.rooms.get(room).and_then(|r| {
-            r.participants
-                .values()
-                .find(|p| !p.hidden && p.id != keep && p.grants.identity == identity)
-                .map(|p| p.id.clone())
-        });
-        let Some(old) = old else {
-            return;
-        };
-        if let Some(conn) = self.participant(room, &old).and_then(|p| p.conn()) {
-            self.error(
-                conn,
-                ErrorCode::Replaced,
-                "the same identity joined from another connection",
-            );
-        }
-        self.remove_participant(room, &old, now);
-    }
 
     fn participant(&self, room: &str, pid: &str) -> Option<&Participant> {
         self.rooms.get(room)?.participants.get(pid)
@@ -1497,8 +600,8 @@ impl Engine {
         self.rooms.get_mut(room)?.participants.get_mut(pid)
     }
 
-    fn peer_conn(&self, peer_id: PeerId) -> Option<ConnId> {
-        let peer = self.peers.get(&peer_id)?;
+    fn peer_conn(&self, peer_id: PeerKey) -> Option<ConnId> {
+        let peer = self.peers.get(peer_id)?;
         self.participant(&peer.room, &peer.participant)?.conn()
     }
 
@@ -1512,10 +615,11 @@ impl Engine {
         let now = Gauges {
             rooms: self.rooms.len() as i64,
             participants: rooms.clone().map(|r| r.participants.len() as i64).sum(),
-            tracks: rooms.clone().map(|r| r.tracks.len() as i64).sum(),
-            subscriptions: rooms
-                .flat_map(|r| r.tracks.values())
-                .map(|t| t.sinks.len() as i64)
+            tracks: self.receivers.len() as i64,
+            subscriptions: self
+                .receivers
+                .iter()
+                .map(|(_, r)| r.down_tracks().len() as i64)
                 .sum(),
             peers: self.peers.len() as i64,
         };
@@ -1530,7 +634,7 @@ impl Engine {
 }
 
 /// Queues `peer` for draining (once).
-fn mark(dirty: &mut Vec<PeerId>, peer: &mut Peer) {
+fn mark(dirty: &mut Vec<PeerKey>, peer: &mut Peer) {
     if !peer.dirty {
         peer.dirty = true;
         dirty.push(peer.id);
@@ -1541,6 +645,8 @@ fn mark(dirty: &mut Vec<PeerId>, peer: &mut Peer) {
 mod tests {
     use super::*;
     use crate::auth::TokenAuthority;
+    use str0m::media::{Direction, MediaKind};
+    use str0m::Candidate;
     use str0m::Rtc;
 
     fn engine() -> (Engine, Metrics) {

@@ -1,11 +1,18 @@
 //! Media: shards, each a sans-IO engine (rooms + str0m peers) driven by a
 //! tokio shell that owns the shard's sockets, and the edge's routing to them.
 
+pub mod arena;
 pub mod command;
+pub mod down_track;
 pub mod engine;
 pub mod ice_tcp;
+pub mod ids;
+pub mod keyframe;
+pub mod packet;
 pub mod peer;
 pub mod placement;
+pub mod rebaser;
+pub mod receiver;
 pub mod shard;
 pub mod shards;
 pub mod shell;

@@ -5,15 +5,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use str0m::change::SdpPendingOffer;
-use str0m::format::PayloadParams;
-use str0m::media::{MediaKind, Mid, Pt};
+use str0m::media::{MediaKind, Mid};
 use str0m::net::{Protocol, TcpType};
 use str0m::rtp::{Extension, ExtensionSerializer, ExtensionValues};
 use str0m::{Candidate, Rtc};
 
-use crate::room::forwarder::Rebaser;
-use crate::room::PeerId;
+use super::ids::{DownTrackKey, PeerKey, ReceiverKey};
 
 /// What a peer connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,66 +28,22 @@ pub enum Role {
     },
 }
 
-/// A sending m-line of a subscriber peer.
-#[derive(Debug, Clone)]
-pub struct Slot {
-    /// Audio or video.
-    pub kind: MediaKind,
-    /// The track it carries, if bound.
-    pub track: Option<String>,
-    /// Negotiated: packets may be written.
-    pub ready: bool,
-    /// Sequence number / timestamp rewriting for this subscriber.
-    pub rebaser: Rebaser,
-    /// Last payload type mapping (publisher PT → this peer's PT).
-    pub pt_cache: Option<(Pt, Pt)>,
-    /// The first m-line of a server-offered connection: it carries the
-    /// transport, so it is set inactive rather than stopped when unbound.
-    pub anchor: bool,
-}
-
-impl Slot {
-    /// An unbound, un-negotiated slot.
-    pub fn new(kind: MediaKind) -> Self {
-        Self {
-            kind,
-            track: None,
-            ready: false,
-            rebaser: Rebaser::default(),
-            pt_cache: None,
-            anchor: false,
-        }
-    }
-
-    /// The PT on this peer for a publisher's payload params, cached.
-    pub fn out_pt(&mut self, rtc: &Rtc, params: &PayloadParams) -> Option<Pt> {
-        match self.pt_cache {
-            Some((pt_in, pt_out)) if pt_in == params.pt() => Some(pt_out),
-            _ => {
-                let pt_out = rtc.codec_config().match_params(*params)?.pt();
-                self.pt_cache = Some((params.pt(), pt_out));
-                Some(pt_out)
-            }
-        }
-    }
-}
-
 /// An offer made to the client that has not been answered yet.
 #[derive(Debug)]
 pub struct PendingOffer {
     /// str0m's half of the negotiation.
     pub pending: SdpPendingOffer,
-    /// Slots added by this offer (become ready with the answer).
+    /// Down-tracks added by this offer (become ready with the answer).
     pub added: Vec<Mid>,
-    /// Slots this offer stops (restored if the answer fails).
+    /// M-lines this offer stops (unbound down-tracks again if the answer fails).
     pub stopped: Vec<(Mid, MediaKind)>,
 }
 
 /// One `Rtc` and its bookkeeping.
 #[derive(Debug)]
 pub struct Peer {
-    /// This peer's id.
-    pub id: PeerId,
+    /// This peer's key.
+    pub id: PeerKey,
     /// The room it belongs to.
     pub room: String,
     /// Its participant.
@@ -110,12 +66,12 @@ pub struct Peer {
     pub dirty: bool,
     /// Publisher: m-lines the client added, with their kinds.
     pub remote_media: BTreeMap<Mid, MediaKind>,
-    /// Publisher: track id published from each m-line.
-    pub published: BTreeMap<Mid, String>,
+    /// Publisher: the receiver of each m-line's track.
+    pub published: BTreeMap<Mid, ReceiverKey>,
     /// Publisher: client labels by mid.
     pub labels: BTreeMap<String, String>,
-    /// Subscriber: sending m-lines.
-    pub slots: BTreeMap<Mid, Slot>,
+    /// Subscriber: the down-track of each sending m-line.
+    pub slots: BTreeMap<Mid, DownTrackKey>,
     /// Subscriber (offerer): the offer in flight.
     pub pending: Option<PendingOffer>,
     /// Subscriber (offerer): changes arrived while an offer was in flight.
@@ -141,7 +97,7 @@ impl Peer {
     /// A new ICE-lite, RTP-mode peer with host candidates for `local`,
     /// keeping `retransmit_packets` recent packets per video stream it sends.
     pub fn new(
-        id: PeerId,
+        id: PeerKey,
         room: &str,
         participant: &str,
         role: Role,
@@ -197,7 +153,7 @@ pub const DEPENDENCY_DESCRIPTOR_URI: &str =
 
 /// A dependency descriptor's raw bytes, carried through unparsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DependencyDescriptor(pub Vec<u8>);
+pub struct DependencyDescriptor(pub Arc<[u8]>);
 
 /// Copies the dependency descriptor between incoming and outgoing packets.
 #[derive(Debug)]
@@ -215,7 +171,7 @@ impl ExtensionSerializer for DependencyDescriptorPassThrough {
     }
 
     fn parse_value(&self, buf: &[u8], ev: &mut ExtensionValues) -> bool {
-        ev.user_values.set(DependencyDescriptor(buf.to_vec()));
+        ev.user_values.set(DependencyDescriptor(buf.into()));
         true
     }
 
@@ -262,18 +218,4 @@ fn rtc_config() -> str0m::RtcConfig {
         .set_extension(11, Extension::RepairedRtpStreamId)
         .set_extension(13, Extension::VideoOrientation)
         .set_extension(12, dependency_descriptor_extension())
-}
-
-/// The header extension values a forwarded packet keeps: what subscribers
-/// use (audio level, voice activity, orientation, dependency descriptor).
-/// Transport-level ones (mid, rid, transport-cc, abs-send-time) are the
-/// subscriber connection's own and are written by str0m.
-pub fn forwarded_extensions(incoming: &ExtensionValues) -> ExtensionValues {
-    ExtensionValues {
-        audio_level: incoming.audio_level,
-        voice_activity: incoming.voice_activity,
-        video_orientation: incoming.video_orientation,
-        user_values: incoming.user_values.clone(),
-        ..Default::default()
-    }
 }

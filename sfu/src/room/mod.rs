@@ -3,8 +3,6 @@
 //! Pure bookkeeping without I/O: every change returns the signaling messages
 //! it causes, addressed to connections. Media plumbing lives in `media`.
 
-pub mod forwarder;
-pub mod keyframe;
 pub mod participant;
 pub mod speakers;
 pub mod track;
@@ -15,10 +13,10 @@ use std::time::Instant;
 use serde_json::value::RawValue;
 
 use crate::signal::protocol::{ActiveSpeaker, ParticipantInfo, RelayTarget, ServerMessage};
-pub use participant::{Access, ConnId, Participant, PeerId};
+pub use participant::{Access, ConnId, Participant};
 use speakers::SpeakerDetector;
 use str0m::media::MediaKind;
-pub use track::{Sink, Track};
+pub use track::Track;
 
 /// A signaling message for one connection.
 pub type Delivery = (ConnId, ServerMessage);
@@ -239,7 +237,8 @@ impl Room {
 mod tests {
     use super::*;
     use crate::auth::TokenAuthority;
-    use keyframe::KeyframeThrottle;
+    use crate::media::arena::Arena;
+    use crate::media::ids::ReceiverTag;
     use std::time::{Duration, Instant};
     use str0m::media::{MediaKind, Mid};
 
@@ -250,17 +249,15 @@ mod tests {
     }
 
     fn track(id: &str, owner: &str) -> Track {
+        let mut receivers: Arena<ReceiverTag, ()> = Arena::default();
         Track {
             id: id.into(),
             owner: owner.into(),
             kind: MediaKind::Video,
-            peer: 1,
             mid: Mid::from("0"),
-            rid: None,
+            receiver: receivers.insert(()),
             source: None,
             muted: false,
-            keyframes: KeyframeThrottle::new(Duration::from_millis(500)),
-            sinks: Vec::new(),
         }
     }
 

@@ -5,12 +5,11 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use crate::auth::Grants;
+use crate::media::ids::PeerKey;
 use crate::signal::protocol::ParticipantInfo;
 
 /// Identifies a signaling connection (owned by the shell).
 pub type ConnId = u64;
-/// Identifies a peer connection (one `Rtc`).
-pub type PeerId = u64;
 
 /// How the participant reached the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,9 +40,9 @@ pub struct Participant {
     /// Explicit unsubscriptions (used when `auto_subscribe` is on).
     pub unsubscribed: BTreeSet<String>,
     /// The peer connection the participant publishes on.
-    pub publisher: Option<PeerId>,
+    pub publisher: Option<PeerKey>,
     /// The peer connection the participant receives on.
-    pub subscriber: Option<PeerId>,
+    pub subscriber: Option<PeerKey>,
     /// When `join` was handled (for the join-time metric).
     pub joined_at: Instant,
     /// Whether a peer of this participant has connected yet.

@@ -1,19 +1,10 @@
-//! A published track and the subscriber slots it is forwarded to.
+//! A published track as the room announces it. Its media side (layers,
+//! down-tracks) is the receiver it names (`media/receiver.rs`).
 
-use str0m::media::{MediaKind, Mid, Rid};
+use str0m::media::{MediaKind, Mid};
 
-use super::keyframe::KeyframeThrottle;
-use super::participant::PeerId;
+use crate::media::ids::ReceiverKey;
 use crate::signal::protocol::TrackInfo;
-
-/// Where a track's packets go: an m-line of a subscriber's peer connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sink {
-    /// The subscriber's peer.
-    pub peer: PeerId,
-    /// The sending m-line on that peer.
-    pub mid: Mid,
-}
 
 /// One published audio or video track.
 #[derive(Debug, Clone)]
@@ -24,20 +15,14 @@ pub struct Track {
     pub owner: String,
     /// Audio or video.
     pub kind: MediaKind,
-    /// The publisher's peer connection.
-    pub peer: PeerId,
     /// The m-line on the publisher's connection.
     pub mid: Mid,
-    /// The simulcast layer forwarded (the first seen), if the publisher uses rids.
-    pub rid: Option<Rid>,
+    /// Its media side.
+    pub receiver: ReceiverKey,
     /// Client-supplied label, e.g. `camera`.
     pub source: Option<String>,
     /// Mute state as signaled by the publisher.
     pub muted: bool,
-    /// Throttles keyframe requests towards the publisher.
-    pub keyframes: KeyframeThrottle,
-    /// Subscriber slots currently receiving this track.
-    pub sinks: Vec<Sink>,
 }
 
 impl Track {

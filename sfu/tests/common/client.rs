@@ -534,7 +534,7 @@ fn send_media(rtc: &mut Rtc, index: u8, level: i8, mids: (Mid, Mid), codec: Code
             let seq = 65_000u64 + u64::from(k);
             let mut exts = ExtensionValues::default();
             exts.user_values
-                .set(DependencyDescriptor(dependency_descriptor(index, k)));
+                .set(DependencyDescriptor(dependency_descriptor(index, k).into()));
             tx.write_rtp(
                 RtpWrite::new(pt_v, seq.into(), n * 1800, now, payload(index, VIDEO, k))
                     .marker(part == 1)
@@ -574,7 +574,7 @@ fn on_event(is_sub: bool, event: Event, rtc: &mut Rtc, state: &Arc<Mutex<State>>
             if ok && bytes[2] == VIDEO {
                 let k = u32::from_be_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]);
                 let dd = p.header.ext_vals.user_values.get::<DependencyDescriptor>();
-                if dd.is_some_and(|d| d.0 == dependency_descriptor(bytes[1], k)) {
+                if dd.is_some_and(|d| *d.0 == *dependency_descriptor(bytes[1], k)) {
                     r.dd_intact += 1;
                 }
             }

@@ -1,0 +1,178 @@
+//! The packet path inside a shard: a publisher's packet, handed over by its
+//! str0m connection, goes through its receiver to every down-track bound to
+//! it and is written into each subscriber's connection. Keyframe requests
+//! travel the other way. No string is looked up here: publisher m-line →
+//! receiver key → down-track keys → subscriber keys, all arena indexes.
+
+use std::time::Instant;
+
+use str0m::media::{KeyframeRequestKind, MediaKind};
+use str0m::rtp::{RtpPacket, RtpWrite};
+
+use super::{mark, Engine, Signal};
+use crate::media::ids::{PeerKey, ReceiverKey};
+use crate::media::packet::{Extensions, MediaPacket};
+
+impl Engine {
+    /// Forwards one publisher packet to every down-track of its receiver.
+    /// Reads header fields only; the payload is passed on as the same bytes.
+    pub(super) fn forward(&mut self, publisher: PeerKey, packet: RtpPacket, now: Instant) {
+        self.metrics.rtp_packets_in.inc();
+        self.metrics
+            .rtp_bytes_in
+            .inc_by(packet.payload.len() as u64);
+        let Some(peer) = self.peers.get_mut(publisher) else {
+            return;
+        };
+        let Some((mid, rid)) = peer
+            .rtc
+            .direct_api()
+            .stream_rx(&packet.header.ssrc)
+            .map(|s| (s.mid(), s.rid()))
+        else {
+            return self.drop_packet("unknown_stream");
+        };
+        let Some(receiver) = peer
+            .published
+            .get(&mid)
+            .and_then(|&key| self.receivers.get_mut(key))
+        else {
+            return self.drop_packet("unpublished");
+        };
+        let codecs = peer.rtc.codec_config();
+        let codec = match receiver.accept(rid, packet.header.payload_type, |pt| {
+            codecs.find(|p| p.pt() == pt).copied()
+        }) {
+            Ok(codec) => codec,
+            Err(refusal) => return self.drop_packet(refusal.label()),
+        };
+        // Active speakers (room/speakers.rs) from the clear RFC 6464 level;
+        // with forward_loudest_audio, only the top-ranked speakers' audio.
+        if receiver.kind == MediaKind::Audio {
+            if let Some(room) = self.rooms.get_mut(&peer.room) {
+                if let Some(level) = packet.header.ext_vals.audio_level {
+                    let heard = room.hear(&receiver.track_id, level.unsigned_abs(), now);
+                    if let Some((out, changed)) = heard {
+                        self.metrics.speaker_changes.inc_by(u64::from(changed));
+                        self.signals
+                            .extend(out.into_iter().map(|(c, m)| Signal::Message(c, m)));
+                    }
+                }
+                let loudest = self.config.media.forward_loudest_audio;
+                if loudest > 0 && !room.speakers.is_within(&receiver.track_id, loudest) {
+                    return self.drop_packet("not_loudest");
+                }
+            }
+        }
+        let payload = if self.corrupt_payloads && !packet.payload.is_empty() {
+            let mut bytes = packet.payload.to_vec();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x5a;
+            bytes.into()
+        } else {
+            packet.payload
+        };
+        let media = MediaPacket {
+            ssrc: *packet.header.ssrc,
+            seq: *packet.seq_no,
+            rtp_time: packet.header.timestamp,
+            marker: packet.header.marker,
+            arrival: packet.timestamp,
+            codec,
+            extensions: Extensions::from_str0m(&packet.header.ext_vals),
+            payload,
+        };
+        let nackable = receiver.kind == MediaKind::Video;
+        let ext_vals = media.extensions.to_str0m();
+        // Counted once per packet: the counters are shared by every shard,
+        // and an atomic add per subscriber would bounce their cache line.
+        let mut sent = 0u64;
+        for &key in receiver.down_tracks() {
+            let Some(down) = self.down_tracks.get_mut(key) else {
+                continue;
+            };
+            let Some(sub) = self.peers.get_mut(down.subscriber) else {
+                continue;
+            };
+            let rtc = &sub.rtc;
+            let out = match down.rewrite(
+                &media,
+                |codec| rtc.codec_config().match_params(*codec).map(|p| p.pt()),
+                now,
+            ) {
+                Ok(out) => out,
+                Err(skip) => {
+                    self.metrics
+                        .dropped
+                        .with_label_values(&[skip.label()])
+                        .inc();
+                    continue;
+                }
+            };
+            let mut api = sub.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(down.mid, None) else {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["not_negotiated"])
+                    .inc();
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(
+                    out.pt,
+                    out.seq.into(),
+                    out.rtp_time,
+                    media.arrival,
+                    media.payload.clone(),
+                )
+                .marker(media.marker)
+                .ext_vals(ext_vals.clone())
+                .nackable(nackable),
+            );
+            mark(&mut self.dirty, sub);
+            sent += 1;
+        }
+        self.metrics.rtp_packets_out.inc_by(sent);
+        self.metrics
+            .rtp_bytes_out
+            .inc_by(sent * media.payload.len() as u64);
+    }
+
+    /// Asks the receiver's publisher for a keyframe, throttled.
+    pub(super) fn request_keyframe(
+        &mut self,
+        receiver: ReceiverKey,
+        kind: KeyframeRequestKind,
+        outcome: &str,
+        now: Instant,
+    ) {
+        let Some(r) = self.receivers.get_mut(receiver) else {
+            return;
+        };
+        if r.kind != MediaKind::Video {
+            return;
+        }
+        if !r.keyframe_request(now) {
+            self.metrics
+                .keyframe_requests
+                .with_label_values(&["throttled"])
+                .inc();
+            return;
+        }
+        let (mid, rid) = (r.mid, r.layer());
+        if let Some(peer) = self.peers.get_mut(r.publisher) {
+            if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, rid) {
+                rx.request_keyframe(kind);
+                mark(&mut self.dirty, peer);
+                self.metrics
+                    .keyframe_requests
+                    .with_label_values(&[outcome])
+                    .inc();
+            }
+        }
+    }
+
+    fn drop_packet(&self, reason: &str) {
+        self.metrics.dropped.with_label_values(&[reason]).inc();
+    }
+}

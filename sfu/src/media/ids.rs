@@ -1,0 +1,22 @@
+//! The typed keys of a shard's core: peers, receivers and down-tracks are
+//! named by these `Copy` keys into the engine's arenas (`media/arena.rs`);
+//! strings (room names, participant and track ids) stay at the edges.
+
+use super::arena::Key;
+
+/// Tag of [`PeerKey`].
+#[derive(Debug)]
+pub enum PeerTag {}
+/// Tag of [`ReceiverKey`].
+#[derive(Debug)]
+pub enum ReceiverTag {}
+/// Tag of [`DownTrackKey`].
+#[derive(Debug)]
+pub enum DownTrackTag {}
+
+/// Names a peer connection (`media/peer.rs`).
+pub type PeerKey = Key<PeerTag>;
+/// Names a receiver: one published track (`media/receiver.rs`).
+pub type ReceiverKey = Key<ReceiverTag>;
+/// Names a down-track: one sending m-line of a subscriber (`media/down_track.rs`).
+pub type DownTrackKey = Key<DownTrackTag>;
