@@ -100,6 +100,11 @@ pub struct MediaConfig {
     /// A subscriber's downlink before the first estimate (kbit/s); with
     /// `bandwidth_estimation` off, the downlink assumed for every subscriber.
     pub initial_downlink_kbps: u64,
+    /// In large rooms, forward only the audio of the N loudest or most recent
+    /// speakers (the active-speaker ranking, `room/speakers.rs`); the others'
+    /// audio packets are dropped at the SFU (their tracks stay subscribed).
+    /// 0: forward all audio.
+    pub forward_loudest_audio: usize,
     /// TEST ONLY: flip one byte of every forwarded payload, so end-to-end
     /// integrity checks (the loadtest's SFrame verification) can be seen to
     /// fail. Never enable in production.
@@ -120,6 +125,7 @@ impl Default for MediaConfig {
             retransmit_packets: 512,
             bandwidth_estimation: true,
             initial_downlink_kbps: 2_000,
+            forward_loudest_audio: 0,
             test_corrupt_payload: false,
         }
     }
@@ -444,6 +450,7 @@ mod tests {
                 ("SFU_MEDIA_ANNOUNCE", "[\"203.0.113.7\"]"),
                 ("SFU_MEDIA_PEER_TIMEOUT_MS", "3000"),
                 ("SFU_MEDIA_TEST_CORRUPT_PAYLOAD", "true"),
+                ("SFU_MEDIA_FORWARD_LOUDEST_AUDIO", "3"),
                 ("SFU_FILES_TTL_S", "3600"),
                 ("PATH", "/bin"),
             ]),
@@ -456,6 +463,7 @@ mod tests {
         );
         assert_eq!(c.media.peer_timeout_ms, 3000);
         assert!(c.media.test_corrupt_payload);
+        assert_eq!(c.media.forward_loudest_audio, 3);
         assert_eq!(c.files.ttl_s, 3600);
     }
 

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub rtp_bytes_out: IntCounter,
     /// Packets dropped instead of forwarded, by reason.
     pub dropped: IntCounterVec,
+    /// Dominant speaker changes in all rooms (`room/speakers.rs`).
+    pub speaker_changes: IntCounter,
     /// Keyframe requests by outcome (`forwarded`, `throttled`, `new_subscriber`, `layer_switch`).
     pub keyframe_requests: IntCounterVec,
     /// Simulcast layer decisions for a subscriber's video, by change
@@ -136,6 +138,10 @@ impl Metrics {
             paused_video: gauge(
                 "sfu_paused_video_tracks",
                 "Subscribers' video tracks paused (no bandwidth or hidden tile)",
+            ),
+            speaker_changes: counter(
+                "sfu_speaker_changes_total",
+                "Dominant speaker changes in all rooms",
             ),
             keyframe_requests: counter_vec(
                 "sfu_keyframe_requests_total",

@@ -338,6 +338,29 @@ async fn simulcast_layers_follow_each_subscribers_tile() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_speaker_follows_three_pages_speaking_in_turns() {
+    let Some(report) = scenario("speakers").await else {
+        return;
+    };
+    let turns = report["turns"].as_array().expect("turns");
+    assert_eq!(turns.len(), 4, "{report}");
+    // Every page names the new speaker first within a second of the turn.
+    for turn in turns {
+        for (page, delay) in turn["delays_ms"].as_object().expect("delays") {
+            let ms = delay.as_i64().unwrap_or(i64::MAX);
+            assert!(
+                ms <= 1000,
+                "{page} followed {} after {ms} ms: {report}",
+                turn["speaker"]
+            );
+        }
+    }
+    let shot = report["screenshot"].as_str().expect("screenshot path");
+    let png = std::fs::read(Path::new(shot)).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firefox_and_chromium_share_an_encrypted_call_without_server_errors() {
     if !available(true) {
         return;

@@ -24,9 +24,12 @@ const opts = {
   noKeys: params.get("e2ee_test_nokeys") === "1",
   // Force the older createEncodedStreams API where both exist (tests).
   api: params.get("e2ee_api") === "streams" ? "streams" : null,
+  // Test hook: a tone instead of the microphone, its gain set by window.sfu.setToneGain.
+  testTone: params.get("test_tone") === "1",
 };
 const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 const media = new LocalMedia();
+media.testTone = opts.testTone;
 let session = null; // the live session, see connect()
 document.addEventListener("visibilitychange", () => session?.tiles?.refresh());
 let leaving = false;
@@ -188,6 +191,7 @@ async function openSession() {
     chat: new Chat({ keys, signaling: sig, selfId }),
     files: new Files({ keys, signaling: sig, selfId, token }),
     people: new Map(), // id -> {name, identity, tracks: Map(trackId -> {kind, source, muted})}
+    speakers: { list: [], at: 0 }, // the last active_speakers and when it came (Date.now())
     chain: Promise.resolve(),
     inbox: new Map(), // sender -> promise chain for chat/files
   });
@@ -227,6 +231,8 @@ async function openSession() {
   });
   call.addEventListener("failed", () => sig.drop());
   sig.addEventListener("message", (e) => {
+    // Speaker changes are shown at once, never queued behind key work.
+    if (e.detail.type === "active_speakers") return showSpeakers(s, e.detail.speakers);
     // Key messages are handled strictly in order; chat and files per sender,
     // so waiting for a key never holds up the key that would unblock it.
     s.chain = s.chain.then(() => onMessage(s, e.detail)).catch((err) => console.warn("message:", err));
@@ -324,6 +330,12 @@ async function onTrack({ participantId, kind, source, trackId, track }, tiles) {
   } catch (e) {
     if (kind === "audio" && e.name === "NotAllowedError") $("unblock-audio").hidden = false;
   }
+}
+
+function showSpeakers(s, speakers) {
+  if (session !== s) return;
+  s.speakers = { list: speakers, at: Date.now() };
+  ui.setActiveSpeakers(speakers.map((x) => (x.participant_id === s.selfId ? "self" : x.participant_id)));
 }
 
 async function onMessage(s, m) {
@@ -521,7 +533,13 @@ window.sfu = {
       transform: s?.e2ee.mode ?? transformMode(),
       sharingScreen: !!media.screen,
       serverErrors: [...serverErrors],
+      activeSpeakers: s?.speakers.list ?? [],
+      activeSpeakersAt: s?.speakers.at ?? 0,
     };
+  },
+  /** Test hook (with ?test_tone=1): how loud this participant is, 0 to 1. */
+  setToneGain(gain) {
+    media.setToneGain(gain);
   },
   async stats() {
     const s = session;

@@ -19,6 +19,8 @@ export class LocalMedia extends EventTarget {
     this.micMuted = false;
     this.camOff = false;
     this.screen = null; // the shared screen, window or tab
+    this.testTone = false; // test hook: the microphone is a tone (see #tone)
+    this.toneGain = null;
   }
 
   /** Opens both devices; a missing or refused device leaves its track null. */
@@ -35,21 +37,45 @@ export class LocalMedia extends EventTarget {
   }
 
   async #openKind(kind) {
-    const device = kind === "audio" ? this.audioDevice : this.videoDevice;
-    const base = kind === "audio" ? { echoCancellation: true, noiseSuppression: true } : VIDEO;
-    const constraints = device ? { ...base, deviceId: { exact: device } } : base;
-    let stream;
-    try {
-      stream = await navigator.mediaDevices.getUserMedia({ [kind]: constraints });
-    } catch (e) {
-      if (!device || e.name !== "OverconstrainedError") throw e;
-      stream = await navigator.mediaDevices.getUserMedia({ [kind]: base }); // remembered device is gone
-    }
+    const stream = kind === "audio" && this.testTone ? this.#tone() : await this.#capture(kind);
     const track = stream.getTracks()[0];
     this[kind]?.stop();
     this[kind] = track;
     if (kind === "audio") track.enabled = !this.micMuted;
     return track;
+  }
+
+  async #capture(kind) {
+    const device = kind === "audio" ? this.audioDevice : this.videoDevice;
+    const base = kind === "audio" ? { echoCancellation: true, noiseSuppression: true } : VIDEO;
+    const constraints = device ? { ...base, deviceId: { exact: device } } : base;
+    try {
+      return await navigator.mediaDevices.getUserMedia({ [kind]: constraints });
+    } catch (e) {
+      if (!device || e.name !== "OverconstrainedError") throw e;
+      return navigator.mediaDevices.getUserMedia({ [kind]: base }); // remembered device is gone
+    }
+  }
+
+  /**
+   * Test hook (`?test_tone=1`): a 440 Hz WebAudio tone instead of the
+   * microphone, silent until setToneGain(), so a test controls how loud
+   * each participant is (the level browsers put in every audio packet).
+   */
+  #tone() {
+    const ctx = new AudioContext();
+    const osc = new OscillatorNode(ctx, { frequency: 440 });
+    this.toneGain = new GainNode(ctx, { gain: 0 });
+    const out = new MediaStreamAudioDestinationNode(ctx);
+    osc.connect(this.toneGain).connect(out);
+    osc.start();
+    ctx.resume().catch(() => {});
+    return out.stream;
+  }
+
+  /** Test hook: the tone's gain, 0 (silent) to 1. */
+  setToneGain(gain) {
+    if (this.toneGain) this.toneGain.gain.value = gain;
   }
 
   /** Available input devices: {audio: [{deviceId, label}], video: [...]}. */

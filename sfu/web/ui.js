@@ -80,6 +80,19 @@ export function removeScreenTile(screen) {
   layout();
 }
 
+/**
+ * Marks the tiles of the active speakers (participant ids, the dominant
+ * speaker first; "self" for this participant) and moves the dominant
+ * speaker's tile to the front of the grid (the own tile keeps its place).
+ */
+export function setActiveSpeakers(ids) {
+  for (const el of document.querySelectorAll(".tile[data-participant-id]")) {
+    const i = ids.indexOf(el.dataset.participantId);
+    el.classList.toggle("active-speaker", i >= 0);
+    el.classList.toggle("dominant", i === 0);
+  }
+}
+
 /** Removes every tile. */
 export function clearTiles() {
   $("grid").replaceChildren();

@@ -1,6 +1,6 @@
 // Browser tests of the web client against a running SFU (started by
 // sfu/tests/browser.rs). Usage:
-//   node call.mjs --base http://127.0.0.1:PORT --scenario three|nokeys|relay|screen|simulcast [--artifacts DIR]
+//   node call.mjs --base http://127.0.0.1:PORT --scenario three|nokeys|relay|screen|simulcast|speakers [--artifacts DIR]
 // three: a three-person call, chat, a 1 MB file (encrypted-blob store), key rotation on leave, reconnect.
 // nokeys: a participant that drops its keys receives packets but decodes nothing.
 // relay: relay-only ICE through the embedded TURN; VP9 + RTCRtpScriptTransform
@@ -11,6 +11,10 @@
 // simulcast: a camera published in three layers; a subscriber with a large
 //   tile gets the full size, one whose tile is made small gets a small layer
 //   and climbs back when it grows, a hidden tile is paused and resumes.
+// speakers: three participants whose microphones are WebAudio tones speak in
+//   turns; every page's active_speakers names the speaker first (reported
+//   with the delay from the turn to the message), its tile is marked and
+//   promoted to the front of the grid.
 // Prints one JSON line: {"ok": true|false, ...}.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
@@ -297,12 +301,73 @@ async function simulcast() {
   const shown = await camera(carol, "Alice");
   await until(15000, "Carol decodes again once the tile is shown", async () => (await camera(carol, "Alice")).frames >= shown.frames + 20);
   report.resumed = true;
+async function speakers() {
+  for (const name of ["Alice", "Bob", "Carol"]) people.push(await join(browser, base, room, name, "&test_tone=1"));
+  // Silent tones carry no audio energy: wait for video and audio packets.
+  await until(45000, "everyone decodes everyone and receives their audio", async () => {
+    for (const p of people) {
+      for (const q of people) {
+        if (p === q) continue;
+        const s = await peerStats(p, q.name);
+        if (!(s?.video?.framesDecoded >= 10 && s?.audio?.packetsReceived > 0 && s?.e2ee?.decrypted > 0)) return false;
+      }
+    }
+    return true;
+  });
+  const ids = new Map();
+  for (const p of people) ids.set(p, (await state(p)).selfId);
+  // The tile shown first (top left) and the tiles marked as speaking.
+  const grid = (p) =>
+    p.page.evaluate(() => {
+      const tiles = [...document.querySelectorAll("#grid .tile")].map((el) => ({ el, r: el.getBoundingClientRect() }));
+      tiles.sort((a, b) => a.r.top - b.r.top || a.r.left - b.r.left);
+      const id = (el) => el.dataset.participantId;
+      return {
+        first: id(tiles[0].el),
+        dominant: [...document.querySelectorAll("#grid .tile.dominant")].map(id),
+        active: [...document.querySelectorAll("#grid .tile.active-speaker")].map(id),
+      };
+    });
+  report.turns = [];
+  for (const speaker of [people[0], people[1], people[2], people[0]]) {
+    const id = ids.get(speaker);
+    for (const p of people) if (p !== speaker) await p.page.evaluate(() => window.sfu.setToneGain(0));
+    await speaker.page.evaluate(() => window.sfu.setToneGain(0.9));
+    const t0 = Date.now();
+    const delays = {};
+    const deadline = t0 + 5000;
+    for (const p of people) {
+      for (;;) {
+        const st = await state(p);
+        if (st.activeSpeakers[0]?.participant_id === id) {
+          delays[p.name] = st.activeSpeakersAt - t0;
+          break;
+        }
+        if (Date.now() > deadline) throw new Error(`${p.name} never named ${speaker.name} first: ${JSON.stringify(st.activeSpeakers)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const g = await grid(p);
+      const expected = p === speaker ? "self" : id;
+      if (g.dominant.join() !== expected || !g.active.includes(expected)) throw new Error(`${p.name}'s tiles do not mark ${speaker.name}: ${JSON.stringify(g)}`);
+      if (p !== speaker && g.first !== id) throw new Error(`${p.name} does not show ${speaker.name} first: ${JSON.stringify(g)}`);
+    }
+    // The others decode the speaker's tone (decrypted audio with energy).
+    const listeners = people.filter((p) => p !== speaker);
+    const energy = async () => Promise.all(listeners.map(async (p) => (await peerStats(p, speaker.name))?.audio?.totalAudioEnergy ?? 0));
+    const before = await energy();
+    await until(5000, `the others hear ${speaker.name}`, async () => (await energy()).every((e, i) => e > before[i] + 0.01));
+    report.turns.push({ speaker: speaker.name, delays_ms: delays, heard: true });
+  }
+  mkdirSync(artifacts, { recursive: true });
+  report.screenshot = `${artifacts}/active-speaker.png`;
+  await people[1].page.screenshot({ path: report.screenshot });
+  report.max_delay_ms = Math.max(...report.turns.flatMap((t) => Object.values(t.delays_ms)));
   const errors = (await Promise.all(people.map(state))).flatMap((x) => x.serverErrors);
   if (errors.length) throw new Error(`the SFU sent errors: ${JSON.stringify(errors)}`);
 }
 
 try {
-  await { three, nokeys, relay, screen, simulcast }[a.scenario]();
+  await { three, nokeys, relay, screen, simulcast, speakers }[a.scenario]();
   report.ok = true;
 } catch (e) {
   report.error = e.message;

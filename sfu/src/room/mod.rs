@@ -4,14 +4,18 @@
 //! it causes, addressed to connections. Media plumbing lives in `media`.
 
 pub mod participant;
+pub mod speakers;
 pub mod track;
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use crate::signal::protocol::{ParticipantInfo, RelayTarget, ServerMessage};
+use crate::signal::protocol::{ActiveSpeaker, ParticipantInfo, RelayTarget, ServerMessage};
 pub use participant::{Access, ConnId, Participant};
+use speakers::SpeakerDetector;
+use str0m::media::MediaKind;
 pub use track::Track;
 
 /// A signaling message for one connection.
@@ -24,6 +28,8 @@ pub struct Room {
     pub participants: BTreeMap<String, Participant>,
     /// Published tracks by id.
     pub tracks: BTreeMap<String, Track>,
+    /// Who is speaking, by audio track id.
+    pub speakers: SpeakerDetector<String>,
 }
 
 impl Room {
@@ -67,6 +73,8 @@ impl Room {
         let id = participant.id.clone();
         let hidden = participant.hidden;
         self.participants.insert(id.clone(), participant);
+        // The newcomer hears who speaks with the next decision.
+        self.speakers.report_again();
         match (hidden, self.info(&id)) {
             (false, Some(info)) => {
                 self.broadcast(&id, ServerMessage::ParticipantJoined { participant: info })
@@ -119,6 +127,7 @@ impl Room {
         for p in self.participants.values_mut() {
             p.tiles.remove(track_id);
         }
+        self.speakers.remove(&track.id);
         let msg = ServerMessage::TrackUnpublished {
             track_id: track.id.clone(),
             participant_id: track.owner.clone(),
@@ -161,6 +170,38 @@ impl Room {
             .filter(|p| p.id != from)
             .filter_map(|p| p.conn().map(|c| (c, msg(p))))
             .collect()
+    }
+
+    /// An audio packet of `track_id` at `level_dbov` (its RFC 6464 header
+    /// extension) arrived: feeds the speaker detector and returns the
+    /// `active_speakers` message for everyone when the speakers changed, and
+    /// whether the dominant speaker did.
+    pub fn hear(
+        &mut self,
+        track_id: &str,
+        level_dbov: u8,
+        now: Instant,
+    ) -> Option<(Vec<Delivery>, bool)> {
+        let track = self.tracks.get(track_id)?;
+        if track.kind != MediaKind::Audio {
+            return None;
+        }
+        self.speakers.observe(&track.id, level_dbov, now);
+        let update = self.speakers.poll(now)?;
+        let speakers = update
+            .speakers
+            .into_iter()
+            .filter_map(|s| {
+                let t = self.tracks.get(&s.key)?;
+                Some(ActiveSpeaker {
+                    participant_id: t.owner.clone(),
+                    track_id: s.key,
+                    level: s.level,
+                })
+            })
+            .collect();
+        let out = self.broadcast("", ServerMessage::ActiveSpeakers { speakers });
+        Some((out, update.dominant_changed))
     }
 
     /// Tracks of others that `id` wants to receive, in id order.

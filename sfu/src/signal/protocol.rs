@@ -191,6 +191,13 @@ pub enum ServerMessage {
         /// The payload, untouched.
         payload: Box<RawValue>,
     },
+    /// Who is speaking, sent to everyone in the room when it changes (at
+    /// most every 200 ms): the dominant speaker first, while they hold the
+    /// floor (even in a pause), then the others speaking now.
+    ActiveSpeakers {
+        /// Ordered speakers; empty when nobody holds the floor.
+        speakers: Vec<ActiveSpeaker>,
+    },
     /// Answer to `ping`.
     Pong,
     /// Something went wrong; see [`ErrorCode`].
@@ -200,6 +207,18 @@ pub enum ServerMessage {
         /// Human-readable explanation.
         message: String,
     },
+}
+
+/// One entry of [`ServerMessage::ActiveSpeakers`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActiveSpeaker {
+    /// The speaking participant.
+    pub participant_id: String,
+    /// Its audio track.
+    pub track_id: String,
+    /// Recent loudness from the RTP audio level: 0 (silence, -127 dBov) to
+    /// 1 (0 dBov), linear in dB, over the last 300 ms.
+    pub level: f32,
 }
 
 /// A participant as others see it.

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -152,6 +153,8 @@ pub struct Client {
     pub index: u8,
     /// What it observed.
     pub state: Arc<Mutex<State>>,
+    /// The audio level (-dBov) written on its audio packets from now on.
+    level: Arc<AtomicI8>,
     control: mpsc::Sender<Control>,
     task: JoinHandle<()>,
 }
@@ -175,10 +178,20 @@ impl Client {
         let state = Arc::new(Mutex::new(State::default()));
         let (control, control_rx) = mpsc::channel(16);
         let join = json!({"type": "join", "version": 1, "token": token}).to_string();
-        let task = tokio::spawn(run(ws, join, index, options, state.clone(), control_rx));
+        let level = Arc::new(AtomicI8::new(audio_level(index)));
+        let task = tokio::spawn(run(
+            ws,
+            join,
+            index,
+            options,
+            state.clone(),
+            level.clone(),
+            control_rx,
+        ));
         Client {
             index,
             state,
+            level,
             control,
             task,
         }
@@ -187,6 +200,12 @@ impl Client {
     /// The participant id, once joined.
     pub fn id(&self) -> Option<String> {
         self.state.lock().unwrap().id.clone()
+    }
+
+    /// Writes `level` (RFC 6464: 0 loudest, -127 silence) on the audio
+    /// packets sent from now on.
+    pub fn set_audio_level(&self, level: i8) {
+        self.level.store(level, Ordering::Relaxed);
     }
 
     /// Sends raw text on the signaling connection.
@@ -373,6 +392,7 @@ async fn run(
     index: u8,
     options: Options,
     state: Arc<Mutex<State>>,
+    level: Arc<AtomicI8>,
     mut control: mpsc::Receiver<Control>,
 ) {
     let _ = ws.send(Message::Text(join.into())).await;
@@ -466,7 +486,8 @@ async fn run(
             _ = tick.tick(), if !frozen => {
                 if let Some((a, v)) = mids {
                     if state.lock().unwrap().publishing {
-                        send_media(&mut publisher.rtc, index, a, v, options.video_codec, counter);
+                        let l = level.load(Ordering::Relaxed);
+                        send_media(&mut publisher.rtc, index, l, (a, v), options.video_codec, counter);
                         counter += 1;
                     }
                 }
@@ -482,7 +503,8 @@ async fn run(
 
 /// One audio packet and a two-packet video frame. Sequence numbers start
 /// near the 16-bit wrap so forwarding across a rollover is exercised.
-fn send_media(rtc: &mut Rtc, index: u8, audio: Mid, video: Mid, codec: Codec, n: u32) {
+fn send_media(rtc: &mut Rtc, index: u8, level: i8, mids: (Mid, Mid), codec: Codec, n: u32) {
+    let (audio, video) = mids;
     let pt = |codec: Codec| {
         rtc.codec_config()
             .find(|p| p.spec().codec == codec)
@@ -495,7 +517,7 @@ fn send_media(rtc: &mut Rtc, index: u8, audio: Mid, video: Mid, codec: Codec, n:
     let mut api = rtc.direct_api();
     if let Some(tx) = api.stream_tx_by_mid(audio, None) {
         let exts = ExtensionValues {
-            audio_level: Some(audio_level(index)),
+            audio_level: Some(level),
             voice_activity: Some(true),
             ..Default::default()
         };

@@ -16,6 +16,13 @@ pub const KEY: &str = "integration-test-key";
 
 /// A server on 127.0.0.1 with ephemeral ports and a short peer timeout.
 pub async fn start_server(peer_timeout_ms: u64) -> Server {
+    Server::start(test_config(peer_timeout_ms))
+        .await
+        .expect("server starts")
+}
+
+/// The configuration of [`start_server`], for tests that change more.
+pub fn test_config(peer_timeout_ms: u64) -> Config {
     let mut config = Config::default();
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.media.udp_listen = "127.0.0.1:0".parse().unwrap();
@@ -24,7 +31,7 @@ pub async fn start_server(peer_timeout_ms: u64) -> Server {
     config.auth.key = KEY.into();
     config.turn.udp = vec!["127.0.0.1:0".parse().unwrap()];
     config.turn.tcp = vec![];
-    Server::start(config).await.expect("server starts")
+    config
 }
 
 /// A valid token for `identity` in `room`.

@@ -10,7 +10,7 @@ use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind};
 use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
 
-use super::{mark, Engine};
+use super::{mark, Engine, Signal};
 use crate::media::down_track::Skip;
 use crate::media::ids::{PeerKey, ReceiverKey};
 use crate::media::packet::{Extensions, MediaPacket};
@@ -70,6 +70,24 @@ impl Engine {
         };
         if let Some((info, _)) = vp8.filter(|(i, _)| i.keyframe) {
             receiver.keyframe_seen(layer, info.size);
+        }
+        // Active speakers (room/speakers.rs) from the clear RFC 6464 level;
+        // with forward_loudest_audio, only the top-ranked speakers' audio.
+        if receiver.kind == MediaKind::Audio {
+            if let Some(room) = self.rooms.get_mut(&peer.room) {
+                if let Some(level) = packet.header.ext_vals.audio_level {
+                    let heard = room.hear(&receiver.track_id, level.unsigned_abs(), now);
+                    if let Some((out, changed)) = heard {
+                        self.metrics.speaker_changes.inc_by(u64::from(changed));
+                        self.signals
+                            .extend(out.into_iter().map(|(c, m)| Signal::Message(c, m)));
+                    }
+                }
+                let loudest = self.config.media.forward_loudest_audio;
+                if loudest > 0 && !room.speakers.is_within(&receiver.track_id, loudest) {
+                    return self.drop_packet("not_loudest");
+                }
+            }
         }
         let payload = if self.corrupt_payloads && !packet.payload.is_empty() {
             let mut bytes = packet.payload.to_vec();
