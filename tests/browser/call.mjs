@@ -301,6 +301,10 @@ async function simulcast() {
   const shown = await camera(carol, "Alice");
   await until(15000, "Carol decodes again once the tile is shown", async () => (await camera(carol, "Alice")).frames >= shown.frames + 20);
   report.resumed = true;
+  const errors = (await Promise.all(people.map(state))).flatMap((x) => x.serverErrors);
+  if (errors.length) throw new Error(`the SFU sent errors: ${JSON.stringify(errors)}`);
+}
+
 async function speakers() {
   for (const name of ["Alice", "Bob", "Carol"]) people.push(await join(browser, base, room, name, "&test_tone=1"));
   // Silent tones carry no audio energy: wait for video and audio packets.

@@ -110,7 +110,7 @@ impl DownTrack {
             ready: false,
             anchor: false,
             tile: Tile::default(),
-            target: Some(0),
+            target: initial_target(kind),
             current: None,
             switches: 0,
             rebaser: Rebaser::default(),
@@ -149,7 +149,7 @@ impl DownTrack {
     pub fn rebind(&mut self, receiver: Option<ReceiverKey>) {
         self.receiver = receiver;
         self.current = None;
-        self.target = Some(0);
+        self.target = initial_target(self.kind);
     }
 
     /// Whether `packet` is carried: its layer is the current one, or it is
@@ -212,6 +212,16 @@ impl DownTrack {
     }
 }
 
+/// Audio has one layer and is never allocated; video waits for its
+/// subscriber's allocator to choose a layer (so the first frames are
+/// already of the right size, with no switch right after the start).
+fn initial_target(kind: MediaKind) -> Option<u8> {
+    match kind {
+        MediaKind::Audio => Some(0),
+        MediaKind::Video => None,
+    }
+}
+
 impl Vp8Continuity {
     /// The picture id to send and the rewrite for one packet (no patch
     /// when nothing changes).
@@ -260,7 +270,10 @@ mod tests {
 
     fn down_track() -> DownTrack {
         let mut peers: Arena<PeerTag, ()> = Arena::default();
-        DownTrack::new(peers.insert(()), Mid::from("1"), MediaKind::Video)
+        let mut d = DownTrack::new(peers.insert(()), Mid::from("1"), MediaKind::Video);
+        assert_eq!(d.target(), None, "video waits for its allocator");
+        d.set_target(Some(0));
+        d
     }
 
     fn packet(ssrc: u32, seq: u64, rtp_time: u32, pt: u8, at: Instant) -> MediaPacket {

@@ -17,6 +17,8 @@ use crate::media::receiver::MAX_LAYERS;
 /// How often each subscriber's allocation is redone without a new estimate
 /// (layers start and stop, their rates move).
 pub(super) const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
+/// The share of the estimate given to media (the rest absorbs bursts).
+const BUDGET_SHARE: f64 = 0.8;
 /// What an audio track is assumed to take from the downlink.
 const AUDIO_BPS: u64 = 64_000;
 
@@ -109,7 +111,10 @@ impl Engine {
         if keys.is_empty() {
             return;
         }
-        let budget = peer.estimate.saturating_sub(audio);
+        // str0m paces at 1.1 × the estimate: allocating all of it would
+        // queue every keyframe burst behind the pacer.
+        let budget = (peer.estimate as f64 * BUDGET_SHARE) as u64;
+        let budget = budget.saturating_sub(audio);
         let targets = peer.allocator.allocate(budget, &demands, now);
         // Ask the estimator to probe up to what the tiles could use.
         let desired: u64 = demands
