@@ -348,9 +348,16 @@ async fn encrypted_200mb_file_resumes_reaches_chosen_recipients_only() {
     let args = ["--base", &base, "--files-dir", &files_dir, "--mb", "200"];
     let report = node("files.mjs", &args, Duration::from_secs(300)).await;
     eprintln!(
-        "200 MB encrypted file: upload {} MB/s, Bob {} MB/s (after a drop), Carol {} MB/s (sender gone)",
-        report["upload"]["mbps"], report["bob"]["mbps"], report["carol"]["mbps"]
+        "200 MB encrypted file: upload {} MB/s, Bob {} MB/s (during the upload, after a drop; \
+         first bytes at {} ms, upload done at {} ms), Carol {} MB/s (sender gone)",
+        report["upload"]["mbps"],
+        report["bob"]["mbps"],
+        report["bob"]["first_bytes_after_ms"],
+        report["upload"]["wall_ms"],
+        report["carol"]["mbps"]
     );
+    // Bob downloaded while Alice was still uploading.
+    assert_eq!(report["bob"]["began_before_upload_ended"], true, "{report}");
     assert!(
         report["upload"]["resumes"].as_u64().unwrap_or(0) >= 1,
         "{report}"
