@@ -218,9 +218,29 @@ function descendants() {
   return out;
 }
 
-/** CPU seconds of this process's descendants (Chromium's processes). */
+/** Chromium's process type of `pid` ("browser", "renderer", "utility:NetworkService", ...). */
+function typeOf(pid) {
+  try {
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    const type = /--type=([a-z-]+)/.exec(cmd)?.[1] ?? "browser";
+    const sub = /--utility-sub-type=([A-Za-z.]+)/.exec(cmd)?.[1];
+    return sub ? `${type}:${sub.split(".").pop()}` : type;
+  } catch {
+    return "gone";
+  }
+}
+
+/** CPU seconds of this process's descendants (Chromium's processes): in all, and by process type. */
 function chromiumCpu() {
-  return descendants().reduce((sum, pid) => sum + cpuOf(pid), 0);
+  const byType = {};
+  let sum = 0;
+  for (const pid of descendants()) {
+    const cpu = cpuOf(pid);
+    const type = typeOf(pid);
+    byType[type] = (byType[type] ?? 0) + cpu;
+    sum += cpu;
+  }
+  return { sum, byType };
 }
 
 /** Proportional set size (KiB) of this process's descendants (Chromium's processes), in all and by process type. */
@@ -230,10 +250,7 @@ function chromiumPssKib() {
   for (const pid of descendants()) {
     try {
       const kib = Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? 0);
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-      const type = /--type=([a-z-]+)/.exec(cmd)?.[1] ?? "browser";
-      const sub = /--utility-sub-type=([A-Za-z.]+)/.exec(cmd)?.[1];
-      const key = sub ? `${type}:${sub.split(".").pop()}` : type;
+      const key = typeOf(pid);
       byType[key] = (byType[key] ?? 0) + kib;
       sum += kib;
     } catch {
@@ -271,10 +288,18 @@ const serverPid = Number(a["server-pid"] || 0);
 function phase() {
   const c0 = chromiumCpu();
   const s0 = serverPid ? cpuOf(serverPid) : 0;
-  return () => ({
-    chromium_cpu_s: Math.round((chromiumCpu() - c0) * 100) / 100,
-    server_cpu_s: serverPid ? Math.round((cpuOf(serverPid) - s0) * 100) / 100 : null,
-  });
+  const r2 = (x) => Math.round(x * 100) / 100;
+  return () => {
+    const c1 = chromiumCpu();
+    const byType = {};
+    // Processes that exited during the phase are not counted (none do while files move).
+    for (const [type, cpu] of Object.entries(c1.byType)) byType[type] = r2(cpu - (c0.byType[type] ?? 0));
+    return {
+      chromium_cpu_s: r2(c1.sum - c0.sum),
+      chromium_cpu_s_by_process_type: byType,
+      server_cpu_s: serverPid ? r2(cpuOf(serverPid) - s0) : null,
+    };
+  };
 }
 
 /** Ciphertext bytes of a file (64 KiB chunks, 16-byte tags; e2ee/filecrypt.js). */
