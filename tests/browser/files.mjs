@@ -292,8 +292,8 @@ function phase() {
   return () => {
     const c1 = chromiumCpu();
     const byType = {};
-    // Processes that exited during the phase are not counted (none do while files move).
-    for (const [type, cpu] of Object.entries(c1.byType)) byType[type] = r2(cpu - (c0.byType[type] ?? 0));
+    // A process that exited during the phase (a helper Chromium ends) takes its CPU time along: not below 0.
+    for (const [type, cpu] of Object.entries(c1.byType)) byType[type] = Math.max(0, r2(cpu - (c0.byType[type] ?? 0)));
     return {
       chromium_cpu_s: r2(c1.sum - c0.sum),
       chromium_cpu_s_by_process_type: byType,
