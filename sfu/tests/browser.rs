@@ -341,11 +341,22 @@ async fn encrypted_200mb_file_resumes_reaches_chosen_recipients_only() {
     let server = dev_server_with(|c| {
         c.files.dir = dir.path().to_string_lossy().into_owned();
         c.files.user_quota_bytes = 300 << 20;
+        // An abandoned upload ends its recipient's download within seconds.
+        c.files.stall_s = 5;
     })
     .await;
     let base = format!("http://{}", server.http_addr);
     let files_dir = dir.path().to_string_lossy().into_owned();
-    let args = ["--base", &base, "--files-dir", &files_dir, "--mb", "200"];
+    let args = [
+        "--base",
+        &base,
+        "--files-dir",
+        &files_dir,
+        "--mb",
+        "200",
+        "--stall-s",
+        "5",
+    ];
     let report = node("files.mjs", &args, Duration::from_secs(300)).await;
     eprintln!(
         "200 MB encrypted file: upload {} MB/s, Bob {} MB/s (during the upload, after a drop; \
@@ -371,6 +382,8 @@ async fn encrypted_200mb_file_resumes_reaches_chosen_recipients_only() {
         "Bob and Carol, not Mallory: {report}"
     );
     assert_eq!(report["guessed"], serde_json::json!([404, 404]));
+    let abandoned = report["abandoned"]["error"].as_str().unwrap_or("");
+    assert!(abandoned.contains("upload stalled"), "{report}");
     server.stop().await;
 }
 

@@ -1,13 +1,15 @@
 // End-to-end encrypted file sharing in Chromium through the server's
 // encrypted-blob store (started by sfu/tests/browser.rs). Usage:
-//   node files.mjs --base http://127.0.0.1:PORT --files-dir DIR [--mb 200] [--bench 1 --server-pid PID]
+//   node files.mjs --base http://127.0.0.1:PORT --files-dir DIR [--mb 200] [--stall-s S] [--bench 1 --server-pid PID]
 // Alice sends a random file to Bob and Carol but not Mallory; her upload is
 // cut mid-way and resumes; Bob downloads while she uploads (he must receive
 // bytes before her upload ends), his download is cut and resumes; Carol
 // downloads after Alice left; both get identical bytes (compared slice by
 // slice with Alice's). Mallory never gets an offer; the server's bytes are
 // not the plaintext; a guessed capability gets 404; a file over quota gets a
-// clear error; a blob altered on the server is refused by its recipient.
+// clear error; a blob altered on the server is refused by its recipient;
+// Bob closing his browser mid-upload ends Carol's download of it with a
+// clear error within the server's stall bound (files.stall_s = --stall-s).
 // --bench 1: only the transfer (no interruptions, no other checks), for
 // benches/files/bench.sh, with CPU seconds of Chromium (all its processes)
 // per phase and of the server, Chromium's peak memory (proportional set size
@@ -456,6 +458,25 @@ async function scenario() {
     return names;
   });
   if (leftover.length !== 1) throw new Error(`Carol's private files: ${leftover}`);
+
+  // Bob closes his browser in the middle of an upload Carol is downloading:
+  // her download ends with a clear error within the server's stall bound
+  // (--stall-s, files.stall_s of the server) plus one retry.
+  const stallS = Number(a["stall-s"] || 30);
+  await makeFile(bob, 150 * MB, "abandoned.bin");
+  await pickFile(bob);
+  await until(30000, "Carol is offered abandoned.bin", async () => (await transfer(carol, "abandoned.bin"))?.state === "offered");
+  await carol.page.click(`.file[data-state="offered"] button.fetch`);
+  await bob.context.close();
+  people.splice(people.indexOf(bob), 1);
+  const closed = Date.now();
+  const abandoned = await finished(carol, "abandoned.bin", (stallS + 30) * 1000);
+  const waited = Date.now() - closed;
+  report.abandoned = { error: abandoned.error, done: abandoned.done, ms_after_sender_closed: waited };
+  if (abandoned.ok || !/The sender stopped sending: upload stalled/.test(abandoned.error ?? "")) throw new Error(`abandoned upload: ${JSON.stringify(abandoned)}`);
+  if (abandoned.done >= 150 * MB) throw new Error("the abandoned upload was complete");
+  // The stall bound, one retry after 0.5 s, the page's 250 ms polling, and slack for a busy machine.
+  if (waited > (stallS + 5) * 1000) throw new Error(`Carol waited ${waited} ms for an abandoned upload (bound ${stallS} s)`);
 }
 
 try {

@@ -289,8 +289,14 @@ async fn append(mut up: Upload, body: Body, state: &AppState) -> (u64, Result<()
         let last = !more || ended.is_err();
         if held > 0 && (held >= WRITE_BYTES || last) {
             let n = held as u64;
+            // Counted where the bytes are committed: a request whose
+            // connection is dropped may be cancelled while this runs.
+            let uploaded = state.metrics.files_uploaded_bytes.clone();
             let written = tokio::task::spawn_blocking(move || {
                 let r = up.write(&parts);
+                if r.is_ok() {
+                    uploaded.inc_by(n);
+                }
                 parts.clear();
                 (up, parts, r)
             })
@@ -303,7 +309,6 @@ async fn append(mut up: Upload, body: Body, state: &AppState) -> (u64, Result<()
                     if let Err(e) = r {
                         return (up.offset(), Err(store_error(e)));
                     }
-                    state.metrics.files_uploaded_bytes.inc_by(n);
                 }
                 Err(_) => {
                     // The write task failed and took the upload with it
