@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Encrypted file transfer browser -> server -> browser on loopback: for each
-# size, Alice (headless Chromium) encrypts and uploads a random file, then Bob
-# and, after Alice left, Carol download, decrypt and verify it into their
-# origin-private file systems. Prints one JSON line per size with MB/s,
-# CPU seconds of Chromium (all processes) per phase, and the server's CPU
-# seconds and peak RSS.
+# size, Alice (headless Chromium, her own on-disk profile) encrypts and
+# uploads a random file from disk; Bob clicks "Download" as soon as he is
+# offered it and downloads, decrypts and verifies it into his origin-private
+# file system while she uploads ("live": from her pick to his "Save"); after
+# Alice left, Carol downloads the stored file. Prints one JSON line per size
+# with MB/s, CPU seconds of Chromium (all processes, and by process type)
+# per phase, Chromium's peak memory and the pages' peak JS heap, and the
+# server's CPU seconds and peak RSS.
 #   benches/files/bench.sh [SIZE_MB ...]      (default: 10 200 1024)
 # Needs: cargo, node, /usr/bin/chromium, tests/browser/node_modules
-# (scripts/test-deps.sh installs them).
+# (scripts/test-deps.sh installs them), twice the largest size free in the
+# temporary directory (the file and the server's copy).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 sizes=("$@")

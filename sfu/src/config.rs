@@ -274,6 +274,10 @@ pub struct FilesConfig {
     pub total_quota_bytes: u64,
     /// Seconds between sweeps that delete expired files from disk.
     pub sweep_interval_s: u64,
+    /// A download of a file still being uploaded waits for more bytes; it
+    /// ends with an error when the upload has received nothing for this
+    /// many seconds (its sender stopped).
+    pub stall_s: u64,
 }
 
 impl Default for FilesConfig {
@@ -287,6 +291,7 @@ impl Default for FilesConfig {
             user_quota_bytes: 10 * GIB,
             total_quota_bytes: 100 * GIB,
             sweep_interval_s: 60,
+            stall_s: 30,
         }
     }
 }

@@ -409,16 +409,34 @@ async fn encrypted_200mb_file_resumes_reaches_chosen_recipients_only() {
     let server = dev_server_with(|c| {
         c.files.dir = dir.path().to_string_lossy().into_owned();
         c.files.user_quota_bytes = 300 << 20;
+        // An abandoned upload ends its recipient's download within seconds.
+        c.files.stall_s = 5;
     })
     .await;
     let base = format!("http://{}", server.http_addr);
     let files_dir = dir.path().to_string_lossy().into_owned();
-    let args = ["--base", &base, "--files-dir", &files_dir, "--mb", "200"];
+    let args = [
+        "--base",
+        &base,
+        "--files-dir",
+        &files_dir,
+        "--mb",
+        "200",
+        "--stall-s",
+        "5",
+    ];
     let report = node("files.mjs", &args, Duration::from_secs(300)).await;
     eprintln!(
-        "200 MB encrypted file: upload {} MB/s, Bob {} MB/s (after a drop), Carol {} MB/s (sender gone)",
-        report["upload"]["mbps"], report["bob"]["mbps"], report["carol"]["mbps"]
+        "200 MB encrypted file: upload {} MB/s, Bob {} MB/s (during the upload, after a drop; \
+         first bytes at {} ms, upload done at {} ms), Carol {} MB/s (sender gone)",
+        report["upload"]["mbps"],
+        report["bob"]["mbps"],
+        report["bob"]["first_bytes_after_ms"],
+        report["upload"]["wall_ms"],
+        report["carol"]["mbps"]
     );
+    // Bob downloaded while Alice was still uploading.
+    assert_eq!(report["bob"]["began_before_upload_ended"], true, "{report}");
     assert!(
         report["upload"]["resumes"].as_u64().unwrap_or(0) >= 1,
         "{report}"
@@ -432,6 +450,8 @@ async fn encrypted_200mb_file_resumes_reaches_chosen_recipients_only() {
         "Bob and Carol, not Mallory: {report}"
     );
     assert_eq!(report["guessed"], serde_json::json!([404, 404]));
+    let abandoned = report["abandoned"]["error"].as_str().unwrap_or("");
+    assert!(abandoned.contains("upload stalled"), "{report}");
     server.stop().await;
 }
 

@@ -1,14 +1,17 @@
 //! The encrypted-file store's HTTP API against a real server on loopback:
 //! tokens, quotas, resumable uploads (also after a dropped connection),
-//! ranged downloads by capability, deletion and expiry from disk.
+//! ranged downloads by capability, downloads that follow a running upload
+//! (and end when it stalls or the file is deleted), deletion and expiry from
+//! disk.
 
 mod common;
 
 use common::{http_request_bytes as request, Reply};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sfu::auth::TokenAuthority;
 use sfu::config::Config;
@@ -109,10 +112,6 @@ async fn upload_resumes_after_a_dropped_connection_and_downloads_by_capability()
         Some(3 * MIB),
         "what arrived stays"
     );
-
-    // Not downloadable before it is complete.
-    let r = request(&server, "GET", &format!("/files/{id}"), &[], b"").await;
-    assert_eq!(r.status, 409, "{}", r.text());
 
     // A wrong offset is refused with the right one; the rest completes it.
     let r = patch(&server, &alice, &id, 0, &data[..10]).await;
@@ -345,5 +344,163 @@ async fn expired_files_are_gone_from_disk() {
     assert_eq!(r.status, 404);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     assert!(common::metric(&server, "sfu_files_expired_total").await >= 1.0);
+    server.stop().await;
+}
+
+/// Status, declared length, body, and when the response ended.
+type Streamed = (u16, usize, Vec<u8>, Instant);
+
+/// A GET read as it arrives: `progress` counts the body bytes received so
+/// far; the result is the status, the declared length, the body and when
+/// the response ended (completely or not).
+fn streaming_get(
+    server: &Server,
+    path: String,
+    range: Option<String>,
+) -> (watch::Receiver<usize>, tokio::task::JoinHandle<Streamed>) {
+    let addr = server.http_addr;
+    let (tx, rx) = watch::channel(0);
+    let task = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+        let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{range}\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut body_at = None;
+        // Bounded by the test's timeouts around it: the server ends the response.
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+            if body_at.is_none() {
+                body_at = out.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+            }
+            if let Some(at) = body_at {
+                tx.send_replace(out.len() - at);
+            }
+        }
+        let ended = Instant::now();
+        let at = body_at.expect("a response head");
+        let head = String::from_utf8_lossy(&out[..at]).to_ascii_lowercase();
+        let status = head[9..12].parse().unwrap();
+        let declared = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        (status, declared, out[at..].to_vec(), ended)
+    });
+    (rx, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_follow_a_running_upload_and_end_when_the_file_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), |_| {}).await;
+    let alice = common::token("r", "alice");
+    let data = random(6 * MIB);
+    let id = create(&server, &alice, data.len()).await;
+    let path = format!("/files/{id}");
+
+    // Started before a byte is uploaded: the whole file, and a range.
+    let (whole_seen, whole) = streaming_get(&server, path.clone(), None);
+    let (_, part) = streaming_get(&server, path.clone(), Some(format!("bytes={}-", MIB + 5)));
+    let r = patch(&server, &alice, &id, 0, &data[..2 * MIB]).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    // The reader gets what is committed while the upload is still running.
+    let mut seen = whole_seen.clone();
+    tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|&n| n >= 2 * MIB))
+        .await
+        .expect("the first 2 MiB reach the reader before the rest is uploaded")
+        .unwrap();
+    assert!(!whole.is_finished());
+    assert_eq!(offset(&server, &id).await, Some(2 * MIB));
+    for at in [2 * MIB, 4 * MIB] {
+        let r = patch(&server, &alice, &id, at, &data[at..at + 2 * MIB]).await;
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    let (status, declared, body, _) = tokio::time::timeout(Duration::from_secs(10), whole)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((status, declared), (200, data.len()));
+    assert!(body == data, "the followed download differs");
+    let (status, declared, body, _) = tokio::time::timeout(Duration::from_secs(10), part)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((status, declared), (206, data.len() - MIB - 5));
+    assert!(body == data[MIB + 5..], "the followed range differs");
+
+    // A reader waiting for an upload that is deleted ends at once, not at the stall bound.
+    let id = create(&server, &alice, 2 * MIB).await;
+    assert_eq!(
+        patch(&server, &alice, &id, 0, &data[..MIB]).await.status,
+        204
+    );
+    let (mut seen, waiting) = streaming_get(&server, format!("/files/{id}"), None);
+    seen.wait_for(|&n| n >= MIB).await.unwrap();
+    let deleted = Instant::now();
+    let r = request(
+        &server,
+        "DELETE",
+        &format!("/files/{id}"),
+        &[("Authorization", &bearer(&alice))],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let (status, declared, body, ended) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((status, declared, body.len()), (200, 2 * MIB, MIB));
+    assert!(
+        ended - deleted < Duration::from_secs(5),
+        "{:?}",
+        ended - deleted
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_upload_ends_a_waiting_download_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), |c| c.files.stall_s = 1).await;
+    let alice = common::token("r", "alice");
+    let data = random(3 * MIB);
+    let id = create(&server, &alice, data.len()).await;
+    let path = format!("/files/{id}");
+    assert_eq!(
+        patch(&server, &alice, &id, 0, &data[..MIB]).await.status,
+        204
+    );
+    let last_upload = Instant::now();
+    let (_, waiting) = streaming_get(&server, path.clone(), None);
+    // The sender stops: the download ends after the stall bound (1 s), cut short.
+    let (status, declared, body, ended) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((status, declared), (200, data.len()));
+    assert!(body == data[..MIB], "what was uploaded arrives");
+    let waited = ended - last_upload;
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "ended {waited:?} after the last upload"
+    );
+    // Asked again: a clear refusal that says how far the upload got.
+    let r = request(&server, "GET", &path, &[], b"").await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("upload stalled"), "{}", r.text());
+    assert_eq!(r.header("upload-offset"), Some("1048576"));
+    // The sender comes back and finishes: downloadable again.
+    let r = patch(&server, &alice, &id, MIB, &data[MIB..]).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = request(&server, "GET", &path, &[], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body == data);
     server.stop().await;
 }

@@ -3,13 +3,20 @@
 // origin-private file system with a synchronous access handle (no copy of
 // the whole file at the end, unlike a writable stream, and off the page's
 // thread), resume with a Range request after a dropped connection, and
-// compare the digest. Messages in: {type: "download", name, url, blob, key,
-// digest, size, chunk} and {type: "drop"}; out: {type: "progress", done,
-// wire, resumes} and {type: "done", ok, error?}.
+// compute the digest (the page compares it with the sender's, which arrives
+// when the upload is complete: the download may start before). The server's
+// response follows a running upload, so a download started early simply
+// receives bytes as they are uploaded. Decryption of one group of chunks
+// overlaps the write of the previous one and the network reads. Messages
+// in: {type: "download", name, url, blob, key, size, chunk} and {type:
+// "drop"}; out: {type: "progress", done, wire, resumes} and {type: "done",
+// ok, digest?, error?}.
 import { TAG_BYTES, chunkCount, cipherLength, digestOf, importFileKey, openChunk, tagOf } from "./e2ee/filecrypt.js";
 
-/** Chunks opened together (fewer round trips to the crypto thread). */
-const GROUP_CHUNKS = 16;
+/** Chunks opened together and written at once (fewer round trips to the crypto thread and to storage). */
+const GROUP_CHUNKS = 32;
+/** Groups being decrypted while the oldest is written. */
+const DEPTH = 2;
 /** Retries after network failures. */
 const MAX_RETRIES = 8;
 
@@ -19,7 +26,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let current = null; // AbortController of the running request
 let dropNext = false; // a drop that found no running request: cut the next one
 
-async function download({ name, url, blob, key: raw, digest, size, chunk }) {
+async function download({ name, url, blob, key: raw, size, chunk }) {
   const dir = await navigator.storage.getDirectory();
   const handle = await dir.getFileHandle(name, { create: true });
   const access = await handle.createSyncAccessHandle();
@@ -32,37 +39,52 @@ async function download({ name, url, blob, key: raw, digest, size, chunk }) {
     const chunkLength = (i) => (i < n - 1 ? stride : total - (n - 1) * stride);
     const tags = [];
     const progress = { type: "progress", done: 0, wire: 0, resumes: 0 };
-    let index = 0; // chunks opened and written
+    let index = 0; // chunks handed to decryption (written once `pending` drains)
+    const pending = []; // groups being decrypted: {first, plains (a promise)}
+    const out = new Uint8Array(GROUP_CHUNKS * chunk);
+    // Writes the oldest group being decrypted, in order.
+    const writeOldest = async () => {
+      const g = pending.shift();
+      let plains;
+      try {
+        plains = await g.plains;
+      } catch {
+        throw new Fatal("Damaged or altered in transit (a chunk failed to decrypt), discarded");
+      }
+      // One write per group: each write is a round trip to the storage
+      // backend. Through one buffer for all groups: a fresh 2 MiB buffer per
+      // group costs page faults (the write is synchronous, so reuse is safe).
+      const bytes = plains.reduce((sum, p) => sum + p.length, 0);
+      plains.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+      access.write(out.subarray(0, bytes), { at: g.first * chunk });
+      progress.done += bytes;
+      progress.wire += g.wire;
+      postMessage(progress);
+    };
     for (let attempt = 0; index < n; ) {
       const buf = new Uint8Array(GROUP_CHUNKS * stride);
       let fill = 0; // bytes of buf holding chunks index, index + 1, ...
       let held = 0; // whole chunks in buf
+      // Hands the held chunks to decryption (WebCrypto copies its input at
+      // the call, so buf is free again at once).
       const flush = async () => {
-        const sealed = [];
+        const plains = [];
+        let wire = 0;
         for (let k = 0, at = 0; k < held; k++) {
           const len = chunkLength(index + k);
-          sealed.push(buf.subarray(at, at + len));
+          const sealed = buf.subarray(at, at + len);
+          plains.push(openChunk(key, blob, index + k, index + k === n - 1, sealed));
+          tags.push(tagOf(sealed));
+          wire += len;
           at += len;
         }
-        let plains;
-        try {
-          plains = await Promise.all(sealed.map((s, k) => openChunk(key, blob, index + k, index + k === n - 1, s)));
-        } catch {
-          throw new Fatal("Damaged or altered in transit (a chunk failed to decrypt), discarded");
-        }
-        // One write per group: each write is a round trip to the storage backend.
-        const out = new Uint8Array(plains.reduce((sum, p) => sum + p.length, 0));
-        plains.reduce((at, p) => (out.set(p, at), at + p.length), 0);
-        access.write(out, { at: index * chunk });
-        for (let k = 0; k < held; k++) {
-          tags.push(tagOf(sealed[k]));
-          progress.wire += sealed[k].length;
-        }
-        progress.done += out.length;
+        const group = { first: index, wire, plains: Promise.all(plains) };
+        group.plains.catch(() => {}); // awaited in writeOldest
+        pending.push(group);
         index += held;
         held = 0;
         fill = 0;
-        postMessage(progress);
+        while (pending.length > DEPTH) await writeOldest();
       };
       current = new AbortController();
       try {
@@ -73,6 +95,8 @@ async function download({ name, url, blob, key: raw, digest, size, chunk }) {
         }
         const r = await fetch(url, { headers, signal: current.signal });
         if (r.status === 404) throw new Fatal("The file has expired or was deleted");
+        // The upload stopped before the end (the server says how far it got).
+        if (r.status === 409) throw new Fatal(`The sender stopped sending: ${(await r.text()).trim()}`);
         if (r.status !== (index ? 206 : 200)) throw new Error(`download: HTTP ${r.status}`);
         const reader = r.body.getReader();
         // Bounded by the response: each read consumes bytes of it.
@@ -105,10 +129,12 @@ async function download({ name, url, blob, key: raw, digest, size, chunk }) {
         current = null;
       }
     }
-    if ((await digestOf(tags)) !== digest) throw new Fatal("Digest mismatch: not the file that was sent, discarded");
+    // Bounded: each round writes one group.
+    while (pending.length) await writeOldest();
+    const digest = await digestOf(tags);
     access.flush();
     access.close();
-    postMessage({ type: "done", ok: true });
+    postMessage({ type: "done", ok: true, digest });
   } catch (e) {
     access.close();
     await dir.removeEntry(name).catch(() => {});

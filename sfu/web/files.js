@@ -1,18 +1,21 @@
 // End-to-end encrypted file sharing through the server's encrypted-blob
 // store (docs/web-client.md "Files", HTTP API in docs/protocol.md section 20).
 //
-// Sending: reserve space (POST /files with the room token), encrypt the file
-// chunk by chunk (e2ee/filecrypt.js) while uploading it in large PATCH
-// requests; after a dropped connection ask the server where it stands (HEAD)
-// and continue from there. Then send the capability URL, the file key and
-// the digest to the chosen recipients only, each copy sealed with the
-// pairwise key shared with that recipient (e2ee/keys.js sealTo).
-// Receiving: on "Download", a worker (file-download.js) streams the
-// ciphertext, opens each chunk and writes it to the origin-private file
-// system (never the whole file in memory), resumes with a Range request
-// after a dropped connection and compares the digest; only then is the file
-// offered to save. The blob stays on the server until
-// it expires, so recipients can fetch it after its sender has left.
+// Sending: reserve space (POST /files with the room token), send the
+// capability URL and the file key to the chosen recipients only, each copy
+// sealed with the pairwise key shared with that recipient (e2ee/keys.js
+// sealTo), then encrypt the file chunk by chunk (e2ee/filecrypt.js) while
+// uploading it in large PATCH requests; after a dropped connection ask the
+// server where it stands (HEAD) and continue from there. When the upload is
+// complete, send the file's digest the same way ("file-digest"); if it fails
+// for good, delete the blob so that recipients already downloading stop.
+// Receiving: on "Download" (also while the upload runs: the server's
+// response follows it), a worker (file-download.js) streams the ciphertext,
+// opens each chunk and writes it to the origin-private file system (never
+// the whole file in memory), resumes with a Range request after a dropped
+// connection; the digest of what it received must equal the sender's before
+// the file is offered to save. The blob stays on the server until it
+// expires, so recipients can fetch it after its sender has left.
 import { fromB64, toB64, toHex, utf8 } from "./e2ee/bytes.js";
 import { CHUNK_BYTES, TAG_BYTES, chunkCount, cipherLength, digestOf, newFileKey, sealChunk, tagOf } from "./e2ee/filecrypt.js";
 
@@ -25,8 +28,53 @@ const MIN_CHUNK = 64 * 1024;
 const MAX_CHUNK = 16 * 1024 * 1024;
 /** Prefix of the received files kept in the origin-private file system. */
 const OPFS_PREFIX = "sfu-file-";
+/**
+ * How long a receiver that has every chunk waits for the sender's digest
+ * (sent as soon as the upload is complete, when the last chunk is readable).
+ */
+const DIGEST_WAIT_MS = 60000;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Reads a File in consecutive ranges into one reused buffer (a BYOB reader
+ * of its stream: ≈ 770 MB/s in Chromium here, against ≈ 270 MB/s for a
+ * fresh `slice().arrayBuffer()` per range), or with `arrayBuffer()` where
+ * byte streams are missing.
+ */
+class FileSource {
+  constructor(file, max) {
+    this.file = file;
+    this.buffer = new ArrayBuffer(max);
+    this.reader = null;
+    this.at = -1; // where `reader` stands
+  }
+
+  /** Bytes [from, to) of the file (valid until the next read). */
+  async read(from, to) {
+    if (this.at !== from) {
+      this.reader?.cancel().catch(() => {});
+      this.reader = null;
+      try {
+        this.reader = this.file.slice(from).stream().getReader({ mode: "byob" });
+      } catch {
+        // No byte stream: fresh buffers.
+        return new Uint8Array(await this.file.slice(from, to).arrayBuffer());
+      }
+      this.at = from;
+    }
+    let fill = 0;
+    // Bounded: every read returns bytes or the end.
+    while (fill < to - from) {
+      const { done, value } = await this.reader.read(new Uint8Array(this.buffer, fill, to - from - fill));
+      if (done) throw new Fatal("The file got shorter while being sent");
+      this.buffer = value.buffer;
+      fill += value.length;
+    }
+    this.at = to;
+    return new Uint8Array(this.buffer, 0, fill);
+  }
+}
 
 /** An error that retrying cannot fix. */
 class Fatal extends Error {}
@@ -55,7 +103,7 @@ export class Files extends EventTarget {
     this.selfId = selfId;
     this.token = token;
     this.transfers = new Map(); // id -> transfer
-    this.secrets = new Map(); // id -> {blob, url, key, digest, chunk} of received offers
+    this.secrets = new Map(); // id -> {from, blob, url, key, digest, chunk, digestKnown} of received offers
     this.inflight = new Set(); // AbortControllers of running requests
     this.workers = new Set(); // running downloads
   }
@@ -108,6 +156,8 @@ export class Files extends EventTarget {
     this.transfers.set(t.id, t);
     this.#emit("offer", t);
     const started = performance.now();
+    let blob = null; // the capability, once created
+    let recipients = []; // who got the offer
     try {
       const r = await this.#fetch("/files", {
         method: "POST",
@@ -115,16 +165,34 @@ export class Files extends EventTarget {
       });
       if (r.status !== 201) throw new Fatal(`Cannot share ${t.name}: ${await serverError(r)}`);
       const created = await r.json();
-      const blob = String(created.id);
+      blob = String(created.id);
       const { raw, key } = await newFileKey();
+      // Offered now: recipients may download while the upload runs.
+      const offer = {
+        v: 1,
+        blob,
+        url: `/files/${blob}`,
+        name: t.name,
+        size,
+        type: t.type,
+        chunk,
+        key: toB64(raw),
+        expires: Number(created.expires) || 0,
+      };
+      const sealed = await this.keys.sealTo(to, utf8(JSON.stringify(offer)), "file-offer");
+      recipients = Object.keys(sealed);
+      if (recipients.length) this.sig.relay(recipients, { kind: "file-offer", v: 1, to: sealed });
+      t.to = recipients.length;
+      this.#emit("progress", t);
       const tags = new Array(n);
       // Encrypts chunks [first, first + BATCH_CHUNKS): the same bytes every
       // time (fixed key and nonces), so a resumed upload re-sends identical data.
+      const source = new FileSource(file, BATCH_CHUNKS * chunk);
       const encrypt = async (first) => {
         const end = Math.min(n, first + BATCH_CHUNKS);
-        // One read per batch: many small reads of a File cost more than the crypto.
-        const from = first * chunk;
-        const plain = new Uint8Array(await file.slice(from, Math.min(size, end * chunk)).arrayBuffer());
+        const plain = await source.read(first * chunk, Math.min(size, end * chunk));
+        // WebCrypto copies its input when called: every call is made before
+        // this returns, so `plain` may be refilled for the next batch.
         const parts = await Promise.all(
           Array.from({ length: end - first }, async (_, k) => {
             const i = first + k;
@@ -146,6 +214,7 @@ export class Files extends EventTarget {
             // Encrypt the next batch while this one travels.
             next = b.end < n ? encrypt(b.end) : null;
             next?.catch(() => {});
+            // A Blob: Chromium uploads an ArrayBuffer body 15x slower (4.5 vs 70 MB/s measured here).
             const body = new Blob(b.parts).slice(offset - b.first * stride);
             const p = await this.#fetch(`/files/${blob}`, {
               method: "PATCH",
@@ -175,22 +244,11 @@ export class Files extends EventTarget {
           offset = await this.#committed(blob);
         }
       }
-      const offer = {
-        v: 1,
-        blob,
-        url: `/files/${blob}`,
-        name: t.name,
-        size,
-        type: t.type,
-        chunk,
-        key: toB64(raw),
-        digest: await digestOf(tags),
-        expires: Number(created.expires) || 0,
-      };
-      const sealed = await this.keys.sealTo(to, utf8(JSON.stringify(offer)), "file-offer");
-      const ids = Object.keys(sealed);
-      if (ids.length) this.sig.relay(ids, { kind: "file-offer", v: 1, to: sealed });
-      t.to = ids.length;
+      // The digest closes the offer: recipients compare it with theirs.
+      const done = { v: 1, blob, digest: await digestOf(tags) };
+      const sealedDigest = await this.keys.sealTo(recipients, utf8(JSON.stringify(done)), "file-digest");
+      const ids = Object.keys(sealedDigest);
+      if (ids.length) this.sig.relay(ids, { kind: "file-digest", v: 1, to: sealedDigest });
       t.ms = performance.now() - started;
       t.state = "done";
       t.ok = true;
@@ -198,6 +256,8 @@ export class Files extends EventTarget {
       this.#emit("done", t);
     } catch (e) {
       this.#fail(t, e.message);
+      // Recipients downloading meanwhile stop at once instead of at the server's stall bound.
+      if (blob) this.#fetch(`/files/${blob}`, { method: "DELETE", headers: { Authorization: `Bearer ${this.token}` } }).catch(() => {});
     }
   }
 
@@ -224,17 +284,28 @@ export class Files extends EventTarget {
     this.#emit("error", { message });
   }
 
-  /** Handles a relayed file-offer: only the copy sealed for us can be opened. */
+  /** Handles a relayed file-offer or file-digest: only the copy sealed for us can be opened. */
   async receive(from, p) {
-    if (p.kind !== "file-offer" || !p.to || typeof p.to !== "object") return;
+    if ((p.kind !== "file-offer" && p.kind !== "file-digest") || !p.to || typeof p.to !== "object") return;
     const entry = p.to[this.selfId];
     if (!entry || typeof entry !== "object") return;
-    const offer = JSON.parse(new TextDecoder().decode(await this.keys.openFromWhenReady(from, entry, "file-offer")));
+    const m = JSON.parse(new TextDecoder().decode(await this.keys.openFromWhenReady(from, entry, p.kind)));
+    if (p.kind === "file-digest") {
+      // Only the sender of the offer can close it.
+      for (const s of this.secrets.values()) {
+        if (s.from === from && s.blob === String(m.blob) && typeof m.digest === "string" && s.digest === null) {
+          s.digest = m.digest;
+          s.digestKnown();
+        }
+      }
+      return;
+    }
+    const offer = m;
     const size = Number(offer.size);
     const chunk = Number(offer.chunk);
     const blob = String(offer.blob);
     if (!Number.isSafeInteger(size) || size < 0 || !Number.isInteger(chunk) || chunk < MIN_CHUNK || chunk > MAX_CHUNK) return;
-    if (!/^[0-9a-f]{32}$/.test(blob) || typeof offer.digest !== "string" || this.secrets.has(blob)) return;
+    if (!/^[0-9a-f]{32}$/.test(blob) || [...this.secrets.values()].some((s) => s.blob === blob)) return;
     const key = fromB64(String(offer.key));
     if (key.length !== 32) return;
     const t = {
@@ -252,7 +323,9 @@ export class Files extends EventTarget {
       expires: Number(offer.expires) || 0,
     };
     this.transfers.set(t.id, t);
-    this.secrets.set(t.id, { blob, url: `/files/${blob}`, key, digest: offer.digest, chunk });
+    const secret = { from, blob, url: `/files/${blob}`, key, digest: null, chunk };
+    secret.digestReady = new Promise((resolve) => (secret.digestKnown = resolve));
+    this.secrets.set(t.id, secret);
     this.#emit("offer", t);
   }
 
@@ -285,13 +358,28 @@ export class Files extends EventTarget {
         } else if (m.type === "done") resolve(m);
       };
       worker.onerror = (e) => resolve({ ok: false, error: `download worker: ${e.message}` });
-      worker.postMessage({ type: "download", name, url: s.url, blob: s.blob, key: s.key, digest: s.digest, size: t.size, chunk: s.chunk });
+      worker.postMessage({ type: "download", name, url: s.url, blob: s.blob, key: s.key, size: t.size, chunk: s.chunk });
     });
     this.workers.delete(worker);
     worker.terminate();
     if (!result.ok) return this.#fail(t, result.error);
     try {
       const dir = await navigator.storage.getDirectory();
+      // Every chunk opened under the file key; the sender's digest says they are all of them, in order.
+      let timer;
+      const timeout = new Promise((resolve) => (timer = setTimeout(resolve, DIGEST_WAIT_MS)));
+      await Promise.race([s.digestReady, timeout]);
+      clearTimeout(timer);
+      const problem =
+        s.digest === null
+          ? "The sender did not confirm the file (no digest), discarded"
+          : s.digest !== result.digest
+            ? "Digest mismatch: not the file that was sent, discarded"
+            : null;
+      if (problem) {
+        await dir.removeEntry(name).catch(() => {});
+        return this.#fail(t, problem);
+      }
       const file = await (await dir.getFileHandle(name)).getFile();
       t.url = URL.createObjectURL(file);
       t.ms = performance.now() - started;

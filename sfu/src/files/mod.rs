@@ -35,6 +35,7 @@ pub fn open(config: &FilesConfig) -> std::io::Result<Option<Arc<BlobStore>>> {
         max_file_bytes: config.max_file_bytes,
         user_quota_bytes: config.user_quota_bytes,
         total_quota_bytes: config.total_quota_bytes,
+        stall: Duration::from_secs(config.stall_s),
     };
     BlobStore::open(&directory(config), limits, unix_now()).map(Some)
 }

@@ -1,7 +1,9 @@
 //! The HTTP API of the encrypted-blob store (docs/protocol.md section 20):
 //! create with a room token, append with resumable PATCH requests, read the
 //! upload offset with HEAD, download with GET (Range) by capability, delete.
-//! Bodies are streamed to and from disk; disk writes run on the blocking pool.
+//! Bodies are streamed to and from disk; disk I/O runs on the blocking pool.
+//! A download may start while the upload runs: it follows the committed
+//! offset and ends with an error if the upload stalls.
 
 // A refused request is answered with its response, built where the refusal
 // is decided; one per request, so its size does not matter.
@@ -11,15 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::Router;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::store::{BlobId, BlobStore, StoreError, Upload};
+use super::store::{BlobId, BlobStore, Reader, StoreError, Upload};
 use crate::app_state::AppState;
 use crate::auth::{unix_now, Grants, TokenError};
 
@@ -28,7 +30,9 @@ const WRITE_BYTES: usize = 4 * 1024 * 1024;
 /// An upload request that sends nothing for this long is ended.
 const IDLE: Duration = Duration::from_secs(30);
 /// Read size when streaming a download.
-const READ_BYTES: usize = 256 * 1024;
+const READ_BYTES: usize = 1024 * 1024;
+/// How often a running upload request tells waiting downloads it is alive.
+const TOUCH_EVERY: Duration = Duration::from_secs(1);
 
 const UPLOAD_LENGTH: HeaderName = HeaderName::from_static("upload-length");
 const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
@@ -67,7 +71,15 @@ fn store_error(e: StoreError) -> Response {
             StatusCode::INSUFFICIENT_STORAGE
         }
         StoreError::Forbidden => StatusCode::FORBIDDEN,
-        StoreError::Busy | StoreError::Incomplete { .. } => StatusCode::CONFLICT,
+        StoreError::Busy => StatusCode::CONFLICT,
+        StoreError::Stalled { offset, length, .. } => {
+            let mut r = text(StatusCode::CONFLICT, e.to_string());
+            r.headers_mut()
+                .insert(UPLOAD_OFFSET, HeaderValue::from(*offset));
+            r.headers_mut()
+                .insert(UPLOAD_LENGTH, HeaderValue::from(*length));
+            return r;
+        }
         StoreError::Offset { committed, .. } => {
             let mut r = text(StatusCode::CONFLICT, e.to_string());
             r.headers_mut()
@@ -230,10 +242,13 @@ async fn upload(
 }
 
 /// Streams `body` into `up` in large blocking writes; returns the committed
-/// offset and how the request ended.
+/// offset and how the request ended. The body's pieces are written as they
+/// came (no copy into a staging buffer).
 async fn append(mut up: Upload, body: Body, state: &AppState) -> (u64, Result<(), Response>) {
     let mut stream = body.into_data_stream();
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BYTES);
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut held = 0usize; // bytes in `parts`
+    let mut touched = std::time::Instant::now();
     let mut ended: Result<(), Response> = Ok(());
     // Bounded: every round consumes body bytes (at most the declared length
     // before an overflow ends it) or ends on the idle timeout.
@@ -251,35 +266,49 @@ async fn append(mut up: Upload, body: Body, state: &AppState) -> (u64, Result<()
                 None
             }
         };
-        if let Some(chunk) = &chunk {
-            if (buf.len() + chunk.len()) as u64 > up.remaining() {
+        let more = chunk.is_some();
+        if let Some(mut chunk) = chunk {
+            if (held + chunk.len()) as u64 > up.remaining() {
                 // Keep what fits, refuse the rest.
-                let fits = (up.remaining() as usize).saturating_sub(buf.len());
-                buf.extend_from_slice(&chunk[..fits.min(chunk.len())]);
+                chunk.truncate((up.remaining() as usize).saturating_sub(held));
                 ended = Err(store_error(StoreError::Overflow {
                     length: up.offset() + up.remaining(),
                 }));
-            } else {
-                buf.extend_from_slice(chunk);
+            }
+            held += chunk.len();
+            if !chunk.is_empty() {
+                parts.push(chunk);
+            }
+            if touched.elapsed() >= TOUCH_EVERY {
+                // A slow upload between two commits is not a stalled one
+                // for the downloads waiting for it.
+                up.touch();
+                touched = std::time::Instant::now();
             }
         }
-        let last = chunk.is_none() || ended.is_err();
-        if !buf.is_empty() && (buf.len() >= WRITE_BYTES || last) {
-            let n = buf.len() as u64;
+        let last = !more || ended.is_err();
+        if held > 0 && (held >= WRITE_BYTES || last) {
+            let n = held as u64;
+            // Counted where the bytes are committed: a request whose
+            // connection is dropped may be cancelled while this runs.
+            let uploaded = state.metrics.files_uploaded_bytes.clone();
             let written = tokio::task::spawn_blocking(move || {
-                let r = up.write(&buf);
-                buf.clear();
-                (up, buf, r)
+                let r = up.write(&parts);
+                if r.is_ok() {
+                    uploaded.inc_by(n);
+                }
+                parts.clear();
+                (up, parts, r)
             })
             .await;
             match written {
-                Ok((u, b, r)) => {
+                Ok((u, p, r)) => {
                     up = u;
-                    buf = b;
+                    parts = p;
+                    held = 0;
                     if let Err(e) = r {
                         return (up.offset(), Err(store_error(e)));
                     }
-                    state.metrics.files_uploaded_bytes.inc_by(n);
                 }
                 Err(_) => {
                     // The write task failed and took the upload with it
@@ -336,7 +365,11 @@ fn range(headers: &HeaderMap, length: u64) -> Result<Option<(u64, u64)>, Respons
     Ok(Some((start, end)))
 }
 
-/// `GET /files/{id}`: the ciphertext, whole or one `Range`.
+/// `GET /files/{id}`: the ciphertext, whole or one `Range`. While the
+/// upload runs, the response follows it: bytes are sent as they are
+/// committed, and the response breaks off (the client sees an incomplete
+/// body) if the blob is deleted or expires, or once the upload has received
+/// nothing for `files.stall_s`; asked again, a stalled blob gets `409`.
 async fn download(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -345,23 +378,42 @@ async fn download(
     let run = async {
         let store = store(&state)?;
         let id = blob_id(&id)?;
-        let (file, length) = blocking(move || store.open_read(&id, unix_now()))
-            .await?
-            .map_err(store_error)?;
+        let reader = {
+            let (store, id) = (store.clone(), id.clone());
+            blocking(move || store.open_read(&id, unix_now()))
+                .await?
+                .map_err(store_error)?
+        };
+        let length = reader.length;
         let range = range(&headers, length)?;
         let (start, end) = range.unwrap_or((0, length.saturating_sub(1)));
         let count = if length == 0 { 0 } else { end - start + 1 };
-        let mut file = tokio::fs::File::from_std(file);
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| store_error(e.into()))?;
         let metrics = state.metrics.clone();
-        let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), READ_BYTES)
-            .inspect(move |r| {
-                if let Ok(b) = r {
-                    metrics.files_downloaded_bytes.inc_by(b.len() as u64);
+        let follow = Follow {
+            stall: store.limits().stall,
+            store,
+            id,
+            reader: Arc::new(reader),
+            at: start,
+            end: start + count,
+        };
+        let stream = futures_util::stream::unfold(follow, |mut f| async move {
+            match f.next().await {
+                Ok(Some(bytes)) => Some((Ok(bytes), f)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::debug!("file download ended early: {e}");
+                    // The last item: `at` moves to the end.
+                    f.at = f.end;
+                    Some((Err(e), f))
                 }
-            });
+            }
+        })
+        .inspect(move |r| {
+            if let Ok(b) = r {
+                metrics.files_downloaded_bytes.inc_by(b.len() as u64);
+            }
+        });
         let mut response = Response::new(Body::from_stream(stream));
         let h = response.headers_mut();
         h.insert(
@@ -380,6 +432,71 @@ async fn download(
         Ok::<_, Response>(response)
     };
     run.await.unwrap_or_else(|r| r)
+}
+
+/// A download's position in a blob that may still be growing.
+struct Follow {
+    store: Arc<BlobStore>,
+    id: BlobId,
+    reader: Arc<Reader>,
+    stall: Duration,
+    /// Next byte to send.
+    at: u64,
+    /// One past the last byte to send.
+    end: u64,
+}
+
+impl Follow {
+    /// The next piece of the range, waiting for the upload if needed; None at its end.
+    async fn next(&mut self) -> std::io::Result<Option<Bytes>> {
+        if self.at >= self.end {
+            return Ok(None);
+        }
+        // Bounded: each round sees new bytes, or waits at most the rest of
+        // the stall bound and then ends; an upload that trickles bytes keeps
+        // it going only until the blob expires.
+        let available = loop {
+            let committed = *self.reader.committed.borrow();
+            if committed > self.at {
+                break committed;
+            }
+            let idle = self.store.idle(&self.id, unix_now());
+            let Some(idle) = idle else {
+                // Complete since (the loop sees it next round), or gone.
+                if *self.reader.committed.borrow() > self.at {
+                    continue;
+                }
+                return Err(std::io::Error::other("the file was deleted or expired"));
+            };
+            if idle >= self.stall {
+                return Err(std::io::Error::other(format!(
+                    "upload stalled: nothing received for {} s",
+                    idle.as_secs()
+                )));
+            }
+            let mut committed = self.reader.committed.clone();
+            let wait = self.stall - idle + Duration::from_millis(20);
+            let at = self.at;
+            let waited = tokio::time::timeout(wait, async move {
+                committed.wait_for(|&c| c > at).await.is_ok()
+            })
+            .await;
+            if waited == Ok(false) {
+                return Err(std::io::Error::other("the file was deleted or expired"));
+            }
+        };
+        let n = (available.min(self.end) - self.at).min(READ_BYTES as u64) as usize;
+        let (reader, at) = (self.reader.clone(), self.at);
+        let bytes = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; n];
+            reader.file.read_exact_at(&mut buf, at).map(|()| buf)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.at += n as u64;
+        Ok(Some(Bytes::from(bytes)))
+    }
 }
 
 /// `DELETE /files/{id}`: by its uploader or the room's operator.

@@ -11,8 +11,10 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 /// A blob's capability: 128 random bits as 32 lowercase hex digits. Whoever
 /// knows it may download the (encrypted) blob.
@@ -48,6 +50,9 @@ pub struct Limits {
     pub user_quota_bytes: u64,
     /// Bytes all blobs may hold at once.
     pub total_quota_bytes: u64,
+    /// A reader of an unfinished blob gives up when its upload has received
+    /// nothing for this long.
+    pub stall: Duration,
 }
 
 /// What the server knows of a blob: no name, no type, no key.
@@ -130,13 +135,18 @@ pub enum StoreError {
         /// Declared size.
         length: u64,
     },
-    /// Still being uploaded: not downloadable yet.
-    #[error("upload not complete ({offset} of {length} bytes)")]
-    Incomplete {
+    /// Unfinished, and its upload received nothing for the stall bound:
+    /// its sender stopped (it may still resume).
+    #[error(
+        "upload stalled: nothing received for {idle_s} s, {offset} of {length} bytes uploaded"
+    )]
+    Stalled {
         /// Committed bytes.
         offset: u64,
         /// Declared size.
         length: u64,
+        /// Seconds since the upload last received bytes.
+        idle_s: u64,
     },
     /// Disk trouble.
     #[error("storage error: {0}")]
@@ -147,6 +157,36 @@ struct Entry {
     meta: BlobMeta,
     offset: u64,
     writing: bool,
+    /// The committed offset for readers of an unfinished blob; dropped with
+    /// the entry, which tells them the blob is gone.
+    committed: watch::Sender<u64>,
+    /// When the upload last received bytes (or the blob was created or loaded).
+    active: Instant,
+}
+
+impl Entry {
+    fn new(meta: BlobMeta, offset: u64, writing: bool) -> Self {
+        Self {
+            meta,
+            offset,
+            writing,
+            committed: watch::Sender::new(offset),
+            active: Instant::now(),
+        }
+    }
+}
+
+/// A blob opened for reading. Bytes up to `*committed.borrow()` are on disk;
+/// while that is below `length`, the upload is still running and the
+/// receiver tells when more arrive (or, closed, that the blob is gone).
+#[derive(Debug)]
+pub struct Reader {
+    /// The blob's file.
+    pub file: File,
+    /// Declared size.
+    pub length: u64,
+    /// The committed offset.
+    pub committed: watch::Receiver<u64>,
 }
 
 #[derive(Default)]
@@ -217,14 +257,7 @@ impl BlobStore {
                 (Some(meta), Some(offset)) if meta.expires > now && offset <= meta.length => {
                     inner.total += meta.length;
                     *inner.by_owner.entry(meta.owner.clone()).or_default() += meta.length;
-                    inner.blobs.insert(
-                        id,
-                        Entry {
-                            meta,
-                            offset,
-                            writing: false,
-                        },
-                    );
+                    inner.blobs.insert(id, Entry::new(meta, offset, false));
                 }
                 _ => store.remove_files(&id),
             }
@@ -301,14 +334,9 @@ impl BlobStore {
             inner.total += length;
             *inner.by_owner.entry(owner.to_string()).or_default() += length;
             // Reserved as "writing" until its files exist.
-            inner.blobs.insert(
-                id.clone(),
-                Entry {
-                    meta: meta.clone(),
-                    offset: 0,
-                    writing: true,
-                },
-            );
+            inner
+                .blobs
+                .insert(id.clone(), Entry::new(meta.clone(), 0, true));
         }
         let made = File::create(self.blob_path(&id)).and_then(|_| {
             let json = serde_json::to_vec(&meta).map_err(io::Error::other)?;
@@ -382,6 +410,7 @@ impl BlobStore {
                 });
             }
             e.writing = true;
+            e.active = Instant::now();
             e.meta.length
         };
         // Made before opening the file: if that fails, its drop ends the request.
@@ -396,24 +425,40 @@ impl BlobStore {
         Ok(upload)
     }
 
-    /// Opens a complete blob for reading: the file and its length.
-    pub fn open_read(&self, id: &BlobId, now: u64) -> Result<(File, u64), StoreError> {
-        let length = {
+    /// Opens a blob for reading, also while its upload runs; refuses an
+    /// unfinished blob whose upload received nothing for the stall bound.
+    pub fn open_read(&self, id: &BlobId, now: u64) -> Result<Reader, StoreError> {
+        let (length, committed) = {
             let mut inner = self.lock();
+            let stall = self.limits.stall;
             let e = Self::live(&mut inner, id, now)?;
-            if e.offset < e.meta.length {
-                return Err(StoreError::Incomplete {
+            let idle = e.active.elapsed();
+            if e.offset < e.meta.length && idle >= stall {
+                return Err(StoreError::Stalled {
                     offset: e.offset,
                     length: e.meta.length,
+                    idle_s: idle.as_secs(),
                 });
             }
-            e.meta.length
+            (e.meta.length, e.committed.subscribe())
         };
         let file = File::open(self.blob_path(id)).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::NotFound,
             _ => e.into(),
         })?;
-        Ok((file, length))
+        Ok(Reader {
+            file,
+            length,
+            committed,
+        })
+    }
+
+    /// How long the upload of a live, unfinished blob has received nothing
+    /// (None when the blob is complete, gone or expired). Does no I/O.
+    pub fn idle(&self, id: &BlobId, now: u64) -> Option<Duration> {
+        let mut inner = self.lock();
+        let e = Self::live(&mut inner, id, now).ok()?;
+        (e.offset < e.meta.length).then(|| e.active.elapsed())
     }
 
     /// Deletes a blob if `allowed` says so for its description.
@@ -486,6 +531,14 @@ impl BlobStore {
     fn commit(&self, id: &BlobId, offset: u64) {
         if let Some(e) = self.lock().blobs.get_mut(id) {
             e.offset = offset;
+            e.active = Instant::now();
+            e.committed.send_replace(offset);
+        }
+    }
+
+    fn touch(&self, id: &BlobId) {
+        if let Some(e) = self.lock().blobs.get_mut(id) {
+            e.active = Instant::now();
         }
     }
 
@@ -517,17 +570,28 @@ impl Upload {
         self.length - self.offset
     }
 
-    /// Writes `bytes` at the offset (blocking) and commits them. Refuses
-    /// (writing nothing) more than the declared length.
-    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        if bytes.len() as u64 > self.remaining() {
+    /// Notes that the request received bytes (not yet written): readers
+    /// waiting for them do not count the upload as stalled. Does no I/O.
+    pub fn touch(&self) {
+        self.store.touch(&self.id);
+    }
+
+    /// Writes `parts` back to back at the offset (blocking) and commits
+    /// them. Refuses (writing nothing) more than the declared length.
+    pub fn write<B: AsRef<[u8]>>(&mut self, parts: &[B]) -> Result<(), StoreError> {
+        let n: u64 = parts.iter().map(|p| p.as_ref().len() as u64).sum();
+        if n > self.remaining() {
             return Err(StoreError::Overflow {
                 length: self.length,
             });
         }
         let file = self.file.as_ref().ok_or(StoreError::NotFound)?;
-        file.write_all_at(bytes, self.offset)?;
-        self.offset += bytes.len() as u64;
+        let mut at = self.offset;
+        for p in parts {
+            file.write_all_at(p.as_ref(), at)?;
+            at += p.as_ref().len() as u64;
+        }
+        self.offset = at;
         self.store.commit(&self.id, self.offset);
         Ok(())
     }
@@ -549,6 +613,7 @@ mod tests {
             max_file_bytes: 1000,
             user_quota_bytes: 1500,
             total_quota_bytes: 2500,
+            stall: Duration::from_secs(60),
         }
     }
 
@@ -562,10 +627,12 @@ mod tests {
         let s = store(dir.path());
         let (id, meta) = s.create("r", "alice", 10, 1_000).unwrap();
         assert_eq!(meta.expires, 1_100);
-        assert!(matches!(
-            s.open_read(&id, 1_000),
-            Err(StoreError::Incomplete { offset: 0, .. })
-        ));
+        // Readable while uploading: readers follow the committed offset.
+        let mut early = s.open_read(&id, 1_000).unwrap();
+        assert_eq!(
+            (early.length, *early.committed.borrow_and_update()),
+            (10, 0)
+        );
         {
             let mut up = s.begin_upload(&id, "alice", "r", 0, 1_000).unwrap();
             // One request at a time.
@@ -573,8 +640,10 @@ mod tests {
                 s.begin_upload(&id, "alice", "r", 0, 1_000),
                 Err(StoreError::Busy)
             ));
-            up.write(b"hello").unwrap();
+            up.write(&[&b"hel"[..], b"lo"]).unwrap();
         }
+        assert!(early.committed.has_changed().unwrap());
+        assert_eq!(*early.committed.borrow_and_update(), 5);
         assert_eq!(s.progress(&id, 1_000).unwrap().offset, 5);
         assert!(matches!(
             s.begin_upload(&id, "alice", "r", 0, 1_000),
@@ -589,14 +658,15 @@ mod tests {
         ));
         let mut up = s.begin_upload(&id, "alice", "r", 5, 1_000).unwrap();
         assert!(matches!(
-            up.write(b"world, too long"),
+            up.write(&[b"world, too long"]),
             Err(StoreError::Overflow { length: 10 })
         ));
-        up.write(b"world").unwrap();
+        up.write(&[b"world"]).unwrap();
         drop(up);
-        let (file, len) = s.open_read(&id, 1_099).unwrap();
-        let mut buf = vec![0; len as usize];
-        file.read_exact_at(&mut buf, 0).unwrap();
+        let r = s.open_read(&id, 1_099).unwrap();
+        assert_eq!(*r.committed.borrow(), 10);
+        let mut buf = vec![0; r.length as usize];
+        r.file.read_exact_at(&mut buf, 0).unwrap();
         assert_eq!(buf, b"helloworld");
         // Reloaded from disk: same state.
         drop(s);
@@ -605,8 +675,44 @@ mod tests {
         // Expired: gone for readers at once, and from disk after a sweep.
         assert!(matches!(s.open_read(&id, 1_100), Err(StoreError::NotFound)));
         assert_eq!(s.sweep(1_100), 1);
+        // The early reader learns that the blob is gone.
+        assert!(early.committed.has_changed().is_err());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
         assert_eq!(s.usage(), (0, 0));
+    }
+
+    #[test]
+    fn a_stalled_upload_is_refused_to_new_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = limits();
+        l.stall = Duration::ZERO;
+        let s = BlobStore::open(dir.path(), l, 1_000).unwrap();
+        let (id, _) = s.create("r", "alice", 10, 1_000).unwrap();
+        s.begin_upload(&id, "alice", "r", 0, 1_000)
+            .unwrap()
+            .write(&[b"abc"])
+            .unwrap();
+        let err = s.open_read(&id, 1_000).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Stalled {
+                    offset: 3,
+                    length: 10,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("upload stalled"), "{err}");
+        assert!(s.idle(&id, 1_000).is_some());
+        // Complete blobs are never stalled.
+        s.begin_upload(&id, "alice", "r", 3, 1_000)
+            .unwrap()
+            .write(&[b"defghij"])
+            .unwrap();
+        assert!(s.open_read(&id, 1_000).is_ok());
+        assert_eq!(s.idle(&id, 1_000), None);
     }
 
     #[test]
