@@ -56,6 +56,17 @@ fn rid_rank(rid: &str) -> Option<usize> {
     }
 }
 
+/// A packet the receiver forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// Its codec.
+    pub codec: PayloadParams,
+    /// Its spatial layer.
+    pub layer: u8,
+    /// Its layer was not being sent before it.
+    pub started: bool,
+}
+
 /// What the receiver knows of one simulcast layer.
 #[derive(Debug, Clone, Default)]
 pub struct Layer {
@@ -71,7 +82,9 @@ pub struct Layer {
 }
 
 impl Layer {
-    fn count(&mut self, bytes: usize, now: Instant) {
+    /// Counts a packet; true when the layer was not active before it.
+    fn count(&mut self, bytes: usize, now: Instant) -> bool {
+        let started = self.bitrate(now).is_none();
         self.last_packet = Some(now);
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
@@ -82,6 +95,7 @@ impl Layer {
             self.window_bytes = 0;
         }
         self.window_bytes += bytes as u64;
+        started
     }
 
     /// Bits per second, if it is sending.
@@ -143,9 +157,10 @@ impl Receiver {
     }
 
     /// Whether a packet of simulcast layer `rid` with payload type `pt`
-    /// and `bytes` of payload is forwarded: its codec and spatial layer.
-    /// `lookup` maps a payload type through the publisher's negotiated
-    /// codecs (asked only when `pt` changes).
+    /// and `bytes` of payload is forwarded: its codec and spatial layer,
+    /// and whether that layer (re)started with it (subscribers' layer
+    /// choices are then out of date). `lookup` maps a payload type through
+    /// the publisher's negotiated codecs (asked only when `pt` changes).
     pub fn accept(
         &mut self,
         rid: Option<Rid>,
@@ -153,7 +168,7 @@ impl Receiver {
         bytes: usize,
         now: Instant,
         lookup: impl FnOnce(Pt) -> Option<PayloadParams>,
-    ) -> Result<(PayloadParams, u8), Refusal> {
+    ) -> Result<Accepted, Refusal> {
         let layer = self.layer_of(rid).ok_or(Refusal::OtherLayer)?;
         let codec = match self.codec {
             Some((seen, params)) if seen == pt => params,
@@ -163,8 +178,12 @@ impl Receiver {
                 params
             }
         };
-        self.layers[layer].count(bytes, now);
-        Ok((codec, layer as u8))
+        let started = self.layers[layer].count(bytes, now);
+        Ok(Accepted {
+            codec,
+            layer: layer as u8,
+            started,
+        })
     }
 
     /// The spatial index of `rid`, giving it one on first sight.
@@ -283,7 +302,7 @@ pub(super) mod tests {
         let f = r.accept(Some(Rid::from("f")), 96.into(), 1000, t0, ok);
         let q = r.accept(Some(Rid::from("q")), 96.into(), 100, t0, ok);
         let h = r.accept(Some(Rid::from("h")), 96.into(), 300, t0, ok);
-        assert_eq!([f, q, h].map(|x| x.map(|(_, l)| l)), [Ok(2), Ok(0), Ok(1)]);
+        assert_eq!([f, q, h].map(|x| x.map(|a| a.layer)), [Ok(2), Ok(0), Ok(1)]);
         assert_eq!(r.rid(1), Some(Rid::from("h")));
         assert_eq!(
             r.accept(Some(Rid::from("x")), 96.into(), 1, t0, ok),
@@ -294,10 +313,13 @@ pub(super) mod tests {
         let mut r = receiver(MediaKind::Video);
         let a = r.accept(Some(Rid::from("r1")), 96.into(), 1, t0, ok);
         let b = r.accept(Some(Rid::from("hi")), 96.into(), 1, t0, ok);
-        assert_eq!([a, b].map(|x| x.map(|(_, l)| l)), [Ok(1), Ok(0)]);
+        assert_eq!([a, b].map(|x| x.map(|a| a.layer)), [Ok(1), Ok(0)]);
         // No simulcast: layer 0.
         let mut r = receiver(MediaKind::Audio);
-        assert_eq!(r.accept(None, 111.into(), 1, t0, ok).map(|(_, l)| l), Ok(0));
+        assert_eq!(
+            r.accept(None, 111.into(), 1, t0, ok).map(|a| a.layer),
+            Ok(0)
+        );
     }
 
     #[test]
@@ -330,7 +352,7 @@ pub(super) mod tests {
                 asked += 1;
                 Some(vp8(*p))
             });
-            assert_eq!(got.map(|(c, _)| *c.pt()), Ok(pt));
+            assert_eq!(got.map(|a| *a.codec.pt()), Ok(pt));
         }
         assert_eq!(asked, 2);
         assert_eq!(

@@ -1,8 +1,10 @@
 //! The packet path inside a shard: a publisher's packet, handed over by its
 //! str0m connection, goes through its receiver to every down-track bound to
 //! it and is written into each subscriber's connection. Keyframe requests
-//! travel the other way. No string is looked up here: publisher m-line →
+//! travel the other way. Video takes no string lookup: publisher m-line →
 //! receiver key → down-track keys → subscriber keys, all arena indexes.
+//! (An audio packet still finds its room by name, for the room's speaker
+//! detector; rooms have no key yet.)
 
 use std::time::Instant;
 
@@ -14,6 +16,7 @@ use super::{mark, Engine, Signal};
 use crate::media::down_track::Skip;
 use crate::media::ids::{PeerKey, ReceiverKey};
 use crate::media::packet::{Extensions, MediaPacket};
+use crate::media::receiver::Accepted;
 use crate::media::vp8;
 
 impl Engine {
@@ -49,9 +52,25 @@ impl Engine {
             now,
             |pt| codecs.find(|p| p.pt() == pt).copied(),
         );
-        let (codec, layer) = match accepted {
+        let Accepted {
+            codec,
+            layer,
+            started,
+        } = match accepted {
             Ok(accepted) => accepted,
             Err(refusal) => return self.drop_packet(refusal.label()),
+        };
+        if started && receiver.kind == MediaKind::Video {
+            // A layer appeared (or came back): its subscribers choose again
+            // before this packet goes out (a new video down-track carries
+            // nothing until its first choice).
+            self.reallocate_subscribers(receiver_key, now);
+        }
+        let (Some(peer), Some(receiver)) = (
+            self.peers.get(publisher),
+            self.receivers.get_mut(receiver_key),
+        ) else {
+            return;
         };
         // Changing between simulcast layers must wait for a keyframe of the
         // new one, which only VP8 lets the SFU see (the web client leaves its
@@ -217,6 +236,21 @@ impl Engine {
                     .with_label_values(&[outcome])
                     .inc();
             }
+        }
+    }
+
+    /// Redoes the allocation of every subscriber of `receiver`.
+    fn reallocate_subscribers(&mut self, receiver: ReceiverKey, now: Instant) {
+        let Some(r) = self.receivers.get(receiver) else {
+            return;
+        };
+        let subscribers: Vec<PeerKey> = r
+            .down_tracks()
+            .iter()
+            .filter_map(|&k| Some(self.down_tracks.get(k)?.subscriber))
+            .collect();
+        for subscriber in subscribers {
+            self.allocate(subscriber, now);
         }
     }
 
