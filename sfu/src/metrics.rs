@@ -34,7 +34,7 @@ pub struct Metrics {
     /// Keyframe requests by outcome (`forwarded`, `throttled`, `new_subscriber`, `layer_switch`).
     pub keyframe_requests: IntCounterVec,
     /// Simulcast layer decisions for a subscriber's video, by change
-    /// (`up`, `down`, `pause`, `resume`).
+    /// (`up`, `down`, `pause`, `resume`: a layer after none, first ones included).
     pub layer_changes: IntCounterVec,
     /// Subscribers' video down-tracks paused by their allocator.
     pub paused_video: IntGauge,

@@ -17,7 +17,7 @@ use crate::media::receiver::MAX_LAYERS;
 /// How often each subscriber's allocation is redone without a new estimate
 /// (layers start and stop, their rates move).
 pub(super) const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
-/// The share of the estimate given to media (the rest absorbs bursts).
+/// The share of an estimate given to media (the rest absorbs bursts).
 const BUDGET_SHARE: f64 = 0.8;
 /// What an audio track is assumed to take from the downlink.
 const AUDIO_BPS: u64 = 64_000;
@@ -111,10 +111,11 @@ impl Engine {
         if keys.is_empty() {
             return;
         }
-        // str0m paces at 1.1 × the estimate: allocating all of it would
-        // queue every keyframe burst behind the pacer.
-        let budget = (peer.estimate as f64 * BUDGET_SHARE) as u64;
-        let budget = budget.saturating_sub(audio);
+        // With estimation str0m paces at 1.1 × the estimate: allocating all
+        // of it would queue every keyframe burst behind the pacer.
+        let estimation = self.config.media.bandwidth_estimation;
+        let share = if estimation { BUDGET_SHARE } else { 1.0 };
+        let budget = ((peer.estimate as f64 * share) as u64).saturating_sub(audio);
         let targets = peer.allocator.allocate(budget, &demands, now);
         // Ask the estimator to probe up to what the tiles could use.
         let desired: u64 = demands
@@ -128,7 +129,7 @@ impl Engine {
             .map(|(d, t)| t.and_then(|l| d.layers[usize::from(l)]).unwrap_or(0))
             .sum::<u64>()
             + audio;
-        if self.config.media.bandwidth_estimation {
+        if estimation {
             peer.rtc
                 .bwe()
                 .set_bitrate(Bitrate::bps(used), Bitrate::bps(desired.max(used)));
