@@ -199,7 +199,7 @@ impl DownTrack {
             )
             .ok_or(Skip::TooOld)?;
         let (picture_id, vp8_patch) = match &packet.vp8 {
-            Some((info, descriptor)) => self.vp8.rewrite(info, descriptor),
+            Some(info) => self.vp8.rewrite(info, &packet.payload),
             None => (None, None),
         };
         Ok(Outgoing {
@@ -228,7 +228,7 @@ impl Vp8Continuity {
     fn rewrite(
         &mut self,
         info: &crate::media::vp8::Vp8Info,
-        descriptor: &str0m::rtp::Vp8Descriptor,
+        payload: &[u8],
     ) -> (Option<u16>, Option<Vp8Patch>) {
         let mask = if info.long_picture_id { 0x7fff } else { 0x7f };
         if std::mem::take(&mut self.rebase) {
@@ -248,6 +248,11 @@ impl Vp8Continuity {
         if self.pid_offset == 0 && self.tl0_offset == 0 {
             return (pid, None);
         }
+        // str0m's own parse locates the fields it patches; only packets that
+        // need rewriting (after a layer change) pay for it.
+        let Ok(descriptor) = str0m::rtp::Vp8Descriptor::parse(payload) else {
+            return (pid, None);
+        };
         let mut builder = descriptor.patch();
         if let Some(pid) = pid {
             builder = builder.picture_id(pid);
@@ -359,11 +364,10 @@ mod tests {
         let p0 = if keyframe { 0x00 } else { 0x01 };
         let payload = vec![0x90, 0x80, 0x80 | (pid >> 8) as u8, pid as u8, p0, 0, 0];
         let info = crate::media::vp8::parse(&payload).unwrap();
-        let d = str0m::rtp::Vp8Descriptor::parse(&payload).unwrap();
         let mut p = packet(100 + u32::from(layer), seq, 3000 * seq as u32, 96, at);
         p.layer = layer;
         p.switch_point = info.keyframe;
-        p.vp8 = Some((info, d));
+        p.vp8 = Some(info);
         p.payload = payload.into();
         p
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::format::PayloadParams;
-use str0m::rtp::{ExtensionValues, VideoOrientation, Vp8Descriptor};
+use str0m::rtp::{ExtensionValues, VideoOrientation};
 
 use super::peer::DependencyDescriptor;
 use super::vp8::Vp8Info;
@@ -37,8 +37,8 @@ pub struct MediaPacket {
     /// keyframe where the codec lets the SFU see it (VP8), any packet
     /// otherwise (audio, codecs whose frames the SFU cannot read).
     pub switch_point: bool,
-    /// VP8 descriptor fields, and str0m's parse of it for rewriting.
-    pub vp8: Option<(Vp8Info, Vp8Descriptor)>,
+    /// VP8 descriptor fields.
+    pub vp8: Option<Vp8Info>,
     /// Header extensions subscribers use.
     pub extensions: Extensions,
     /// The payload, shared by every copy sent.

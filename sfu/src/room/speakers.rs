@@ -416,6 +416,12 @@ mod tests {
     }
 
     impl Sim {
+        /// The keys of the last update, in order.
+        fn last_listed(&self) -> Vec<&'static str> {
+            let last = self.updates.last().expect("an update");
+            last.speakers.iter().map(|s| s.key).collect()
+        }
+
         fn new() -> Self {
             let t0 = Instant::now();
             Self {
@@ -507,14 +513,7 @@ mod tests {
         sim.run(&[("b", LOUD), ("a", LOUD)], ms(1000));
         assert_eq!(sim.det.dominant(), Some(&"a"));
         assert_eq!(sim.changes.len(), 1);
-        let keys: Vec<_> = sim
-            .updates
-            .last()
-            .unwrap()
-            .speakers
-            .iter()
-            .map(|s| s.key)
-            .collect();
+        let keys = sim.last_listed();
         assert_eq!(keys, ["a", "b"], "both listed, dominant first");
         // Equal activity never flips the floor.
         sim.run(&[("b", LOUD), ("a", LOUD)], ms(3000));
@@ -526,14 +525,7 @@ mod tests {
         let mut sim = Sim::new();
         sim.run(&[("a", LOUD), ("b", QUIET)], ms(1500));
         sim.run(&[("a", LOUD), ("b", LOUD)], ms(1000));
-        let keys: Vec<_> = sim
-            .updates
-            .last()
-            .unwrap()
-            .speakers
-            .iter()
-            .map(|s| s.key)
-            .collect();
+        let keys = sim.last_listed();
         assert_eq!(keys, ["a", "b"]);
         // Packets stop altogether (muted, or DTX): silence, not the last level.
         sim.run(&[], ms(2000));

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind};
-use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
+use str0m::rtp::{RtpPacket, RtpWrite};
 
 use super::{mark, Engine, Signal};
 use crate::media::down_track::Skip;
@@ -78,16 +78,14 @@ impl Engine {
         // cannot be read, is joined at any packet, as before simulcast: the
         // subscriber's decoder asks for a keyframe itself.
         let vp8 = match codec.spec().codec {
-            Codec::Vp8 => vp8::parse(&packet.payload)
-                .ok()
-                .zip(Vp8Descriptor::parse(&packet.payload).ok()),
+            Codec::Vp8 => vp8::parse(&packet.payload).ok(),
             _ => None,
         };
         let switch_point = match vp8 {
-            Some((info, _)) if receiver.is_simulcast() => info.keyframe,
+            Some(info) if receiver.is_simulcast() => info.keyframe,
             _ => true,
         };
-        if let Some((info, _)) = vp8.filter(|(i, _)| i.keyframe) {
+        if let Some(info) = vp8.filter(|i| i.keyframe) {
             receiver.keyframe_seen(layer, info.size);
         }
         // Active speakers (room/speakers.rs) from the clear RFC 6464 level;
