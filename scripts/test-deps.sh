@@ -2,7 +2,8 @@
 # Install what the SFU test suite needs on a Debian machine, skipping what is
 # already present. Safe to run repeatedly.
 #
-#   - Debian packages: chromium and firefox-esr (browser tests), coturn (TURN tests)
+#   - Debian packages: chromium and firefox-esr (browser tests), coturn (TURN tests),
+#     nftables and iproute2 (impaired-network tests: random loss, namespaces, rate caps)
 #   - npm: playwright-core and puppeteer-core into tests/browser/node_modules
 #     (no browser download; the tests drive /usr/bin/chromium and
 #     /usr/bin/firefox-esr)
@@ -52,7 +53,7 @@ deb_installed() {
 }
 
 apt_need=()
-for pkg in chromium firefox-esr coturn; do
+for pkg in chromium firefox-esr coturn nftables iproute2; do
     deb_installed "$pkg" || apt_need+=("$pkg")
 done
 # Toolchain prerequisites, only if they are missing entirely.
@@ -75,7 +76,7 @@ if [ "${#apt_need[@]}" -gt 0 ]; then
         -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${apt_need[@]}"
     log "apt: done"
 else
-    log "apt: chromium, firefox-esr and coturn already installed"
+    log "apt: chromium, firefox-esr, coturn, nftables and iproute2 already installed"
 fi
 
 # The coturn package may start (and enable) a system turnserver; the tests run

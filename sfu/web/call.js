@@ -23,25 +23,32 @@ function audioCodecs() {
 }
 
 /**
- * Our senders: the media kind of each and the `source` label others see
- * (docs/protocol.md section 5.1), so receivers put a screen in its own tile.
+ * The lowest layer fits, with audio, a 250 kbit/s downlink: what a
+ * subscriber on a weak link or a thumbnail receives.
  */
+const LOWEST_BPS = 120_000;
+
 /**
  * Camera simulcast: ¼, ½ and full size, lowest first (the rids the SFU
  * ranks q < h < f). Browsers send no more layers than the size allows
  * (Chromium: three from 960×540, two below, dropping the largest), so a
- * smaller camera sends ½ and full size only.
+ * smaller camera sends ½ (at the lowest layer's rate) and full size only.
  */
 function simulcastFor(track) {
   const layers = [
-    { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000, scalabilityMode: "L1T3" },
+    { rid: "q", scaleResolutionDownBy: 4, maxBitrate: LOWEST_BPS, scalabilityMode: "L1T3" },
     { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000, scalabilityMode: "L1T3" },
     { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000, scalabilityMode: "L1T3" },
   ];
   const { width = 0, height = 0 } = track.getSettings?.() ?? {};
-  return Math.min(width, height) >= 540 ? layers : layers.slice(1);
+  if (Math.min(width, height) >= 540) return layers;
+  return [{ ...layers[1], maxBitrate: LOWEST_BPS }, layers[2]];
 }
 
+/**
+ * Our senders: the media kind of each and the `source` label others see
+ * (docs/protocol.md section 5.1), so receivers put a screen in its own tile.
+ */
 const SENDERS = {
   audio: { kind: "audio", source: "microphone" },
   video: { kind: "video", source: "camera" },
@@ -262,7 +269,17 @@ export class Call extends EventTarget {
       const p = (out[entry.participantId] ??= {});
       if (s.kind === "video") {
         // A shared screen is reported beside the camera, not over it.
-        p[entry.source === "screen" ? "screen" : "video"] = { packetsReceived: s.packetsReceived ?? 0, framesDecoded: s.framesDecoded ?? 0, frameWidth: s.frameWidth, codec: report.get(s.codecId)?.mimeType };
+        p[entry.source === "screen" ? "screen" : "video"] = {
+          packetsReceived: s.packetsReceived ?? 0,
+          packetsLost: s.packetsLost ?? 0,
+          retransmitted: s.retransmittedPacketsReceived ?? 0,
+          nacks: s.nackCount ?? 0,
+          framesDecoded: s.framesDecoded ?? 0,
+          framesDropped: s.framesDropped ?? 0,
+          freezes: s.freezeCount ?? 0,
+          frameWidth: s.frameWidth,
+          codec: report.get(s.codecId)?.mimeType,
+        };
       } else {
         p.audio = {
           packetsReceived: s.packetsReceived ?? 0,

@@ -5,10 +5,11 @@
 //! Order: tracks by priority (screen shares first), then by how large their
 //! tile is. Every visible track first gets its lowest layer while the budget
 //! lasts (a simulcast track that cannot get even that is paused — audio is
-//! never touched, nor a track without simulcast); then, in the same order, each climbs to the highest layer that
-//! fits what is left, never above what its tile needs. Hysteresis, as in
-//! LiveKit's and Jitsi's allocators: climbing above the layer carried now
-//! needs 25 % headroom, and after a step down nothing climbs for a while, so
+//! never touched, nor a track without simulcast, nor the first visible
+//! track, which keeps its lowest layer on any downlink); then, in the same
+//! order, each climbs to the highest layer that fits what is left, never
+//! above what its tile needs. Hysteresis, as in LiveKit's and Jitsi's
+//! allocators: climbing above the layer carried now needs 25 % headroom, and after a step down nothing climbs for a while, so
 //! an estimate that wobbles around a layer's rate does not flip layers (each
 //! switch costs a keyframe).
 //!
@@ -21,6 +22,9 @@ use super::receiver::MAX_LAYERS;
 
 /// Climbing above the current layer needs this much more than its rate.
 const HEADROOM: f64 = 1.25;
+/// Keeping the current layer counts this share of its rate against the
+/// budget (10 % overshoot is tolerated before stepping down).
+const STAY: f64 = 0.9;
 /// No climbing for this long after a step down.
 const HOLD_AFTER_DROP: Duration = Duration::from_secs(3);
 /// A layer is needed by a tile when its width or height reaches this share
@@ -113,6 +117,7 @@ impl Allocator {
         let mut left = budget;
         let mut chosen: Vec<Option<usize>> = vec![None; demands.len()];
         // Everyone visible gets its lowest layer first.
+        let mut first = true;
         for &i in &order {
             let d = &demands[i];
             let Some(low) = d.lowest().filter(|_| d.visible) else {
@@ -124,10 +129,13 @@ impl Allocator {
             } else {
                 d.rate(low)
             };
-            // A track without simulcast has nothing lower to fall back to:
-            // it is never paused for bandwidth (loss beats a frozen picture).
+            // A track without simulcast has nothing lower to fall back to,
+            // and the first in order is what the subscriber looks at: neither
+            // is paused for bandwidth (a picture at a low rate, even lossy,
+            // beats a frozen one; the rest are paused to make room for it).
             let single = d.layers.iter().flatten().count() == 1;
-            if single || (need <= left && !(resuming && holding && d.rate(low) > 0)) {
+            let first = std::mem::take(&mut first);
+            if single || first || (need <= left && !(resuming && holding && d.rate(low) > 0)) {
                 left = left.saturating_sub(d.rate(low));
                 chosen[i] = Some(low);
             }
@@ -151,7 +159,9 @@ impl Allocator {
                     }
                     (extra as f64 * HEADROOM) as u64
                 } else {
-                    extra
+                    // Staying where it is tolerates a little overshoot: layer
+                    // rates move from frame to frame.
+                    (extra as f64 * STAY) as u64
                 };
                 if need > left {
                     break;
@@ -200,8 +210,17 @@ mod tests {
         assert_eq!(a.allocate(800 * K, &[camera(None)], t0), [Some(1)]);
         let mut a = Allocator::default();
         assert_eq!(a.allocate(250 * K, &[camera(None)], t0), [Some(0)]);
+        // Too little even for q: the only camera keeps q, a second pauses.
         let mut a = Allocator::default();
-        assert_eq!(a.allocate(100 * K, &[camera(None)], t0), [None], "paused");
+        assert_eq!(a.allocate(100 * K, &[camera(None)], t0), [Some(0)]);
+        let mut a = Allocator::default();
+        let mut small = camera(None);
+        small.tile = Some((160, 90));
+        assert_eq!(
+            a.allocate(100 * K, &[small, camera(None)], t0),
+            [None, Some(0)],
+            "the smaller tile is paused"
+        );
     }
 
     #[test]

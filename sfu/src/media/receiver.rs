@@ -74,7 +74,7 @@ pub struct Layer {
     last_packet: Option<Instant>,
     window_start: Option<Instant>,
     window_bytes: u64,
-    /// Bits per second over the last full window.
+    /// Bits per second, smoothed over the last few windows.
     bitrate: u64,
     /// Frame size of its last keyframe, when the codec tells.
     size: Option<(u16, u16)>,
@@ -85,12 +85,26 @@ impl Layer {
     /// Counts a packet; true when the layer was not active before it.
     fn count(&mut self, bytes: usize, now: Instant) -> bool {
         let started = self.bitrate(now).is_none();
+        if started {
+            // Measure from now, not across the silence; the rate it had
+            // before stays the best guess until the first window ends.
+            self.window_start = Some(now);
+            self.window_bytes = 0;
+        }
         self.last_packet = Some(now);
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= METER_WINDOW {
             let bits = self.window_bytes * 8;
-            self.bitrate = bits * 1000 / (elapsed.as_millis() as u64).max(1);
+            let rate = bits * 1000 / (elapsed.as_millis() as u64).max(1);
+            // Smoothed over about four windows, so that one keyframe does not
+            // make a layer look too dear for a subscriber for half a second
+            // (each layer switch asks for another keyframe).
+            self.bitrate = if self.bitrate == 0 {
+                rate
+            } else {
+                (self.bitrate * 3 + rate) / 4
+            };
             self.window_start = Some(now);
             self.window_bytes = 0;
         }

@@ -134,6 +134,14 @@ impl Engine {
                 .bwe()
                 .set_bitrate(Bitrate::bps(used), Bitrate::bps(desired.max(used)));
         }
+        tracing::debug!(
+            room = %peer.room,
+            participant = %peer.participant,
+            estimate = peer.estimate,
+            budget,
+            ?targets,
+            "allocated"
+        );
         let mut pause_changed = false;
         for (key, target) in keys.into_iter().zip(targets) {
             let Some(down) = self.down_tracks.get_mut(key) else {

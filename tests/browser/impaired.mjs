@@ -1,0 +1,160 @@
+// Adaptive media on impaired links (started by sfu/tests/impaired.rs, which
+// builds the network namespaces and runs this script in the publisher's).
+// Usage:
+//   node impaired.mjs --base http://198.18.0.1:7880 --capped WRAPPER --lossy WRAPPER --lift SCRIPT
+// Alice publishes her camera in simulcast from this namespace. Three
+// subscribers without camera or microphone watch her: Bob beside her
+// (unconstrained), Carol behind a rate cap (Chromium started by the `--capped`
+// wrapper in her namespace), Dave behind random loss (`--lossy`). Checks:
+// Bob receives the full camera size; Carol a lower layer without freezes,
+// then the full size soon after `--lift` removes her cap; Dave decodes at
+// least 95 % of the frames Alice sends on the layer he receives.
+// Prints one JSON line: {"ok": true|false, ...}.
+import { execFileSync } from "node:child_process";
+import { chromium } from "playwright-core";
+import { CHROMIUM_ARGS, args, finish, join, peerStats, until } from "./lib.mjs";
+
+const a = args();
+const base = a.base;
+const room = `impaired-${Date.now().toString(36)}`;
+const report = { ok: false };
+const people = [];
+const browsers = [];
+const started = Date.now();
+// Pages come from 198.18.0.1, not localhost: declare the origin secure so
+// that WebCrypto and WebRTC's encoded transforms are available.
+const secure = `--unsafely-treat-insecure-origin-as-secure=${base}`;
+const NO_DEVICES = CHROMIUM_ARGS.filter((f) => !f.startsWith("--use-fake-"));
+
+async function browser(executablePath, withDevices) {
+  const b = await chromium.launch({
+    executablePath,
+    args: [...(withDevices ? CHROMIUM_ARGS : NO_DEVICES), secure],
+    timeout: 30000,
+  });
+  browsers.push(b);
+  return b;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The subscriber's view of Alice's camera: decoded frames and frame width. */
+async function camera(p) {
+  const v = (await peerStats(p, "Alice"))?.video;
+  const { packetsReceived, packetsLost, retransmitted, nacks, framesDropped, freezes } = v ?? {};
+  return { frames: v?.framesDecoded ?? 0, width: v?.frameWidth ?? 0, packetsReceived, packetsLost, retransmitted, nacks, framesDropped, freezes };
+}
+
+/** Alice's frames sent per layer (rid -> {frames, width, bytes}). */
+const sent = (alice) => alice.page.evaluate(() => window.sfu.sentLayers());
+
+const metric = async (name) => {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return [...text.matchAll(new RegExp(`^${name}(\\{[^}]*\\})? (\\S+)`, "gm"))].map((m) => `${m[1] ?? ""} ${m[2]}`).join(", ");
+};
+
+async function scenario() {
+  await until(20000, "the SFU answers in its namespace", async () => (await fetch(`${base}/metrics`)).ok);
+  const here = await browser(process.env.CHROMIUM || "/usr/bin/chromium", true);
+  const alice = await join(here, base, room, "Alice");
+  people.push(alice);
+  const watchers = await browser(process.env.CHROMIUM || "/usr/bin/chromium", false);
+  const bob = await join(watchers, base, room, "Bob");
+  const carol = await join(await browser(a.capped, false), base, room, "Carol");
+  const dave = await join(await browser(a.lossy, false), base, room, "Dave");
+  people.push(bob, carol, dave);
+  for (const p of [bob, carol, dave]) {
+    await until(60000, `${p.name} decodes Alice`, async () => (await camera(p)).frames >= 30);
+  }
+  report.decoding_ms = Date.now() - started;
+  const full = await alice.page.evaluate(() => document.getElementById("preview").videoWidth);
+  report.camera_width = full;
+
+  report.unconstrained = await until(20000, "Bob receives the full size", async () => {
+    const c = await camera(bob);
+    return c.width === full ? c : false;
+  });
+  // The cap must sit below Alice's top layer for a lower one to be right:
+  // her encoder ramps up over the first seconds.
+  report.top_layer_kbps = await until(40000, "Alice's top layer above 300 kbit/s", async () => {
+    const a0 = await sent(alice);
+    await sleep(1000);
+    const a1 = await sent(alice);
+    const top = Object.values(a1).sort((x, y) => y.width - x.width)[0];
+    const before = Object.values(a0).find((x) => x.width === top?.width);
+    const kbps = top && before ? Math.round(((top.bytes - before.bytes) * 8) / 1000) : 0;
+    if (kbps < 300) throw new Error(`${kbps} kbit/s`);
+    return kbps;
+  });
+  report.capped = await until(30000, "Carol settles on a lower layer", async () => {
+    const c = await camera(carol);
+    if (!(c.width > 0 && c.width < full)) throw new Error(`Carol at ${JSON.stringify(c)}; ${await metric("sfu_layer_changes_total")}`);
+    return c;
+  });
+
+  // Ten seconds watched: Carol's longest stall, Dave's decoded share.
+  const window = 10000;
+  const step = 100;
+  let last = await camera(carol);
+  let lastAt = Date.now();
+  let stall = 0;
+  let widest = 0;
+  const dave0 = await camera(dave);
+  const sent0 = await sent(alice);
+  const t0 = Date.now();
+  for (let i = 0; i < window / step && Date.now() - t0 < window * 2; i++) {
+    await sleep(step);
+    const c = await camera(carol);
+    const now = Date.now();
+    if (c.frames > last.frames) {
+      stall = Math.max(stall, now - lastAt);
+      lastAt = now;
+      last = c;
+    }
+    widest = Math.max(widest, c.width);
+  }
+  stall = Math.max(stall, Date.now() - lastAt);
+  const dave1 = await camera(dave);
+  const sent1 = await sent(alice);
+  const elapsed = Date.now() - t0;
+  report.layers_kbps = Object.fromEntries(
+    Object.entries(sent1).map(([rid, s]) => [rid, Math.round(((s.bytes - (sent0[rid]?.bytes ?? 0)) * 8) / elapsed)]),
+  );
+  report.capped.longest_stall_ms = stall;
+  report.capped.widest = widest;
+  report.capped.frames_in_window = last.frames - report.capped.frames;
+  // Dave's share: frames decoded / frames Alice sent (every layer carries
+  // every frame; the layer sending the most counts, so a switch between
+  // layers in the window cannot flatter him).
+  const frames = Math.max(0, ...Object.entries(sent1).map(([rid, s]) => s.frames - (sent0[rid]?.frames ?? 0)));
+  report.lossy = {
+    ...dave1,
+    decoded: dave1.frames - dave0.frames,
+    sent: frames,
+    share: frames ? (dave1.frames - dave0.frames) / frames : 0,
+  };
+
+  // The cap goes: Carol climbs to the full size.
+  execFileSync(a.lift, { stdio: "inherit" });
+  const lifted = Date.now();
+  report.climb = await until(45000, "Carol climbs to the full size once the cap is lifted", async () => {
+    const c = await camera(carol);
+    if (c.width !== full) throw new Error(`Carol at ${JSON.stringify(c)}`);
+    return c;
+  });
+  report.climb.ms = Date.now() - lifted;
+  report.metrics = {
+    layer_changes: await metric("sfu_layer_changes_total"),
+    paused: await metric("sfu_paused_video_tracks"),
+  };
+}
+
+try {
+  await scenario();
+  report.ok = true;
+} catch (e) {
+  report.error = e.message;
+}
+report.wall_ms = Date.now() - started;
+for (const b of browsers) await b.close().catch(() => {});
+finish(report, people);
