@@ -551,6 +551,10 @@ window.sfu = {
     }
     return out;
   },
+  /** Our camera's simulcast layers as sent (dynacast): [{rid, active, bytesSent}]. */
+  async publishedLayers() {
+    return (await session?.call.publishedLayers()) ?? [];
+  },
   /** Candidate types of the selected ICE pairs: {pub, sub} ("host", "relay", ...). */
   async iceRoutes() {
     const route = async (pc) => {

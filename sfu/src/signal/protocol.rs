@@ -198,6 +198,17 @@ pub enum ServerMessage {
         /// Ordered speakers; empty when nobody holds the floor.
         speakers: Vec<ActiveSpeaker>,
     },
+    /// Dynacast, to a publisher: which simulcast layers (by rid) of its
+    /// track to send. Sent when that changes; rids in neither list are left
+    /// as they are.
+    PublisherLayers {
+        /// One of the publisher's tracks.
+        track_id: String,
+        /// Rids to send (`encodings[i].active = true`).
+        active: Vec<String>,
+        /// Rids nobody receives (`encodings[i].active = false`).
+        inactive: Vec<String>,
+    },
     /// Answer to `ping`.
     Pong,
     /// Something went wrong; see [`ErrorCode`].
