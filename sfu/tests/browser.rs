@@ -321,6 +321,10 @@ async fn simulcast_layers_follow_each_subscribers_tile() {
     // layer (the low one keeps flowing), and turns it on again for a tile
     // that grows.
     let dynacast = &report["dynacast"];
+    assert!(
+        dynacast["top_bytes_in_1s_while_on"].as_u64().unwrap_or(0) > 0,
+        "the top layer flows while Bob's tile is large: {report}"
+    );
     assert_eq!(
         dynacast["top_bytes_in_1s_while_off"], 0,
         "the top layer is off at the publisher: {report}"

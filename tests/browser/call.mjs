@@ -288,6 +288,11 @@ async function simulcast() {
   const top = (ls) => ls.reduce((a, b) => (layerRank(b.rid) > layerRank(a.rid) ? b : a));
   const low = (ls) => ls.reduce((a, b) => (layerRank(b.rid) < layerRank(a.rid) ? b : a));
   report.dynacast = { layers_sent: (await layers()).map((l) => l.rid) };
+  const onStart = await layers();
+  await new Promise((r) => setTimeout(r, 1000));
+  const onEnd = await layers();
+  report.dynacast.top_bytes_in_1s_while_on = top(onEnd).bytesSent - top(onStart).bytesSent;
+  report.dynacast.low_bytes_in_1s_while_on = low(onEnd).bytesSent - low(onStart).bytesSent;
   await styleRemote(bob, "width: 96px; height: 72px");
   let t0 = Date.now();
   await until(15000, "Alice's top layer switched off", async () => {
