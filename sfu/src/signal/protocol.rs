@@ -442,6 +442,19 @@ mod tests {
     }
 
     #[test]
+    fn publisher_layers_has_the_documented_shape() {
+        let msg = ServerMessage::PublisherLayers {
+            track_id: "TR_c4Cam9Zp2R".into(),
+            active: vec!["q".into(), "h".into()],
+            inactive: vec!["f".into()],
+        };
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"type":"publisher_layers","track_id":"TR_c4Cam9Zp2R","active":["q","h"],"inactive":["f"]}"#
+        );
+    }
+
+    #[test]
     fn relay_payload_is_kept_verbatim() {
         let text = r#"{"type":"relay","to":["p1","p2"],"payload":{"k":[1, 2,"x"]}}"#;
         let ClientMessage::Relay { to, payload } = parse_client_message(text).unwrap() else {
