@@ -541,6 +541,10 @@ window.sfu = {
   setToneGain(gain) {
     media.setToneGain(gain);
   },
+  /** Our camera's simulcast layers as sent (dynacast): [{rid, active, bytesSent}]. */
+  async publishedLayers() {
+    return (await session?.call.publishedLayers()) ?? [];
+  },
   async stats() {
     const s = session;
     if (!s) return null;
@@ -550,10 +554,6 @@ window.sfu = {
       out.peers[id] = { name: nameOf(id), ...rtp[id], e2ee: worker.senders[id] ?? null };
     }
     return out;
-  },
-  /** Our camera's simulcast layers as sent (dynacast): [{rid, active, bytesSent}]. */
-  async publishedLayers() {
-    return (await session?.call.publishedLayers()) ?? [];
   },
   /** Candidate types of the selected ICE pairs: {pub, sub} ("host", "relay", ...). */
   async iceRoutes() {

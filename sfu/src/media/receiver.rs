@@ -86,14 +86,13 @@ impl Layer {
     /// Counts a packet; true when the layer was not active before it.
     fn count(&mut self, bytes: usize, now: Instant) -> bool {
         let started = self.bitrate(now).is_none();
-        self.last_packet = Some(now);
         if started {
-            // A layer coming back (e.g. switched on again by dynacast): the
-            // gap is no measurement; its last known rate stands until a
-            // new window is complete, so the allocator can weigh it.
+            // Measure from now, not across the silence; the rate it had
+            // before stays the best guess until the first window ends.
             self.window_start = Some(now);
             self.window_bytes = 0;
         }
+        self.last_packet = Some(now);
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= METER_WINDOW {
