@@ -38,6 +38,10 @@ pub struct Metrics {
     pub layer_changes: IntCounterVec,
     /// Subscribers' video down-tracks paused by their allocator.
     pub paused_video: IntGauge,
+    /// Publishers' simulcast layers switched by dynacast, by change (`on`, `off`).
+    pub publisher_layers_switched: IntCounterVec,
+    /// Publishers' simulcast layers switched off now (nobody wants them).
+    pub publisher_layers_off: IntGauge,
     /// Signaling errors sent, by code.
     pub signaling_errors: IntCounterVec,
     /// Seconds from `join` (or WHIP/WHEP POST) to the first connected peer.
@@ -138,6 +142,15 @@ impl Metrics {
             paused_video: gauge(
                 "sfu_paused_video_tracks",
                 "Subscribers' video tracks paused (no bandwidth or hidden tile)",
+            ),
+            publisher_layers_switched: counter_vec(
+                "sfu_publisher_layers_switched_total",
+                "Publishers' simulcast layers switched by dynacast, by change",
+                "change",
+            ),
+            publisher_layers_off: gauge(
+                "sfu_publisher_layers_off",
+                "Publishers' simulcast layers switched off (nobody receives them)",
             ),
             speaker_changes: counter(
                 "sfu_speaker_changes_total",

@@ -317,6 +317,34 @@ async fn simulcast_layers_follow_each_subscribers_tile() {
         small <= full / 2,
         "a thumbnail gets a smaller layer: {report}"
     );
+    // Dynacast: with every tile small the publisher stops encoding its top
+    // layer (the low one keeps flowing), and turns it on again for a tile
+    // that grows.
+    let dynacast = &report["dynacast"];
+    assert!(
+        dynacast["top_bytes_in_1s_while_on"].as_u64().unwrap_or(0) > 0,
+        "the top layer flows while Bob's tile is large: {report}"
+    );
+    assert_eq!(
+        dynacast["top_bytes_in_1s_while_off"], 0,
+        "the top layer is off at the publisher: {report}"
+    );
+    assert!(
+        dynacast["low_bytes_in_1s_while_off"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    assert!(
+        dynacast["carol_while_off"]["width"]
+            .as_u64()
+            .unwrap_or(u64::MAX)
+            <= full / 2,
+        "{report}"
+    );
+    assert!(
+        dynacast["switched"]["off"].as_u64().unwrap_or(0) >= 1
+            && dynacast["switched"]["on"].as_u64().unwrap_or(0) >= 1,
+        "{report}"
+    );
     assert_eq!(report["regrown"]["width"], full, "{report}");
     assert_eq!(
         report["hidden"]["frames_in_2s"], 0,

@@ -541,6 +541,10 @@ window.sfu = {
   setToneGain(gain) {
     media.setToneGain(gain);
   },
+  /** Our camera's simulcast layers as sent (dynacast): [{rid, active, bytesSent}]. */
+  async publishedLayers() {
+    return (await session?.call.publishedLayers()) ?? [];
+  },
   async stats() {
     const s = session;
     if (!s) return null;

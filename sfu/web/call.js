@@ -200,9 +200,50 @@ export class Call extends EventTarget {
           }
         }
         return false;
+      case "publisher_layers":
+        this.#setLayers(m);
+        return true;
       default:
         return false;
     }
+  }
+
+  /**
+   * Dynacast: turns our simulcast encodings on and off as the SFU says
+   * (`active: false` stops encoding a layer nobody receives). Unknown track
+   * ids and rids are ignored; rids in neither list are left as they are.
+   */
+  #setLayers(m) {
+    const kind = Object.keys(this.trackIds).find((k) => this.trackIds[k] === m.track_id);
+    const sender = kind && this.senders[kind]?.sender;
+    if (!sender || !Array.isArray(m.active) || !Array.isArray(m.inactive)) return;
+    // One getParameters/setParameters pair at a time: a second
+    // setParameters with a stale transaction would be rejected.
+    this.layerChange = (this.layerChange ?? Promise.resolve())
+      .then(async () => {
+        const params = sender.getParameters();
+        let changed = false;
+        for (const e of params.encodings ?? []) {
+          const active = m.active.includes(e.rid) ? true : m.inactive.includes(e.rid) ? false : e.active;
+          if (e.rid && active !== e.active) {
+            e.active = active;
+            changed = true;
+          }
+        }
+        if (changed) await sender.setParameters(params);
+      })
+      .catch((e) => console.warn("publisher_layers:", e));
+  }
+
+  /** Our camera's simulcast layers: [{rid, active, bytesSent}] (tests, troubleshooting). */
+  async publishedLayers() {
+    const sender = this.senders.video?.sender;
+    if (!sender) return [];
+    const sent = new Map();
+    for (const s of (await sender.getStats()).values()) {
+      if (s.type === "outbound-rtp" && s.rid) sent.set(s.rid, s.bytesSent ?? 0);
+    }
+    return (sender.getParameters().encodings ?? []).map((e) => ({ rid: e.rid, active: e.active, bytesSent: sent.get(e.rid) ?? 0 }));
   }
 
   async #subscribeOffer(m) {

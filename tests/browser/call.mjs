@@ -9,8 +9,10 @@
 //   source keeps the track, stopping (app button, or the browser's control)
 //   removes the tile everywhere.
 // simulcast: a camera published in three layers; a subscriber with a large
-//   tile gets the full size, one whose tile is made small gets a small layer
-//   and climbs back when it grows, a hidden tile is paused and resumes.
+//   tile gets the full size, one whose tile is made small gets a small layer;
+//   when every tile is small the publisher stops sending its top layer
+//   (dynacast), which comes back when a tile grows and the subscriber climbs
+//   back to full size; a hidden tile is paused and resumes.
 // speakers: three participants whose microphones are WebAudio tones speak in
 //   turns; every page's active_speakers names the speaker first (reported
 //   with the delay from the turn to the message), its tile is marked and
@@ -237,12 +239,15 @@ async function camera(p, name) {
   return { frames: v?.framesDecoded ?? 0, width: v?.frameWidth ?? 0 };
 }
 
+/** Simulcast rids lowest first, as the SFU ranks them. */
+const layerRank = (rid) => ["q", "h", "f"].indexOf(rid);
+
 /** The SFU's layer and keyframe metrics, for failure messages. */
 async function sfuMetrics() {
   const text = await (await fetch(`${base}/metrics`)).text();
   return text
     .split("\n")
-    .filter((l) => /^sfu_(layer|paused|keyframe|rtp_packets_dropped)/.test(l))
+    .filter((l) => /^sfu_(layer|paused|keyframe|rtp_packets_dropped|publisher_layers)/.test(l))
     .join("; ");
 }
 
@@ -277,14 +282,51 @@ async function simulcast() {
   });
   const small = await camera(carol, "Alice");
   await until(10000, "Carol keeps decoding the small layer", async () => (await camera(carol, "Alice")).frames >= small.frames + 20);
-  // The tile grows again: back to full size.
+  // Dynacast: Bob's tiles shrink too; nobody needs Alice's top layer, so
+  // after the SFU's hold her browser stops encoding it.
+  const layers = () => alice.page.evaluate(() => window.sfu.publishedLayers());
+  const top = (ls) => ls.reduce((a, b) => (layerRank(b.rid) > layerRank(a.rid) ? b : a));
+  const low = (ls) => ls.reduce((a, b) => (layerRank(b.rid) < layerRank(a.rid) ? b : a));
+  report.dynacast = { layers_sent: (await layers()).map((l) => l.rid) };
+  const onStart = await layers();
+  await new Promise((r) => setTimeout(r, 1000));
+  const onEnd = await layers();
+  report.dynacast.top_bytes_in_1s_while_on = top(onEnd).bytesSent - top(onStart).bytesSent;
+  report.dynacast.low_bytes_in_1s_while_on = low(onEnd).bytesSent - low(onStart).bytesSent;
+  await styleRemote(bob, "width: 96px; height: 72px");
+  let t0 = Date.now();
+  await until(15000, "Alice's top layer switched off", async () => {
+    const ls = await layers();
+    if (top(ls).active !== false) throw new Error(`layers ${JSON.stringify(ls)}: ${await sfuMetrics()}`);
+    return true;
+  });
+  report.dynacast.off_after_ms = Date.now() - t0;
+  const offStart = await layers();
+  await new Promise((r) => setTimeout(r, 1000));
+  const offEnd = await layers();
+  report.dynacast.top_bytes_in_1s_while_off = top(offEnd).bytesSent - top(offStart).bytesSent;
+  report.dynacast.low_bytes_in_1s_while_off = low(offEnd).bytesSent - low(offStart).bytesSent;
+  report.dynacast.carol_while_off = await camera(carol, "Alice");
+  // Carol's tile grows again: the top layer comes back on at once, and she
+  // climbs back to full size.
   await styleRemote(carol, "");
-  const t0 = Date.now();
+  t0 = Date.now();
+  const on = await layers();
+  await until(10000, "Alice's top layer switched back on and sending", async () => {
+    const ls = await layers();
+    if (!(top(ls).active === true && top(ls).bytesSent > top(on).bytesSent)) throw new Error(`layers ${JSON.stringify(ls)}: ${await sfuMetrics()}`);
+    return true;
+  });
+  report.dynacast.on_after_ms = Date.now() - t0;
   report.regrown = await until(20000, "Carol climbs back to full size", async () => {
     const c = await camera(carol, "Alice");
     return c.width === full ? c : false;
   });
   report.climb_ms = Date.now() - t0;
+  const switched = await (await fetch(`${base}/metrics`)).text();
+  report.dynacast.switched = Object.fromEntries(
+    [...switched.matchAll(/^sfu_publisher_layers_switched_total\{change="(\w+)"\} (\d+)/gm)].map((m) => [m[1], Number(m[2])]),
+  );
   // Hidden: paused (nothing decoded), then shown: decoding again.
   await styleRemote(carol, "display: none");
   await new Promise((r) => setTimeout(r, 1500)); // the pause takes effect

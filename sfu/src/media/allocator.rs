@@ -70,18 +70,7 @@ pub struct Demand {
 impl Demand {
     /// The highest layer worth sending to its tile.
     fn ceiling(&self) -> usize {
-        let top = MAX_LAYERS - 1;
-        let Some((tw, th)) = self.tile else {
-            return top;
-        };
-        (0..MAX_LAYERS)
-            .find(|&i| match self.sizes[i] {
-                Some((w, h)) => {
-                    f64::from(w) >= f64::from(tw) * FILL || f64::from(h) >= f64::from(th) * FILL
-                }
-                None => false,
-            })
-            .unwrap_or(top)
+        needed_layer(&self.sizes, self.tile)
     }
 
     fn lowest(&self) -> Option<usize> {
@@ -91,6 +80,24 @@ impl Demand {
     fn rate(&self, layer: usize) -> u64 {
         self.layers[layer].unwrap_or(0)
     }
+}
+
+/// The highest layer worth sending to a tile of size `tile` (`None`: not
+/// reported, no limit), given each layer's frame size when known: the
+/// first whose width or height fills the tile, else the top one.
+pub fn needed_layer(sizes: &[Option<(u16, u16)>; MAX_LAYERS], tile: Option<(u32, u32)>) -> usize {
+    let top = MAX_LAYERS - 1;
+    let Some((tw, th)) = tile else {
+        return top;
+    };
+    (0..MAX_LAYERS)
+        .find(|&i| match sizes[i] {
+            Some((w, h)) => {
+                f64::from(w) >= f64::from(tw) * FILL || f64::from(h) >= f64::from(th) * FILL
+            }
+            None => false,
+        })
+        .unwrap_or(top)
 }
 
 /// One subscriber's allocator state.

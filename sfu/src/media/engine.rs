@@ -8,10 +8,12 @@
 //!
 //! This file is the entry: inputs, outputs, demultiplexing and driving
 //! str0m. The concerns behind it are one file each: `forward.rs` (the
-//! packet path), `publish.rs`, `subscribe.rs`, `sessions.rs` (WHIP/WHEP)
-//! and `membership.rs` (participants and peers coming and going).
+//! packet path), `publish.rs`, `subscribe.rs`, `sessions.rs` (WHIP/WHEP),
+//! `membership.rs` (participants and peers coming and going), `adapt.rs`
+//! (subscribers' layers) and `dynacast.rs` (publishers' layers).
 
 mod adapt;
+mod dynacast;
 mod forward;
 mod membership;
 mod publish;
@@ -127,6 +129,7 @@ struct Gauges {
     subscriptions: i64,
     peers: i64,
     paused_video: i64,
+    publisher_layers_off: i64,
 }
 
 /// The parsed offer, if the token allows `what` (refused before parsing).
@@ -442,6 +445,7 @@ impl Engine {
         };
         let mut due = Vec::new();
         let mut allocate = Vec::new();
+        let mut review = Vec::new();
         while let Some(id) = self.timers.pop_due(now, &mut claim) {
             due.push(id);
         }
@@ -456,14 +460,20 @@ impl Engine {
             }
             if !peer.rtc.is_alive() || now.saturating_duration_since(peer.last_heard) > timeout {
                 dead.push((peer.room.clone(), peer.participant.clone()));
-            } else if peer.role != Role::Publisher && peer.next_allocation <= now {
-                allocate.push(id);
+            } else if peer.next_allocation <= now {
+                match peer.role {
+                    Role::Publisher => review.push(id),
+                    Role::Subscriber { .. } => allocate.push(id),
+                }
             }
             // Draining it schedules its next deadline.
             mark(&mut self.dirty, peer);
         }
         for id in allocate {
             self.allocate(id, now);
+        }
+        for id in review {
+            self.review_publisher_layers(id, now);
         }
         self.drive(now);
         for (room, pid) in dead {
@@ -651,6 +661,11 @@ impl Engine {
                 .iter()
                 .filter(|(_, d)| d.receiver.is_some() && d.target().is_none())
                 .count() as i64,
+            publisher_layers_off: self
+                .receivers
+                .iter()
+                .map(|(_, r)| i64::from(r.dynacast.off().count_ones()))
+                .sum(),
         };
         let (m, was) = (&self.metrics, self.reported);
         m.rooms.add(now.rooms - was.rooms);
@@ -659,6 +674,8 @@ impl Engine {
         m.subscriptions.add(now.subscriptions - was.subscriptions);
         m.peers.add(now.peers - was.peers);
         m.paused_video.add(now.paused_video - was.paused_video);
+        m.publisher_layers_off
+            .add(now.publisher_layers_off - was.publisher_layers_off);
         self.reported = now;
     }
 }

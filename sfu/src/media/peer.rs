@@ -84,7 +84,8 @@ pub struct Peer {
     /// Subscriber: the latest downlink estimate (bits per second; fixed
     /// when estimation is off).
     pub estimate: u64,
-    /// Subscriber: when the allocation is next redone.
+    /// Subscriber: when the allocation is next redone; publisher: when
+    /// its tracks' layers are next reviewed (dynacast).
     pub next_allocation: Instant,
 }
 
@@ -98,14 +99,13 @@ pub struct LocalAddrs {
 }
 
 impl Peer {
-    /// When the engine must look at this peer: str0m's next timeout, or
-    /// when it will have been silent for `peer_timeout`.
+    /// When the engine must look at this peer: str0m's next timeout, its
+    /// next allocation or layer review, or when it will have been silent
+    /// for `peer_timeout`.
     pub fn deadline(&self, peer_timeout: Duration) -> Instant {
-        let deadline = self.timeout.min(self.last_heard + peer_timeout);
-        match self.role {
-            Role::Publisher => deadline,
-            Role::Subscriber { .. } => deadline.min(self.next_allocation),
-        }
+        self.timeout
+            .min(self.last_heard + peer_timeout)
+            .min(self.next_allocation)
     }
 
     /// A new ICE-lite, RTP-mode peer with host candidates for `local`,

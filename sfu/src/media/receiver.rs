@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 
+use super::dynacast::Dynacast;
 use super::ids::{DownTrackKey, PeerKey};
 use super::keyframe::KeyframeThrottle;
 
@@ -145,6 +146,8 @@ pub struct Receiver {
     keyframe_interval: Duration,
     /// Where its packets go.
     down_tracks: Vec<DownTrackKey>,
+    /// Which of its layers the publisher is told to send (`media/dynacast.rs`).
+    pub dynacast: Dynacast,
 }
 
 impl Receiver {
@@ -167,6 +170,7 @@ impl Receiver {
             codec: None,
             keyframe_interval,
             down_tracks: Vec::new(),
+            dynacast: Dynacast::default(),
         }
     }
 
@@ -237,6 +241,14 @@ impl Receiver {
     /// The layers by spatial index.
     pub fn layers(&self) -> &[Layer; MAX_LAYERS] {
         &self.layers
+    }
+
+    /// The simulcast layers seen so far, by rid (bit per spatial index;
+    /// 0 without simulcast).
+    pub fn named_layers(&self) -> u8 {
+        (0..MAX_LAYERS)
+            .filter(|&i| self.layers[i].rid.is_some() && self.layers[i].last_packet.is_some())
+            .fold(0, |mask, i| mask | 1 << i)
     }
 
     /// The rid of a spatial layer (`None`: no simulcast).
@@ -354,6 +366,32 @@ pub(super) mod tests {
         assert_eq!(r.layers()[0].bitrate(now + Duration::from_secs(2)), None);
         r.keyframe_seen(0, Some((320, 180)));
         assert_eq!(r.layers()[0].size(), Some((320, 180)));
+    }
+
+    #[test]
+    fn a_layer_that_comes_back_keeps_its_last_rate_and_size() {
+        let t0 = Instant::now();
+        let mut r = receiver(MediaKind::Video);
+        let ok = |pt: Pt| Some(vp8(*pt));
+        let f = || Some(Rid::from("f"));
+        for i in 0..=100u64 {
+            let at = t0 + Duration::from_millis(i * 10);
+            r.accept(f(), 96.into(), 1000, at, ok).unwrap();
+        }
+        r.keyframe_seen(2, Some((640, 360)));
+        assert_eq!(r.named_layers(), 0b100);
+        // Switched off for 10 s, then on again: the first packets are no
+        // measurement (10 kB over 10 s would read as 8 kbit/s).
+        let back = t0 + Duration::from_secs(11);
+        let first = r.accept(f(), 96.into(), 1000, back, ok).unwrap();
+        assert!(first.started);
+        let later = back + Duration::from_millis(10);
+        let accepted = r.accept(f(), 96.into(), 1000, later, ok).unwrap();
+        assert!(!accepted.started);
+        let bps = r.layers()[2].bitrate(later).unwrap();
+        assert!((700_000..=900_000).contains(&bps), "{bps}");
+        assert_eq!(r.layers()[2].size(), Some((640, 360)));
+        assert_eq!(r.rid(2), f(), "same rid, same layer");
     }
 
     #[test]

@@ -198,6 +198,17 @@ pub enum ServerMessage {
         /// Ordered speakers; empty when nobody holds the floor.
         speakers: Vec<ActiveSpeaker>,
     },
+    /// Dynacast, to a publisher: which simulcast layers (by rid) of its
+    /// track to send. Sent when that changes; rids in neither list are left
+    /// as they are.
+    PublisherLayers {
+        /// One of the publisher's tracks.
+        track_id: String,
+        /// Rids to send (`encodings[i].active = true`).
+        active: Vec<String>,
+        /// Rids nobody receives (`encodings[i].active = false`).
+        inactive: Vec<String>,
+    },
     /// Answer to `ping`.
     Pong,
     /// Something went wrong; see [`ErrorCode`].
@@ -427,6 +438,19 @@ mod tests {
                 .unwrap_err()
                 .0,
             ErrorCode::BadMessage
+        );
+    }
+
+    #[test]
+    fn publisher_layers_has_the_documented_shape() {
+        let msg = ServerMessage::PublisherLayers {
+            track_id: "TR_c4Cam9Zp2R".into(),
+            active: vec!["q".into(), "h".into()],
+            inactive: vec!["f".into()],
+        };
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"type":"publisher_layers","track_id":"TR_c4Cam9Zp2R","active":["q","h"],"inactive":["f"]}"#
         );
     }
 

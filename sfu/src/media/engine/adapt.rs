@@ -59,6 +59,7 @@ impl Engine {
             }
         }
         self.allocate(peer_id, now);
+        self.dynacast(receiver, now);
     }
 
     /// A new downlink estimate for a subscriber.

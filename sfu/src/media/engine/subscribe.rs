@@ -162,6 +162,8 @@ impl Engine {
                 "new_subscriber",
                 now,
             );
+            // A layer switched off for want of subscribers comes back now.
+            self.dynacast(receiver, now);
         }
     }
 

@@ -1,0 +1,97 @@
+//! Dynacast in the engine: gathers which layers of a published simulcast
+//! track its subscribers' tiles need, lets the track's `Dynacast`
+//! (`media/dynacast.rs`) decide, and tells the publisher with a
+//! `publisher_layers` message when that changes.
+//!
+//! A track is reviewed when one of its subscribers' tiles changes or a
+//! subscriber starts receiving it (so a layer comes back at once), and on
+//! its publisher's periodic review (so an unwanted one goes off after the
+//! hold).
+
+use std::time::{Duration, Instant};
+
+use str0m::media::MediaKind;
+
+use super::{Engine, Signal};
+use crate::media::allocator::needed_layer;
+use crate::media::ids::{PeerKey, ReceiverKey};
+use crate::media::receiver::MAX_LAYERS;
+use crate::signal::protocol::ServerMessage;
+
+/// How often a publisher's tracks are reviewed without a tile change.
+const REVIEW_EVERY: Duration = Duration::from_millis(500);
+
+impl Engine {
+    /// Reviews every track `publisher` sends; due on its periodic timer.
+    pub(super) fn review_publisher_layers(&mut self, publisher: PeerKey, now: Instant) {
+        let Some(peer) = self.peers.get_mut(publisher) else {
+            return;
+        };
+        peer.next_allocation = now + REVIEW_EVERY;
+        let receivers: Vec<ReceiverKey> = peer.published.values().copied().collect();
+        for receiver in receivers {
+            self.dynacast(receiver, now);
+        }
+    }
+
+    /// Switches `receiver`'s publisher's layers on or off as its
+    /// subscribers' tiles need, telling the publisher on a change.
+    pub(super) fn dynacast(&mut self, receiver: ReceiverKey, now: Instant) {
+        let Some(r) = self.receivers.get(receiver) else {
+            return;
+        };
+        let known = r.named_layers();
+        // One layer, or audio: nothing to switch.
+        if r.kind != MediaKind::Video || known.count_ones() < 2 {
+            return;
+        }
+        // A publisher without signaling (WHIP) cannot be told: its layers
+        // stay as it sends them.
+        let Some(conn) = self.peer_conn(r.publisher) else {
+            return;
+        };
+        let mut sizes = [None; MAX_LAYERS];
+        for (size, layer) in sizes.iter_mut().zip(r.layers()) {
+            *size = layer.size();
+        }
+        let wanted = r
+            .down_tracks()
+            .iter()
+            .filter_map(|&k| self.down_tracks.get(k))
+            .filter(|d| d.tile.visible)
+            .map(|d| needed_layer(&sizes, d.tile.size) as u8)
+            .max();
+        let Some(r) = self.receivers.get_mut(receiver) else {
+            return;
+        };
+        let Some(switch) = r.dynacast.update(known, wanted, now) else {
+            return;
+        };
+        let off = r.dynacast.off();
+        let (mut active, mut inactive) = (Vec::new(), Vec::new());
+        for i in (0..MAX_LAYERS).filter(|i| known & (1 << i) != 0) {
+            let Some(rid) = r.rid(i as u8) else {
+                continue;
+            };
+            if off & (1 << i) == 0 {
+                active.push(rid.to_string());
+            } else {
+                inactive.push(rid.to_string());
+            }
+        }
+        let msg = ServerMessage::PublisherLayers {
+            track_id: r.track_id.clone(),
+            active,
+            inactive,
+        };
+        let switched = &self.metrics.publisher_layers_switched;
+        switched
+            .with_label_values(&["on"])
+            .inc_by(u64::from(switch.on.count_ones()));
+        switched
+            .with_label_values(&["off"])
+            .inc_by(u64::from(switch.off.count_ones()));
+        self.signals.push_back(Signal::Message(conn, msg));
+        self.update_gauges();
+    }
+}
