@@ -555,16 +555,6 @@ window.sfu = {
     }
     return out;
   },
-  /** Our video layers as sent (test hook): {rid: {frames, width, bytes}}. */
-  async sentLayers() {
-    const out = {};
-    const pc = session?.call.pub;
-    if (!pc) return out;
-    for (const s of (await pc.getStats()).values()) {
-      if (s.type === "outbound-rtp" && s.kind === "video") out[s.rid ?? ""] = { frames: s.framesSent ?? 0, width: s.frameWidth ?? 0, bytes: s.bytesSent ?? 0 };
-    }
-    return out;
-  },
   /** Candidate types of the selected ICE pairs: {pub, sub} ("host", "relay", ...). */
   async iceRoutes() {
     const route = async (pc) => {

@@ -235,15 +235,18 @@ export class Call extends EventTarget {
       .catch((e) => console.warn("publisher_layers:", e));
   }
 
-  /** Our camera's simulcast layers: [{rid, active, bytesSent}] (tests, troubleshooting). */
+  /** Our camera's simulcast layers: [{rid, active, bytesSent, framesSent, frameWidth}] (tests, troubleshooting). */
   async publishedLayers() {
     const sender = this.senders.video?.sender;
     if (!sender) return [];
     const sent = new Map();
     for (const s of (await sender.getStats()).values()) {
-      if (s.type === "outbound-rtp" && s.rid) sent.set(s.rid, s.bytesSent ?? 0);
+      if (s.type === "outbound-rtp" && s.rid) sent.set(s.rid, s);
     }
-    return (sender.getParameters().encodings ?? []).map((e) => ({ rid: e.rid, active: e.active, bytesSent: sent.get(e.rid) ?? 0 }));
+    return (sender.getParameters().encodings ?? []).map((e) => {
+      const s = sent.get(e.rid);
+      return { rid: e.rid, active: e.active, bytesSent: s?.bytesSent ?? 0, framesSent: s?.framesSent ?? 0, frameWidth: s?.frameWidth ?? 0 };
+    });
   }
 
   async #subscribeOffer(m) {

@@ -46,7 +46,10 @@ async function camera(p) {
 }
 
 /** Alice's frames sent per layer (rid -> {frames, width, bytes}). */
-const sent = (alice) => alice.page.evaluate(() => window.sfu.sentLayers());
+async function sent(alice) {
+  const layers = await alice.page.evaluate(() => window.sfu.publishedLayers());
+  return Object.fromEntries(layers.map((l) => [l.rid, { frames: l.framesSent, width: l.frameWidth, bytes: l.bytesSent }]));
+}
 
 const metric = async (name) => {
   const text = await (await fetch(`${base}/metrics`)).text();
