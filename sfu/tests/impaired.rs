@@ -259,6 +259,16 @@ fn subscribers_behind_a_cap_and_random_loss_keep_decoding_and_climb_when_lifted(
         capped["longest_stall_ms"].as_u64().unwrap_or(u64::MAX) < 1000,
         "{report}"
     );
+    // Told: Carol's page shows "low bandwidth" under the cap, Bob's never.
+    assert_eq!(capped["told"]["badge"], "low bandwidth", "{report}");
+    let bob = &report["unconstrained"]["told"];
+    assert!(bob["badge"].is_null(), "{report}");
+    assert!(
+        bob["layers"].as_array().is_some_and(
+            |l| !l.is_empty() && l.iter().all(|l| l["limited"] == false && l["layer"] == "f")
+        ),
+        "{report}"
+    );
     // The cap lifted: the full size within 15 s.
     assert_eq!(report["climb"]["width"], full, "{report}");
     assert!(

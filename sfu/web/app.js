@@ -365,6 +365,18 @@ async function onMessage(s, m) {
       ui.removeScreenTile(m.track_id);
       refreshTile(m.participant_id);
       break;
+    case "track_layer": {
+      // The layer the SFU sends us of a track; say so when our downlink,
+      // not the tile, holds it back.
+      for (const [id, p] of s.people) {
+        const t = p.tracks.get(m.track_id);
+        if (!t) continue;
+        t.layer = { layer: m.layer, limited: m.limited };
+        const el = document.querySelector(t.source === "screen" ? `.tile[data-screen="${CSS.escape(m.track_id)}"]` : `.tile[data-participant-id="${CSS.escape(id)}"]`);
+        if (el) ui.setTileLimited(el, m.limited, m.layer === null);
+      }
+      break;
+    }
     case "track_muted": {
       const t = s.people.get(m.participant_id)?.tracks.get(m.track_id);
       if (t) t.muted = m.muted;
@@ -535,6 +547,8 @@ window.sfu = {
       serverErrors: [...serverErrors],
       activeSpeakers: s?.speakers.list ?? [],
       activeSpeakersAt: s?.speakers.at ?? 0,
+      // track_layer per track id: {layer, limited}
+      layers: Object.fromEntries(s ? [...s.people.values()].flatMap((p) => [...p.tracks].filter(([, t]) => t.layer).map(([id, t]) => [id, t.layer])) : []),
     };
   },
   /** Test hook (with ?test_tone=1): how loud this participant is, 0 to 1. */

@@ -68,6 +68,23 @@ export function tile(id, { name, self = false, screen = null }) {
   return el;
 }
 
+/**
+ * Marks a remote tile whose video the SFU lowers or pauses for this
+ * browser's downlink (`track_layer` with `limited`).
+ */
+export function setTileLimited(el, limited, paused) {
+  el.classList.toggle("limited", limited);
+  el.classList.toggle("paused", limited && paused);
+  let badge = el.querySelector(".bandwidth");
+  if (!limited) return badge?.remove();
+  if (!badge) {
+    badge = document.createElement("span");
+    badge.className = "bandwidth";
+    el.querySelector(".label").append(badge);
+  }
+  badge.textContent = paused ? "paused: low bandwidth" : "low bandwidth";
+}
+
 /** Removes a participant's tile and the tiles of the screens it shares. */
 export function removeTile(id) {
   document.querySelectorAll(`.tile[data-participant-id="${CSS.escape(id)}"], .tile[data-owner="${CSS.escape(id)}"]`).forEach((el) => el.remove());

@@ -12,7 +12,7 @@
 // Prints one JSON line: {"ok": true|false, ...}.
 import { execFileSync } from "node:child_process";
 import { chromium } from "playwright-core";
-import { CHROMIUM_ARGS, args, finish, join, peerStats, until } from "./lib.mjs";
+import { CHROMIUM_ARGS, args, finish, join, peerStats, state, until } from "./lib.mjs";
 
 const a = args();
 const base = a.base;
@@ -95,6 +95,18 @@ async function scenario() {
     return c;
   });
 
+  // Carol's page says her downlink holds Alice's video back; Bob's does not.
+  const told = async (p) => {
+    const st = await state(p);
+    const badge = await p.page.evaluate(() => document.querySelector(".tile.limited .bandwidth")?.textContent ?? null);
+    return { layers: Object.values(st.layers), badge };
+  };
+  report.capped.told = await until(10000, "Carol is told her video is limited by bandwidth", async () => {
+    const t = await told(carol);
+    return t.layers.some((l) => l.limited && l.layer) && t.badge === "low bandwidth" ? t : false;
+  });
+  report.unconstrained.told = await told(bob);
+
   // Ten seconds watched: Carol's longest stall, Dave's decoded share.
   const window = 10000;
   const step = 100;
@@ -146,6 +158,10 @@ async function scenario() {
     return c;
   });
   report.climb.ms = Date.now() - lifted;
+  report.climb.told = await until(10000, "Carol's badge goes once she gets the full size", async () => {
+    const t = await told(carol);
+    return t.badge === null && t.layers.every((l) => !l.limited) ? t : false;
+  });
   report.metrics = {
     layer_changes: await metric("sfu_layer_changes_total"),
     paused: await metric("sfu_paused_video_tracks"),

@@ -79,6 +79,9 @@ pub struct DownTrack {
     current: Option<u8>,
     /// Layer changes made.
     pub switches: u64,
+    /// What the subscriber was last told (`track_layer`): target and
+    /// whether its downlink limits it.
+    pub told: Option<(Option<u8>, bool)>,
     rebaser: Rebaser,
     /// Last payload type mapping (publisher PT → subscriber PT).
     pt_map: Option<(Pt, Pt)>,
@@ -113,6 +116,7 @@ impl DownTrack {
             target: initial_target(kind),
             current: None,
             switches: 0,
+            told: None,
             rebaser: Rebaser::default(),
             pt_map: None,
             vp8: Vp8Continuity::default(),

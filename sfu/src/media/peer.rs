@@ -87,6 +87,11 @@ pub struct Peer {
     /// Subscriber: when the allocation is next redone; publisher: when
     /// its tracks' layers are next reviewed (dynacast).
     pub next_allocation: Instant,
+    /// When a subscriber held back by its downlink may next ask its
+    /// estimator to probe for more, and how much its desired rate has been
+    /// raised for that.
+    pub next_probe: Instant,
+    pub probe_nudge: u64,
 }
 
 /// Where the server's media sockets are, as announced in candidates.
@@ -163,6 +168,8 @@ impl Peer {
             allocator: Allocator::default(),
             estimate: downlink,
             next_allocation: now,
+            next_probe: now,
+            probe_nudge: 0,
         }
     }
 }

@@ -209,6 +209,18 @@ pub enum ServerMessage {
         /// Rids nobody receives (`encodings[i].active = false`).
         inactive: Vec<String>,
     },
+    /// Adaptive media, to a subscriber: the layer it receives of a video
+    /// track, sent when that changes.
+    TrackLayer {
+        /// The track.
+        track_id: String,
+        /// The layer's rid (`""` for a track without simulcast); `null`:
+        /// paused (a hidden tile, or no downlink left for it).
+        layer: Option<String>,
+        /// Its downlink, not its tile, holds it below the layer its tile
+        /// needs (the client may say "low bandwidth").
+        limited: bool,
+    },
     /// Answer to `ping`.
     Pong,
     /// Something went wrong; see [`ErrorCode`].
@@ -451,6 +463,19 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&msg).unwrap(),
             r#"{"type":"publisher_layers","track_id":"TR_c4Cam9Zp2R","active":["q","h"],"inactive":["f"]}"#
+        );
+    }
+
+    #[test]
+    fn track_layer_has_the_documented_shape() {
+        let msg = ServerMessage::TrackLayer {
+            track_id: "TR_c4Cam9Zp2R".into(),
+            layer: None,
+            limited: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"type":"track_layer","track_id":"TR_c4Cam9Zp2R","layer":null,"limited":true}"#
         );
     }
 

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use str0m::bwe::Bitrate;
 use str0m::media::MediaKind;
 
-use super::Engine;
-use crate::media::allocator::{Demand, Tile};
+use super::{Engine, Signal};
+use crate::media::allocator::{needed_layer, Demand, Tile};
 use crate::media::ids::{DownTrackKey, PeerKey};
 use crate::media::peer::Role;
 use crate::media::receiver::MAX_LAYERS;
+use crate::signal::protocol::ServerMessage;
 
 /// How often each subscriber's allocation is redone without a new estimate
 /// (layers start and stop, their rates move).
@@ -21,6 +22,20 @@ pub(super) const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
 const BUDGET_SHARE: f64 = 0.8;
 /// What an audio track is assumed to take from the downlink.
 const AUDIO_BPS: u64 = 64_000;
+/// How often a subscriber held back by its estimate asks for a probe.
+const PROBE_EVERY: Duration = Duration::from_secs(3);
+/// How much the desired rate is raised to ask for one, up to a bound.
+const PROBE_NUDGE_BPS: u64 = 1_000;
+const MAX_PROBE_NUDGE_BPS: u64 = 100_000;
+
+/// Whether a visible tile gets less than the best layer being sent that it
+/// needs (its downlink, not its size, holds it back).
+fn is_limited(demand: &Demand, target: Option<u8>) -> bool {
+    let best = (0..=needed_layer(&demand.sizes, demand.tile))
+        .rev()
+        .find(|&i| demand.layers[i].is_some());
+    demand.visible && best.is_some_and(|b| target.is_none_or(|t| usize::from(t) < b))
+}
 
 impl Engine {
     /// A client's `track_settings`: how it shows a track it receives.
@@ -130,10 +145,24 @@ impl Engine {
             .map(|(d, t)| t.and_then(|l| d.layers[usize::from(l)]).unwrap_or(0))
             .sum::<u64>()
             + audio;
+        let limited = targets.iter().zip(&demands).any(|(t, d)| is_limited(d, *t));
         if estimation {
+            // str0m probes when the desired rate rises. A subscriber held
+            // back by its estimate sends less than its link may carry, so the
+            // estimate cannot grow from what it sends: every few seconds the
+            // desired rate is raised a little to ask for a probe (a freed
+            // link is found in seconds, not at the estimator's slow climb).
+            // It stays raised in between: str0m compares with the last value.
+            if !limited {
+                peer.probe_nudge = 0;
+            } else if now >= peer.next_probe {
+                peer.next_probe = now + PROBE_EVERY;
+                peer.probe_nudge = (peer.probe_nudge + PROBE_NUDGE_BPS).min(MAX_PROBE_NUDGE_BPS);
+            }
+            let desired = desired.max(used) + peer.probe_nudge;
             peer.rtc
                 .bwe()
-                .set_bitrate(Bitrate::bps(used), Bitrate::bps(desired.max(used)));
+                .set_bitrate(Bitrate::bps(used), Bitrate::bps(desired));
         }
         tracing::debug!(
             room = %peer.room,
@@ -143,11 +172,27 @@ impl Engine {
             ?targets,
             "allocated"
         );
+        let conn = self.peer_conn(peer_id);
         let mut pause_changed = false;
-        for (key, target) in keys.into_iter().zip(targets) {
+        for ((key, target), demand) in keys.into_iter().zip(targets).zip(&demands) {
             let Some(down) = self.down_tracks.get_mut(key) else {
                 continue;
             };
+            let limited = is_limited(demand, target);
+            if down.told != Some((target, limited)) {
+                down.told = Some((target, limited));
+                let r = down.receiver.and_then(|k| self.receivers.get(k));
+                if let (Some(conn), Some(r)) = (conn, r) {
+                    let layer =
+                        target.map(|t| r.rid(t).map_or(String::new(), |rid| rid.to_string()));
+                    let msg = ServerMessage::TrackLayer {
+                        track_id: r.track_id.clone(),
+                        layer,
+                        limited,
+                    };
+                    self.signals.push_back(Signal::Message(conn, msg));
+                }
+            }
             let before = down.target();
             if before == target {
                 continue;
