@@ -371,7 +371,7 @@ async function onMessage(s, m) {
       for (const [id, p] of s.people) {
         const t = p.tracks.get(m.track_id);
         if (!t) continue;
-        t.layer = { layer: m.layer, limited: m.limited };
+        t.layer = { layer: m.layer, temporal: m.temporal, limited: m.limited };
         const el = document.querySelector(t.source === "screen" ? `.tile[data-screen="${CSS.escape(m.track_id)}"]` : `.tile[data-participant-id="${CSS.escape(id)}"]`);
         if (el) ui.setTileLimited(el, m.limited, m.layer === null);
       }

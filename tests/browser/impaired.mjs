@@ -107,8 +107,8 @@ async function scenario() {
   });
   report.unconstrained.told = await told(bob);
 
-  // Ten seconds watched: Carol's longest stall, Dave's decoded share.
-  const window = 10000;
+  // Fifteen seconds watched: Carol's longest stall, Dave's decoded share.
+  const window = 15000;
   const step = 100;
   let last = await camera(carol);
   let lastAt = Date.now();

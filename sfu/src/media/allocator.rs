@@ -1,17 +1,20 @@
 //! The stream allocator of one subscriber: shares its downlink estimate
-//! among the video tracks it receives and picks each one's simulcast
-//! layer, or pauses it.
+//! among the video tracks it receives and picks what each carries — a
+//! simulcast layer and how many of its temporal layers — or pauses it.
 //!
-//! Order: tracks by priority (screen shares first), then by how large their
-//! tile is. Every visible track first gets its lowest layer while the budget
-//! lasts (a simulcast track that cannot get even that is paused — audio is
-//! never touched, nor a track without simulcast, nor the first visible
-//! track, which keeps its lowest layer on any downlink); then, in the same
-//! order, each climbs to the highest layer that fits what is left, never
-//! above what its tile needs. Hysteresis, as in LiveKit's and Jitsi's
-//! allocators: climbing above the layer carried now needs 25 % headroom, and after a step down nothing climbs for a while, so
-//! an estimate that wobbles around a layer's rate does not flip layers (each
-//! switch costs a keyframe).
+//! Each track's steps, cheapest first: the lowest spatial layer at its
+//! base frame rate (temporal layer 0, a quarter of the frames with L1T3),
+//! then at half and full rate, then each higher spatial layer at its full
+//! frame rate, up to what its tile needs. Order: tracks by priority (screen shares first),
+//! then by how large their tile is. Every visible track first gets its
+//! cheapest step while the budget lasts (a simulcast track that cannot get
+//! even that is paused — audio is never touched, nor a track without
+//! simulcast, nor the first visible track, which keeps its cheapest step on
+//! any downlink); then, in the same order, each climbs as far as what is
+//! left allows. Hysteresis, as in LiveKit's and Jitsi's allocators: climbing
+//! above what is carried now needs 25 % headroom, and after a step down
+//! nothing climbs for a while, so an estimate that wobbles around a layer's
+//! rate does not flip layers (each spatial switch costs a keyframe).
 //!
 //! Sans-IO: estimates, layer rates and tile sizes in, targets out; time is
 //! passed in.
@@ -50,11 +53,26 @@ impl Default for Tile {
     }
 }
 
+/// Temporal layers a spatial layer may carry (L1T3: ids 0, 1, 2).
+pub const TEMPORAL_LAYERS: usize = 3;
+
+/// What a down-track carries: a spatial layer, and within it the temporal
+/// layers up to `temporal` (frames of higher temporal ids are dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Choice {
+    /// Spatial (simulcast) layer index, 0 = lowest.
+    pub spatial: u8,
+    /// Highest temporal id carried.
+    pub temporal: u8,
+}
+
 /// What one video down-track asks of the allocator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Demand {
-    /// Bits per second of each layer that is being sent (`None`: not sent).
-    pub layers: [Option<u64>; MAX_LAYERS],
+    /// Bits per second of each spatial layer that is being sent, by the
+    /// highest temporal id carried (`[T0, T0+T1, all]`; equal values for a
+    /// layer without temporal layers); `None`: not sent.
+    pub layers: [Option<[u64; TEMPORAL_LAYERS]>; MAX_LAYERS],
     /// Frame size of each layer, when known (from keyframes).
     pub sizes: [Option<(u16, u16)>; MAX_LAYERS],
     /// The tile it is shown in (`None`: not reported, no limit).
@@ -63,22 +81,44 @@ pub struct Demand {
     pub visible: bool,
     /// Higher goes first (screen shares).
     pub priority: u8,
-    /// The layer it carries now.
-    pub current: Option<u8>,
+    /// What it carries now.
+    pub current: Option<Choice>,
 }
 
 impl Demand {
-    /// The highest layer worth sending to its tile.
-    fn ceiling(&self) -> usize {
-        needed_layer(&self.sizes, self.tile)
+    /// The most it could carry: all of the highest layer its tile needs.
+    pub fn best(&self) -> Option<Choice> {
+        self.steps().last().map(|&(c, _)| c)
     }
 
-    fn lowest(&self) -> Option<usize> {
-        (0..MAX_LAYERS).find(|&i| self.layers[i].is_some())
-    }
-
-    fn rate(&self, layer: usize) -> u64 {
-        self.layers[layer].unwrap_or(0)
+    /// The choices worth making for its tile, in climbing order with their
+    /// rates: the lowest layer at a quarter, half and all of its frame rate,
+    /// then each higher layer up to the tile's at its full frame rate (a
+    /// smaller picture that moves beats a larger one that stutters; frame
+    /// rate is given up only where there is nothing smaller). A step that
+    /// costs no less than the next is left out, so a layer without temporal
+    /// layers is one step.
+    fn steps(&self) -> Vec<(Choice, u64)> {
+        let ceiling = needed_layer(&self.sizes, self.tile);
+        let mut out: Vec<(Choice, u64)> = Vec::new();
+        for (s, rates) in self.layers.iter().enumerate().take(ceiling + 1) {
+            let Some(rates) = rates else {
+                continue;
+            };
+            let lowest = out.is_empty();
+            for t in 0..TEMPORAL_LAYERS {
+                let last = t + 1 == TEMPORAL_LAYERS;
+                if !last && (!lowest || rates[t] >= rates[t + 1]) {
+                    continue;
+                }
+                let choice = Choice {
+                    spatial: s as u8,
+                    temporal: t as u8,
+                };
+                out.push((choice, rates[t]));
+            }
+        }
+        out
     }
 }
 
@@ -107,9 +147,14 @@ pub struct Allocator {
 }
 
 impl Allocator {
-    /// The layer for each demand (`None`: paused), for a downlink of
+    /// What each demand carries (`None`: paused), for a downlink of
     /// `budget` bits per second for video.
-    pub fn allocate(&mut self, budget: u64, demands: &[Demand], now: Instant) -> Vec<Option<u8>> {
+    pub fn allocate(
+        &mut self,
+        budget: u64,
+        demands: &[Demand],
+        now: Instant,
+    ) -> Vec<Option<Choice>> {
         let mut order: Vec<usize> = (0..demands.len()).collect();
         order.sort_by_key(|&i| {
             let d = &demands[i];
@@ -121,20 +166,22 @@ impl Allocator {
         let holding = self
             .last_drop
             .is_some_and(|t| now.saturating_duration_since(t) < HOLD_AFTER_DROP);
+        let steps: Vec<Vec<(Choice, u64)>> = demands.iter().map(Demand::steps).collect();
         let mut left = budget;
+        // Index into each demand's steps.
         let mut chosen: Vec<Option<usize>> = vec![None; demands.len()];
-        // Everyone visible gets its lowest layer first.
+        // Everyone visible gets its cheapest step first.
         let mut first = true;
         for &i in &order {
             let d = &demands[i];
-            let Some(low) = d.lowest().filter(|_| d.visible) else {
+            let Some(&(_, rate)) = steps[i].first().filter(|_| d.visible) else {
                 continue;
             };
             let resuming = d.current.is_none();
             let need = if resuming {
-                (d.rate(low) as f64 * HEADROOM) as u64
+                (rate as f64 * HEADROOM) as u64
             } else {
-                d.rate(low)
+                rate
             };
             // A track without simulcast has nothing lower to fall back to,
             // and the first in order is what the subscriber looks at: neither
@@ -142,24 +189,21 @@ impl Allocator {
             // beats a frozen one; the rest are paused to make room for it).
             let single = d.layers.iter().flatten().count() == 1;
             let first = std::mem::take(&mut first);
-            if single || first || (need <= left && !(resuming && holding && d.rate(low) > 0)) {
-                left = left.saturating_sub(d.rate(low));
-                chosen[i] = Some(low);
+            if single || first || (need <= left && !(resuming && holding && rate > 0)) {
+                left = left.saturating_sub(rate);
+                chosen[i] = Some(0);
             }
         }
         // Then each climbs as far as what is left allows.
         for &i in &order {
             let d = &demands[i];
-            let Some(low) = chosen[i] else {
+            let Some(mut at) = chosen[i] else {
                 continue;
             };
-            let mut at = low;
-            for up in (low + 1)..=d.ceiling() {
-                if d.layers[up].is_none() {
-                    continue;
-                }
-                let extra = d.rate(up).saturating_sub(d.rate(at));
-                let above_current = d.current.is_none_or(|c| up > usize::from(c));
+            for up in (at + 1)..steps[i].len() {
+                let (choice, rate) = steps[i][up];
+                let extra = rate.saturating_sub(steps[i][at].1);
+                let above_current = d.current.is_none_or(|c| choice > c);
                 let need = if above_current {
                     if holding {
                         break;
@@ -178,7 +222,11 @@ impl Allocator {
             }
             chosen[i] = Some(at);
         }
-        let out: Vec<Option<u8>> = chosen.iter().map(|c| c.map(|l| l as u8)).collect();
+        let out: Vec<Option<Choice>> = chosen
+            .iter()
+            .zip(&steps)
+            .map(|(c, steps)| c.map(|k| steps[k].0))
+            .collect();
         let dropped = demands
             .iter()
             .zip(&out)
@@ -196,15 +244,29 @@ mod tests {
 
     const K: u64 = 1000;
 
-    /// A camera sending q/h/f at 150/500/1500 kbit/s, 160×90 … 640×360.
+    /// All of spatial layer `s`.
+    fn at(s: u8) -> Option<Choice> {
+        Some(Choice {
+            spatial: s,
+            temporal: 2,
+        })
+    }
+
+    /// A layer without temporal layers at `rate`.
+    fn flat(rate: u64) -> Option<[u64; TEMPORAL_LAYERS]> {
+        Some([rate; TEMPORAL_LAYERS])
+    }
+
+    /// A camera sending q/h/f at 150/500/1500 kbit/s, 160×90 … 640×360,
+    /// without temporal layers.
     fn camera(current: Option<u8>) -> Demand {
         Demand {
-            layers: [Some(150 * K), Some(500 * K), Some(1500 * K)],
+            layers: [flat(150 * K), flat(500 * K), flat(1500 * K)],
             sizes: [Some((160, 90)), Some((320, 180)), Some((640, 360))],
             tile: None,
             visible: true,
             priority: 0,
-            current,
+            current: current.and_then(at),
         }
     }
 
@@ -212,20 +274,20 @@ mod tests {
     fn picks_the_highest_layer_that_fits_with_headroom() {
         let t0 = Instant::now();
         let mut a = Allocator::default();
-        assert_eq!(a.allocate(5000 * K, &[camera(None)], t0), [Some(2)]);
+        assert_eq!(a.allocate(5000 * K, &[camera(None)], t0), [at(2)]);
         let mut a = Allocator::default();
-        assert_eq!(a.allocate(800 * K, &[camera(None)], t0), [Some(1)]);
+        assert_eq!(a.allocate(800 * K, &[camera(None)], t0), [at(1)]);
         let mut a = Allocator::default();
-        assert_eq!(a.allocate(250 * K, &[camera(None)], t0), [Some(0)]);
+        assert_eq!(a.allocate(250 * K, &[camera(None)], t0), [at(0)]);
         // Too little even for q: the only camera keeps q, a second pauses.
         let mut a = Allocator::default();
-        assert_eq!(a.allocate(100 * K, &[camera(None)], t0), [Some(0)]);
+        assert_eq!(a.allocate(100 * K, &[camera(None)], t0), [at(0)]);
         let mut a = Allocator::default();
         let mut small = camera(None);
         small.tile = Some((160, 90));
         assert_eq!(
             a.allocate(100 * K, &[small, camera(None)], t0),
-            [None, Some(0)],
+            [None, at(0)],
             "the smaller tile is paused"
         );
     }
@@ -235,15 +297,15 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Allocator::default();
         // Carrying h: 520 k keeps it (no headroom needed to stay)...
-        assert_eq!(a.allocate(520 * K, &[camera(Some(1))], t0), [Some(1)]);
+        assert_eq!(a.allocate(520 * K, &[camera(Some(1))], t0), [at(1)]);
         // ...but climbing to h from q needs 25 % more than the step.
-        assert_eq!(a.allocate(520 * K, &[camera(Some(0))], t0), [Some(0)]);
+        assert_eq!(a.allocate(520 * K, &[camera(Some(0))], t0), [at(0)]);
         // A drop to q, then plenty of bandwidth: held for 3 s.
-        assert_eq!(a.allocate(300 * K, &[camera(Some(2))], t0), [Some(0)]);
+        assert_eq!(a.allocate(300 * K, &[camera(Some(2))], t0), [at(0)]);
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(a.allocate(5000 * K, &[camera(Some(0))], t1), [Some(0)]);
+        assert_eq!(a.allocate(5000 * K, &[camera(Some(0))], t1), [at(0)]);
         let t2 = t0 + Duration::from_secs(4);
-        assert_eq!(a.allocate(5000 * K, &[camera(Some(0))], t2), [Some(2)]);
+        assert_eq!(a.allocate(5000 * K, &[camera(Some(0))], t2), [at(2)]);
     }
 
     #[test]
@@ -258,13 +320,13 @@ mod tests {
         big.tile = Some((640, 360));
         assert_eq!(
             a.allocate(10_000 * K, &[small, hidden, big], t0),
-            [Some(1), None, Some(2)]
+            [at(1), None, at(2)]
         );
         // Sizes not known yet: no cap.
         let mut unknown = camera(None);
         unknown.sizes = [None; MAX_LAYERS];
         unknown.tile = Some((100, 100));
-        assert_eq!(a.allocate(10_000 * K, &[unknown], t0), [Some(2)]);
+        assert_eq!(a.allocate(10_000 * K, &[unknown], t0), [at(2)]);
     }
 
     #[test]
@@ -277,13 +339,10 @@ mod tests {
         thumb.tile = Some((640, 360));
         // 2.2 Mbit/s: both get q (300 k), the screen climbs to f (1.35 M
         // more), the camera to h (350 k more) with what is left.
-        assert_eq!(
-            a.allocate(2200 * K, &[thumb, screen], t0),
-            [Some(1), Some(2)]
-        );
+        assert_eq!(a.allocate(2200 * K, &[thumb, screen], t0), [at(1), at(2)]);
         // Not even two lowest layers: the screen keeps its.
         let mut a = Allocator::default();
-        assert_eq!(a.allocate(200 * K, &[thumb, screen], t0), [None, Some(0)]);
+        assert_eq!(a.allocate(200 * K, &[thumb, screen], t0), [None, at(0)]);
     }
 
     #[test]
@@ -292,11 +351,49 @@ mod tests {
         let mut a = Allocator::default();
         let mut d = camera(None);
         d.layers[2] = None;
-        assert_eq!(a.allocate(10_000 * K, &[d], t0), [Some(1)]);
+        assert_eq!(a.allocate(10_000 * K, &[d], t0), [at(1)]);
         d.layers = [None; MAX_LAYERS];
         assert_eq!(a.allocate(10_000 * K, &[d], t0), [None]);
         // One layer only: kept even when it does not fit.
-        d.layers[0] = Some(2000 * K);
-        assert_eq!(a.allocate(100 * K, &[d], t0), [Some(0)]);
+        d.layers[0] = flat(2000 * K);
+        assert_eq!(a.allocate(100 * K, &[d], t0), [at(0)]);
+    }
+
+    #[test]
+    fn temporal_layers_are_steps_below_and_between_spatial_layers() {
+        let t0 = Instant::now();
+        // L1T3: T0 carries half the rate, T0+T1 three quarters.
+        let l1t3 = |r: u64| Some([r / 2, r * 3 / 4, r]);
+        let mut cam = camera(None);
+        cam.layers = [l1t3(120 * K), l1t3(500 * K), l1t3(1500 * K)];
+        let choice = |spatial, temporal| Some(Choice { spatial, temporal });
+        // 60 k: the lowest layer at its base rate.
+        let mut a = Allocator::default();
+        assert_eq!(a.allocate(60 * K, &[cam], t0), [choice(0, 0)]);
+        // 120 k (with headroom): q at half rate; 160 k: all of q.
+        let mut a = Allocator::default();
+        assert_eq!(a.allocate(120 * K, &[cam], t0), [choice(0, 1)]);
+        let mut a = Allocator::default();
+        assert_eq!(a.allocate(160 * K, &[cam], t0), [choice(0, 2)]);
+        // Above q, only whole layers: h at a quarter of its frame rate
+        // would cost less (250 k), but a picture that stutters is worse.
+        let mut a = Allocator::default();
+        assert_eq!(a.allocate(340 * K, &[cam], t0), [choice(0, 2)]);
+        let mut a = Allocator::default();
+        assert_eq!(a.allocate(700 * K, &[cam], t0), [choice(1, 2)]);
+        // Two cameras in 190 k: all of q would pause the second; its base
+        // rate keeps it moving.
+        let mut a = Allocator::default();
+        let mut thumb = cam;
+        thumb.tile = Some((160, 90));
+        assert_eq!(
+            a.allocate(190 * K, &[cam, thumb], t0),
+            [choice(0, 2), choice(0, 0)]
+        );
+        // Carried all of q; a dip takes it to half its frame rate.
+        let mut carried = cam;
+        carried.current = choice(0, 2);
+        let mut a = Allocator::default();
+        assert_eq!(a.allocate(100 * K, &[carried], t0), [choice(0, 1)]);
     }
 }

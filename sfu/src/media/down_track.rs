@@ -13,10 +13,11 @@ use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Pt};
 use str0m::rtp::Vp8Patch;
 
-use super::allocator::Tile;
+use super::allocator::{Choice, Tile};
 use super::ids::{PeerKey, ReceiverKey};
 use super::packet::MediaPacket;
 use super::rebaser::Rebaser;
+use super::vp8::Vp8Info;
 
 /// The subscriber's header fields for one forwarded packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,9 @@ pub enum Skip {
     TooOld,
     /// Another layer than the one carried (not a drop: simulcast at work).
     OtherLayer,
+    /// A frame of a temporal layer above the one carried (not a drop
+    /// either: the allocator chose a lower frame rate).
+    OtherTemporal,
 }
 
 impl Skip {
@@ -51,6 +55,7 @@ impl Skip {
             Skip::CodecMismatch => "codec_mismatch",
             Skip::TooOld => "too_old",
             Skip::OtherLayer => "other_layer",
+            Skip::OtherTemporal => "other_temporal",
         }
     }
 }
@@ -77,11 +82,15 @@ pub struct DownTrack {
     target: Option<u8>,
     /// The spatial layer it carries now (switches to `target` at a switch point).
     current: Option<u8>,
+    /// Highest temporal id to carry, and carried now: frames above it are
+    /// left out (down at any frame, up at a frame others can follow).
+    temporal_target: u8,
+    temporal_current: u8,
     /// Layer changes made.
     pub switches: u64,
     /// What the subscriber was last told (`track_layer`): target and
     /// whether its downlink limits it.
-    pub told: Option<(Option<u8>, bool)>,
+    pub told: Option<(Option<Choice>, bool)>,
     rebaser: Rebaser,
     /// Last payload type mapping (publisher PT → subscriber PT).
     pt_map: Option<(Pt, Pt)>,
@@ -115,6 +124,8 @@ impl DownTrack {
             tile: Tile::default(),
             target: initial_target(kind),
             current: None,
+            temporal_target: ALL_TEMPORAL,
+            temporal_current: ALL_TEMPORAL,
             switches: 0,
             told: None,
             rebaser: Rebaser::default(),
@@ -131,6 +142,21 @@ impl DownTrack {
         if target.is_none() {
             self.current = None;
         }
+    }
+
+    /// Chooses the highest temporal id to carry.
+    pub fn set_temporal(&mut self, temporal: u8) {
+        self.temporal_target = temporal;
+    }
+
+    /// The highest temporal id carried now.
+    pub fn temporal(&self) -> u8 {
+        self.temporal_current
+    }
+
+    /// The highest temporal id it should carry.
+    pub fn temporal_target(&self) -> u8 {
+        self.temporal_target
     }
 
     /// The layer it should carry.
@@ -172,6 +198,24 @@ impl DownTrack {
         }
         self.current == Some(packet.layer)
     }
+    /// Whether a VP8 packet's temporal layer is carried. The choice moves
+    /// at frame starts only (every packet of a frame names the same
+    /// temporal id): down at once (no frame depends on a higher temporal
+    /// id), up at a base-layer or layer-sync frame, which depends on base
+    /// frames only.
+    fn admit_temporal(&mut self, info: &Vp8Info) -> bool {
+        let Some(tid) = info.temporal else {
+            return true;
+        };
+        if info.frame_start
+            && self.temporal_target != self.temporal_current
+            && (self.temporal_target < self.temporal_current || tid == 0 || info.layer_sync)
+        {
+            self.temporal_current = self.temporal_target;
+        }
+        tid <= self.temporal_current
+    }
+
     /// The subscriber's header fields for `packet` sent at `now`.
     /// `out_pt` maps the publisher's codec to this connection's payload
     /// type (asked only when the publisher's payload type changes).
@@ -183,6 +227,16 @@ impl DownTrack {
     ) -> Result<Outgoing, Skip> {
         if !self.admit(packet) {
             return Err(Skip::OtherLayer);
+        }
+        if let Some(info) = &packet.vp8 {
+            if !self.admit_temporal(info) {
+                // The subscriber's numbering closes over the frame left out.
+                self.rebaser.skip();
+                if info.frame_start {
+                    self.vp8.skip_picture();
+                }
+                return Err(Skip::OtherTemporal);
+            }
         }
         let pt = match self.pt_map {
             Some((pt_in, pt_out)) if pt_in == packet.codec.pt() => pt_out,
@@ -216,6 +270,9 @@ impl DownTrack {
     }
 }
 
+/// Every temporal layer of L1T3 (ids 0 to 2).
+const ALL_TEMPORAL: u8 = 2;
+
 /// Audio has one layer and is never allocated; video waits for its
 /// subscriber's allocator to choose a layer (so the first frames are
 /// already of the right size, with no switch right after the start).
@@ -227,13 +284,15 @@ fn initial_target(kind: MediaKind) -> Option<u8> {
 }
 
 impl Vp8Continuity {
+    /// A frame left out: the picture ids after it close the gap, so the
+    /// decoder sees no missing picture.
+    fn skip_picture(&mut self) {
+        self.pid_offset = self.pid_offset.wrapping_sub(1);
+    }
+
     /// The picture id to send and the rewrite for one packet (no patch
     /// when nothing changes).
-    fn rewrite(
-        &mut self,
-        info: &crate::media::vp8::Vp8Info,
-        payload: &[u8],
-    ) -> (Option<u16>, Option<Vp8Patch>) {
+    fn rewrite(&mut self, info: &Vp8Info, payload: &[u8]) -> (Option<u16>, Option<Vp8Patch>) {
         let mask = if info.long_picture_id { 0x7fff } else { 0x7f };
         if std::mem::take(&mut self.rebase) {
             if let (Some(last), Some(pid)) = (self.last_pid, info.picture_id) {
@@ -374,6 +433,67 @@ mod tests {
         p.vp8 = Some(info);
         p.payload = payload.into();
         p
+    }
+
+    /// A one-packet VP8 frame of temporal layer `tid` (L1T3 descriptor
+    /// with TL0PICIDX and the layer-sync bit).
+    fn temporal_packet(seq: u64, pid: u16, tid: u8, sync: bool, at: Instant) -> MediaPacket {
+        let keyframe = seq == 0;
+        let tl0 = (pid / 4) as u8;
+        let payload = vec![
+            0x90,
+            0xe0,
+            0x80 | (pid >> 8) as u8,
+            pid as u8,
+            tl0,
+            (tid << 6) | (u8::from(sync) << 5),
+            if keyframe { 0x00 } else { 0x01 },
+            0,
+            0,
+        ];
+        let info = crate::media::vp8::parse(&payload).unwrap();
+        assert_eq!(info.temporal, Some(tid));
+        let mut p = packet(100, 1000 + seq, 3000 * seq as u32, 96, at);
+        p.switch_point = info.keyframe;
+        p.vp8 = Some(info);
+        p.payload = payload.into();
+        p
+    }
+
+    #[test]
+    fn temporal_layers_above_the_choice_are_left_out_without_gaps() {
+        let t0 = Instant::now();
+        let mut d = down_track();
+        d.set_temporal(0);
+        let map = |c: &PayloadParams| Some(c.pt());
+        let l1t3 = [0u8, 2, 1, 2];
+        let mut sent = Vec::new();
+        for n in 0..9u16 {
+            let tid = l1t3[usize::from(n) % 4];
+            let p = temporal_packet(u64::from(n), n, tid, tid != 0, t0);
+            match d.rewrite(&p, map, t0) {
+                Ok(out) => sent.push((n, out.seq, out.picture_id)),
+                Err(skip) => assert_eq!(skip, Skip::OtherTemporal),
+            }
+        }
+        // Base frames only, numbered and named with no gap.
+        assert_eq!(sent, [(0, 1, Some(0)), (4, 2, Some(1)), (8, 3, Some(2))]);
+        // Up to all temporal layers: from the next base or sync frame.
+        d.set_temporal(2);
+        let mut ids = Vec::new();
+        for n in 9..13u16 {
+            let tid = l1t3[usize::from(n) % 4];
+            let p = temporal_packet(u64::from(n), n, tid, false, t0);
+            if let Ok(out) = d.rewrite(&p, map, t0) {
+                ids.push((n, out.seq, out.picture_id));
+            }
+        }
+        // 9 (tid 2, not a sync frame) and 10 (tid 1) wait; 12 is a base frame.
+        assert_eq!(ids, [(12, 4, Some(3))]);
+        let p = temporal_packet(13, 13, 2, false, t0);
+        let out = d.rewrite(&p, map, t0).unwrap();
+        assert_eq!((out.seq, out.picture_id), (5, Some(4)));
+        assert_eq!(d.temporal(), 2);
     }
 
     #[test]

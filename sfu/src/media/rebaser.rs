@@ -75,6 +75,16 @@ impl Rebaser {
         })
     }
 
+    /// A packet of the current source left out on purpose (a temporal
+    /// layer not carried): the packets after it close the gap. Assumes the
+    /// source's packets arrive in order; one reordered across the skip
+    /// would take its neighbour's number (and be asked for again).
+    pub fn skip(&mut self) {
+        if let Some(s) = &mut self.source {
+            s.seq_offset -= 1;
+        }
+    }
+
     /// Makes the next packet start a new mapping even from the same SSRC
     /// (after a pause or a layer change: the packets skipped in between
     /// leave no gap in the subscriber's numbering).
@@ -151,6 +161,22 @@ mod tests {
         let after = r.rebase(2, 10, 777 + 3000, 90_000, t1).unwrap();
         assert_eq!(after.seq, last.seq + 2);
         assert_eq!(after.ts, next.ts + 3000);
+    }
+
+    #[test]
+    fn skipped_packets_leave_no_gap() {
+        let t0 = Instant::now();
+        let mut r = Rebaser::default();
+        assert_eq!(r.rebase(1, 100, 0, 90_000, t0).unwrap().seq, 1);
+        // 101 and 102 left out.
+        r.skip();
+        r.skip();
+        assert_eq!(r.rebase(1, 103, 0, 90_000, t0).unwrap().seq, 2);
+        assert_eq!(r.rebase(1, 104, 0, 90_000, t0).unwrap().seq, 3);
+        // Before the first packet there is nothing to close.
+        let mut r = Rebaser::default();
+        r.skip();
+        assert_eq!(r.rebase(1, 7, 0, 90_000, t0).unwrap().seq, 1);
     }
 
     proptest! {

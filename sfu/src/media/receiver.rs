@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 
+use super::allocator::TEMPORAL_LAYERS;
 use super::dynacast::Dynacast;
 use super::ids::{DownTrackKey, PeerKey};
 use super::keyframe::KeyframeThrottle;
@@ -20,6 +21,17 @@ pub const MAX_LAYERS: usize = 3;
 const ACTIVE_FOR: Duration = Duration::from_millis(1500);
 /// Bitrates are measured over windows of this length.
 const METER_WINDOW: Duration = Duration::from_millis(500);
+
+/// A rate smoothed over about four windows, so that one keyframe does not
+/// make a layer look too dear for a subscriber for half a second (each
+/// layer switch asks for another keyframe).
+fn smooth(old: u64, new: u64) -> u64 {
+    if old == 0 {
+        new
+    } else {
+        (old * 3 + new) / 4
+    }
+}
 
 /// Why a publisher's packet is not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +89,9 @@ pub struct Layer {
     window_bytes: u64,
     /// Bits per second, smoothed over the last few windows.
     bitrate: u64,
+    /// The same per temporal id, for packets that name one (VP8).
+    temporal_window: [u64; TEMPORAL_LAYERS],
+    temporal: [u64; TEMPORAL_LAYERS],
     /// Frame size of its last keyframe, when the codec tells.
     size: Option<(u16, u16)>,
     keyframes: Option<KeyframeThrottle>,
@@ -91,21 +106,17 @@ impl Layer {
             // before stays the best guess until the first window ends.
             self.window_start = Some(now);
             self.window_bytes = 0;
+            self.temporal_window = [0; TEMPORAL_LAYERS];
         }
         self.last_packet = Some(now);
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= METER_WINDOW {
-            let bits = self.window_bytes * 8;
-            let rate = bits * 1000 / (elapsed.as_millis() as u64).max(1);
-            // Smoothed over about four windows, so that one keyframe does not
-            // make a layer look too dear for a subscriber for half a second
-            // (each layer switch asks for another keyframe).
-            self.bitrate = if self.bitrate == 0 {
-                rate
-            } else {
-                (self.bitrate * 3 + rate) / 4
-            };
+            let ms = (elapsed.as_millis() as u64).max(1);
+            self.bitrate = smooth(self.bitrate, self.window_bytes * 8 * 1000 / ms);
+            for (r, bytes) in self.temporal.iter_mut().zip(&mut self.temporal_window) {
+                *r = smooth(*r, std::mem::take(bytes) * 8 * 1000 / ms);
+            }
             self.window_start = Some(now);
             self.window_bytes = 0;
         }
@@ -117,6 +128,24 @@ impl Layer {
     pub fn bitrate(&self, now: Instant) -> Option<u64> {
         let last = self.last_packet?;
         (now.saturating_duration_since(last) < ACTIVE_FOR).then_some(self.bitrate)
+    }
+
+    /// Bits per second carrying temporal ids up to 0, 1 and 2, if it is
+    /// sending (all equal for a stream without temporal layers).
+    pub fn rates_by_temporal(&self, now: Instant) -> Option<[u64; TEMPORAL_LAYERS]> {
+        let total = self.bitrate(now)?;
+        let measured: u64 = self.temporal.iter().sum();
+        if measured == 0 {
+            return Some([total; TEMPORAL_LAYERS]);
+        }
+        // The split of the smoothed total follows the per-id shares.
+        let mut out = [total; TEMPORAL_LAYERS];
+        let mut upto = 0;
+        for (t, r) in self.temporal.iter().enumerate() {
+            upto += r;
+            out[t] = total * upto / measured;
+        }
+        Some(out)
     }
 
     /// Frame size seen on its last keyframe.
@@ -220,6 +249,16 @@ impl Receiver {
         };
         self.layers[i].rid = rid;
         Some(i)
+    }
+
+    /// Counts an accepted packet's `bytes` under its temporal id (VP8's
+    /// descriptor names it), after `accept` counted it for its layer.
+    pub fn temporal_seen(&mut self, layer: u8, temporal: u8, bytes: usize) {
+        if let Some(l) = self.layers.get_mut(usize::from(layer)) {
+            if let Some(w) = l.temporal_window.get_mut(usize::from(temporal)) {
+                *w += bytes as u64;
+            }
+        }
     }
 
     /// Notes the frame size of a keyframe on `layer`.
@@ -366,6 +405,39 @@ pub(super) mod tests {
         assert_eq!(r.layers()[0].bitrate(now + Duration::from_secs(2)), None);
         r.keyframe_seen(0, Some((320, 180)));
         assert_eq!(r.layers()[0].size(), Some((320, 180)));
+    }
+
+    #[test]
+    fn measures_the_rate_up_to_each_temporal_layer() {
+        let t0 = Instant::now();
+        let mut r = receiver(MediaKind::Video);
+        let ok = |pt: Pt| Some(vp8(*pt));
+        // L1T3 frames of 2000, 1000 and 1000 bytes (T0, T1, T2 twice).
+        let cycle = [(0u8, 2000usize), (2, 1000), (1, 1000), (2, 1000)];
+        for i in 0..=100u64 {
+            let at = t0 + Duration::from_millis(i * 10);
+            let (tid, bytes) = cycle[(i % 4) as usize];
+            r.accept(Some(Rid::from("h")), 96.into(), bytes, at, ok)
+                .unwrap();
+            r.temporal_seen(1, tid, bytes);
+        }
+        let now = t0 + Duration::from_millis(1000);
+        let [t0_rate, t1_rate, all] = r.layers()[1].rates_by_temporal(now).unwrap();
+        assert_eq!(Some(all), r.layers()[1].bitrate(now));
+        // T0 is 2/5 of the bytes, T0+T1 3/5.
+        assert!(
+            t0_rate * 5 / all == 2 && t1_rate * 5 / all == 3,
+            "{t0_rate} {t1_rate} {all}"
+        );
+        // Without temporal ids: one rate for all.
+        let mut r = receiver(MediaKind::Video);
+        for i in 0..=100u64 {
+            let at = t0 + Duration::from_millis(i * 10);
+            r.accept(Some(Rid::from("q")), 96.into(), 1000, at, ok)
+                .unwrap();
+        }
+        let [a, b, c] = r.layers()[0].rates_by_temporal(now).unwrap();
+        assert!(a == b && b == c && a > 0);
     }
 
     #[test]

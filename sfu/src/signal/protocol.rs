@@ -217,6 +217,9 @@ pub enum ServerMessage {
         /// The layer's rid (`""` for a track without simulcast); `null`:
         /// paused (a hidden tile, or no downlink left for it).
         layer: Option<String>,
+        /// Its highest temporal layer carried (with the web client's L1T3:
+        /// 0 a quarter, 1 half, 2 all of the frame rate); `null` when paused.
+        temporal: Option<u8>,
         /// Its downlink, not its tile, holds it below the layer its tile
         /// needs (the client may say "low bandwidth").
         limited: bool,
@@ -470,12 +473,13 @@ mod tests {
     fn track_layer_has_the_documented_shape() {
         let msg = ServerMessage::TrackLayer {
             track_id: "TR_c4Cam9Zp2R".into(),
-            layer: None,
+            layer: Some("h".into()),
+            temporal: Some(1),
             limited: true,
         };
         assert_eq!(
             serde_json::to_string(&msg).unwrap(),
-            r#"{"type":"track_layer","track_id":"TR_c4Cam9Zp2R","layer":null,"limited":true}"#
+            r#"{"type":"track_layer","track_id":"TR_c4Cam9Zp2R","layer":"h","temporal":1,"limited":true}"#
         );
     }
 

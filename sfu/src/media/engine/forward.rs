@@ -88,6 +88,9 @@ impl Engine {
         if let Some(info) = vp8.filter(|i| i.keyframe) {
             receiver.keyframe_seen(layer, info.size);
         }
+        if let Some(tid) = vp8.and_then(|i| i.temporal) {
+            receiver.temporal_seen(layer, tid, packet.payload.len());
+        }
         // Active speakers (room/speakers.rs) from the clear RFC 6464 level;
         // with forward_loudest_audio, only the top-ranked speakers' audio.
         if receiver.kind == MediaKind::Audio {
