@@ -4,6 +4,9 @@
 //! layer the SFU picks for whom) and per temporal id, and checks that the
 //! temporal ids follow the L1T3 cycle; the run adds the tracks up per group
 //! of receivers (publishers that also receive, and receive-only subscribers).
+//! Each track also notes when its frames last moved to another spatial
+//! layer, so a run can tell how long a receiver took to settle on the layer
+//! it ended on (e.g. to climb once a capped downlink is freed).
 
 use std::collections::BTreeMap;
 
@@ -59,11 +62,18 @@ impl LayerFrames {
 pub struct TrackLayers {
     layers: BTreeMap<u8, LayerFrames>,
     checks: BTreeMap<u8, PatternCheck>,
+    /// The spatial layer of the latest frame, and when (µs on the
+    /// `clock` epoch) the first frame of this run of that layer arrived.
+    current: Option<(u8, u64)>,
 }
 
 impl TrackLayers {
-    /// Records a verified frame and its descriptor's temporal fields.
-    pub fn on_frame(&mut self, h: &FrameHeader, temporal: Temporal) {
+    /// Records a verified frame that arrived at `now_us` (µs on the `clock`
+    /// epoch) and its descriptor's temporal fields.
+    pub fn on_frame(&mut self, h: &FrameHeader, temporal: Temporal, now_us: u64) {
+        if self.current.is_none_or(|(layer, _)| layer != h.layer) {
+            self.current = Some((h.layer, now_us));
+        }
         let l = self.layers.entry(h.layer).or_insert_with(|| LayerFrames {
             layer: h.layer,
             rid: if h.rid == 0 {
@@ -94,6 +104,34 @@ impl TrackLayers {
     pub fn layers(&self) -> impl Iterator<Item = &LayerFrames> {
         self.layers.values()
     }
+
+    /// The layer the track ended on and since when (µs on the `clock` epoch).
+    pub fn settled(&self) -> Option<(u8, u64)> {
+        self.current
+    }
+}
+
+/// The tracks of a group that ended on one spatial layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Settled {
+    /// Spatial layer index, 0 = lowest.
+    pub layer: u8,
+    /// Tracks whose last frame was of this layer.
+    pub tracks: u64,
+    /// The earliest of their last switches onto it, µs on the `clock` epoch
+    /// (`CLOCK_MONOTONIC`, shared by the machine's processes).
+    pub first_since_us: u64,
+    /// The latest of their last switches onto it: from then on every one of
+    /// these tracks stayed on this layer.
+    pub last_since_us: u64,
+}
+
+impl Settled {
+    fn add(&mut self, o: &Settled) {
+        self.tracks += o.tracks;
+        self.first_since_us = self.first_since_us.min(o.first_since_us);
+        self.last_since_us = self.last_since_us.max(o.last_since_us);
+    }
 }
 
 /// The video tracks of one group of receivers.
@@ -111,6 +149,8 @@ pub struct GroupLayers {
     pub layers: Vec<LayerFrames>,
     /// Frames whose temporal layering broke the L1T3 cycle.
     pub temporal_breaks: u64,
+    /// Per spatial layer the tracks ended on, lowest first.
+    pub settled: Vec<Settled>,
 }
 
 impl GroupLayers {
@@ -123,6 +163,24 @@ impl GroupLayers {
         self.temporal_breaks += t.temporal_breaks();
         for l in t.layers() {
             self.add_layer(l);
+        }
+        if let Some((layer, since)) = t.settled() {
+            self.add_settled(&Settled {
+                layer,
+                tracks: 1,
+                first_since_us: since,
+                last_since_us: since,
+            });
+        }
+    }
+
+    fn add_settled(&mut self, s: &Settled) {
+        match self.settled.iter_mut().find(|m| m.layer == s.layer) {
+            Some(m) => m.add(s),
+            None => {
+                self.settled.push(s.clone());
+                self.settled.sort_by_key(|m| m.layer);
+            }
         }
     }
 
@@ -207,6 +265,9 @@ impl LayersReceived {
             for l in &g.layers {
                 m.add_layer(l);
             }
+            for s in &g.settled {
+                m.add_settled(s);
+            }
         }
         self.groups.sort_by(|a, b| a.group.cmp(&b.group));
     }
@@ -244,7 +305,11 @@ mod tests {
         let mut one = TrackLayers::default();
         for n in 0..8 {
             let l = pattern.next(n == 0);
-            one.on_frame(&header(0, b'q', n, n == 0, l.temporal.tid), l.temporal);
+            one.on_frame(
+                &header(0, b'q', n, n == 0, l.temporal.tid),
+                l.temporal,
+                1_000 + u64::from(n),
+            );
         }
         assert_eq!(one.temporal_breaks(), 0);
         // A track that got frames of two layers (the SFU switched).
@@ -256,6 +321,7 @@ mod tests {
             two.on_frame(
                 &header(layer, b"qh"[usize::from(layer)], n, n == 0, l.temporal.tid),
                 l.temporal,
+                2_000 + u64::from(n),
             );
         }
         assert_eq!(two.temporal_breaks(), 0);
@@ -287,6 +353,25 @@ mod tests {
             "2 receivers, 3 video tracks, 2 of one layer; q 320×180 on 3 tracks, frames T0 5 T1 5 T2 10; \
              h 640×360 on 1 tracks, frames T0 1 T1 1 T2 2"
         );
+        // `one` (twice) ended on q, settled at its first frame; `two` moved
+        // to h at its fifth frame.
+        assert_eq!(
+            subs.settled,
+            vec![
+                Settled {
+                    layer: 0,
+                    tracks: 2,
+                    first_since_us: 1_000,
+                    last_since_us: 1_000
+                },
+                Settled {
+                    layer: 1,
+                    tracks: 1,
+                    first_since_us: 2_004,
+                    last_since_us: 2_004
+                },
+            ]
+        );
         let pubs = all.groups.iter().find(|g| g.group == PUBLISHERS).unwrap();
         assert_eq!((pubs.receivers, pubs.video_tracks), (1, 0));
         assert_eq!(all.temporal_breaks(), 0);
@@ -297,10 +382,47 @@ mod tests {
             layer_sync: false,
             tl0_pic_idx: 0,
         };
-        bad.on_frame(&header(0, 0, 0, true, 0), t(0));
-        bad.on_frame(&header(0, 0, 1, false, 2), t(2));
-        bad.on_frame(&header(0, 0, 2, false, 2), t(2));
+        bad.on_frame(&header(0, 0, 0, true, 0), t(0), 0);
+        bad.on_frame(&header(0, 0, 1, false, 2), t(2), 1);
+        bad.on_frame(&header(0, 0, 2, false, 2), t(2), 2);
         assert_eq!(bad.temporal_breaks(), 1);
         assert_eq!(bad.layers().next().unwrap().name(), "single 320×180");
+    }
+
+    #[test]
+    fn settling_is_the_last_switch_of_spatial_layer() {
+        let t = Temporal {
+            tid: 0,
+            layer_sync: false,
+            tl0_pic_idx: 0,
+        };
+        let mut track = TrackLayers::default();
+        assert_eq!(track.settled(), None);
+        // Up to f, down to q (a cap), up to f again (the cap lifted).
+        for (n, (layer, at)) in [(2, 10), (2, 20), (0, 30), (0, 40), (2, 50), (2, 60)]
+            .into_iter()
+            .enumerate()
+        {
+            track.on_frame(
+                &header(layer, b"qhf"[usize::from(layer)], n as u32, true, 0),
+                t,
+                at,
+            );
+        }
+        assert_eq!(track.settled(), Some((2, 50)));
+        let mut g = LayersReceived::default();
+        g.add_track(SUBSCRIBERS, &track);
+        let mut other = TrackLayers::default();
+        other.on_frame(&header(2, b'f', 0, true, 0), t, 70);
+        g.add_track(SUBSCRIBERS, &other);
+        assert_eq!(
+            g.groups[0].settled,
+            vec![Settled {
+                layer: 2,
+                tracks: 2,
+                first_since_us: 50,
+                last_since_us: 70
+            }]
+        );
     }
 }
