@@ -6,7 +6,8 @@
 //! of receivers (publishers that also receive, and receive-only subscribers).
 //! Each track also notes when its frames last moved to another spatial
 //! layer, so a run can tell how long a receiver took to settle on the layer
-//! it ended on (e.g. to climb once a capped downlink is freed).
+//! it ended on (e.g. to climb once a capped downlink is freed), and the
+//! gaps between its frames: a gap of [`FREEZE_US`] or more is a freeze.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,12 @@ use serde::Serialize;
 use crate::frame::FrameHeader;
 use crate::media::temporal::{PatternCheck, TEMPORAL_LAYERS};
 use crate::vp8_descriptor::Temporal;
+
+/// A gap between two verified frames of a video track this long or longer
+/// is a freeze: a viewer sees the picture stop. (30 fps is 33 ms a frame,
+/// 7.5 fps with only TL0 133 ms; a browser counts a freeze from about three
+/// frame durations, so 500 ms is a freeze at any of the loadtest's rates.)
+pub const FREEZE_US: u64 = 500_000;
 
 /// Receivers that publish too.
 pub const PUBLISHERS: &str = "publishers";
@@ -65,6 +72,9 @@ pub struct TrackLayers {
     /// The spatial layer of the latest frame, and when (µs on the
     /// `clock` epoch) the first frame of this run of that layer arrived.
     current: Option<(u8, u64)>,
+    last_frame_us: Option<u64>,
+    longest_gap_us: u64,
+    freezes: u64,
 }
 
 impl TrackLayers {
@@ -74,6 +84,12 @@ impl TrackLayers {
         if self.current.is_none_or(|(layer, _)| layer != h.layer) {
             self.current = Some((h.layer, now_us));
         }
+        if let Some(last) = self.last_frame_us {
+            let gap = now_us.saturating_sub(last);
+            self.longest_gap_us = self.longest_gap_us.max(gap);
+            self.freezes += u64::from(gap >= FREEZE_US);
+        }
+        self.last_frame_us = Some(now_us);
         let l = self.layers.entry(h.layer).or_insert_with(|| LayerFrames {
             layer: h.layer,
             rid: if h.rid == 0 {
@@ -103,6 +119,11 @@ impl TrackLayers {
     /// Spatial layers with frames.
     pub fn layers(&self) -> impl Iterator<Item = &LayerFrames> {
         self.layers.values()
+    }
+
+    /// Gaps of [`FREEZE_US`] or more between frames, and the longest gap (µs).
+    pub fn freezes(&self) -> (u64, u64) {
+        (self.freezes, self.longest_gap_us)
     }
 
     /// The layer the track ended on and since when (µs on the `clock` epoch).
@@ -151,6 +172,10 @@ pub struct GroupLayers {
     pub temporal_breaks: u64,
     /// Per spatial layer the tracks ended on, lowest first.
     pub settled: Vec<Settled>,
+    /// Gaps of [`FREEZE_US`] or more between frames of a track, all tracks.
+    pub freezes: u64,
+    /// The longest gap between two frames of one track, µs.
+    pub longest_gap_us: u64,
 }
 
 impl GroupLayers {
@@ -161,6 +186,9 @@ impl GroupLayers {
         self.video_tracks += 1;
         self.one_layer_tracks += u64::from(t.layers.len() == 1);
         self.temporal_breaks += t.temporal_breaks();
+        let (freezes, longest) = t.freezes();
+        self.freezes += freezes;
+        self.longest_gap_us = self.longest_gap_us.max(longest);
         for l in t.layers() {
             self.add_layer(l);
         }
@@ -218,6 +246,14 @@ impl GroupLayers {
         if self.temporal_breaks > 0 {
             s += &format!("; {} frames off the L1T3 cycle", self.temporal_breaks);
         }
+        if self.freezes > 0 {
+            s += &format!(
+                "; {} freezes ≥ {} ms (longest {} ms)",
+                self.freezes,
+                FREEZE_US / 1000,
+                self.longest_gap_us / 1000
+            );
+        }
         s
     }
 }
@@ -262,6 +298,8 @@ impl LayersReceived {
             m.video_tracks += g.video_tracks;
             m.one_layer_tracks += g.one_layer_tracks;
             m.temporal_breaks += g.temporal_breaks;
+            m.freezes += g.freezes;
+            m.longest_gap_us = m.longest_gap_us.max(g.longest_gap_us);
             for l in &g.layers {
                 m.add_layer(l);
             }
@@ -410,11 +448,27 @@ mod tests {
             );
         }
         assert_eq!(track.settled(), Some((2, 50)));
+        assert_eq!(track.freezes(), (0, 10));
         let mut g = LayersReceived::default();
         g.add_track(SUBSCRIBERS, &track);
         let mut other = TrackLayers::default();
         other.on_frame(&header(2, b'f', 0, true, 0), t, 70);
+        // Half a second without a frame is a freeze; a shorter gap is not.
+        other.on_frame(&header(2, b'f', 1, false, 0), t, 70 + FREEZE_US);
+        other.on_frame(&header(2, b'f', 2, false, 0), t, 70 + 2 * FREEZE_US - 1);
+        assert_eq!(other.freezes(), (1, FREEZE_US));
         g.add_track(SUBSCRIBERS, &other);
+        assert_eq!(
+            (g.groups[0].freezes, g.groups[0].longest_gap_us),
+            (1, FREEZE_US)
+        );
+        assert!(
+            g.groups[0]
+                .describe()
+                .ends_with("; 1 freezes ≥ 500 ms (longest 500 ms)"),
+            "{}",
+            g.groups[0].describe()
+        );
         assert_eq!(
             g.groups[0].settled,
             vec![Settled {
