@@ -75,6 +75,7 @@ pub struct TrackLayers {
     last_frame_us: Option<u64>,
     longest_gap_us: u64,
     freezes: u64,
+    stopped: bool,
 }
 
 impl TrackLayers {
@@ -119,6 +120,20 @@ impl TrackLayers {
     /// Spatial layers with frames.
     pub fn layers(&self) -> impl Iterator<Item = &LayerFrames> {
         self.layers.values()
+    }
+
+    /// The track ends at `end_us`: if its last frame came [`FREEZE_US`] or
+    /// more before, it stopped (paused by the SFU, or starved) rather than
+    /// froze, and counts as stopped.
+    pub fn end(&mut self, end_us: u64) {
+        self.stopped = self
+            .last_frame_us
+            .is_some_and(|last| end_us.saturating_sub(last) >= FREEZE_US);
+    }
+
+    /// Whether frames stopped coming [`FREEZE_US`] or more before the end.
+    pub fn stopped(&self) -> bool {
+        self.stopped
     }
 
     /// Gaps of [`FREEZE_US`] or more between frames, and the longest gap (µs).
@@ -176,6 +191,9 @@ pub struct GroupLayers {
     pub freezes: u64,
     /// The longest gap between two frames of one track, µs.
     pub longest_gap_us: u64,
+    /// Tracks whose frames stopped [`FREEZE_US`] or more before they ended
+    /// (paused by the SFU, or starved).
+    pub stopped_tracks: u64,
 }
 
 impl GroupLayers {
@@ -189,6 +207,7 @@ impl GroupLayers {
         let (freezes, longest) = t.freezes();
         self.freezes += freezes;
         self.longest_gap_us = self.longest_gap_us.max(longest);
+        self.stopped_tracks += u64::from(t.stopped());
         for l in t.layers() {
             self.add_layer(l);
         }
@@ -246,6 +265,13 @@ impl GroupLayers {
         if self.temporal_breaks > 0 {
             s += &format!("; {} frames off the L1T3 cycle", self.temporal_breaks);
         }
+        if self.stopped_tracks > 0 {
+            s += &format!(
+                "; {} tracks stopped ≥ {} ms before the end",
+                self.stopped_tracks,
+                FREEZE_US / 1000
+            );
+        }
         if self.freezes > 0 {
             s += &format!(
                 "; {} freezes ≥ {} ms (longest {} ms)",
@@ -299,6 +325,7 @@ impl LayersReceived {
             m.one_layer_tracks += g.one_layer_tracks;
             m.temporal_breaks += g.temporal_breaks;
             m.freezes += g.freezes;
+            m.stopped_tracks += g.stopped_tracks;
             m.longest_gap_us = m.longest_gap_us.max(g.longest_gap_us);
             for l in &g.layers {
                 m.add_layer(l);
@@ -457,6 +484,17 @@ mod tests {
         other.on_frame(&header(2, b'f', 1, false, 0), t, 70 + FREEZE_US);
         other.on_frame(&header(2, b'f', 2, false, 0), t, 70 + 2 * FREEZE_US - 1);
         assert_eq!(other.freezes(), (1, FREEZE_US));
+        // Ending right after its last frame: not stopped; long after: stopped.
+        other.end(70 + 2 * FREEZE_US);
+        assert!(!other.stopped());
+        track.end(60 + FREEZE_US);
+        assert!(track.stopped());
+        let mut stopped = LayersReceived::default();
+        stopped.add_track(SUBSCRIBERS, &track);
+        assert_eq!(stopped.groups[0].stopped_tracks, 1);
+        assert!(stopped.groups[0]
+            .describe()
+            .ends_with("; 1 tracks stopped ≥ 500 ms before the end"));
         g.add_track(SUBSCRIBERS, &other);
         assert_eq!(
             (g.groups[0].freezes, g.groups[0].longest_gap_us),
