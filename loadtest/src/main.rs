@@ -134,6 +134,10 @@ struct RunArgs {
     /// HS256 key of the SFU (its auth.key); default: the development key.
     #[arg(long, env = "LOADTEST_TOKEN_SECRET", hide_env_values = true)]
     token_secret: Option<String>,
+    /// Scenario name: shown in reports, and rooms are named
+    /// `loadtest-NAME-0`, `-1`, …, so processes with the same name share rooms.
+    #[arg(long)]
+    name: Option<String>,
     /// Rooms.
     #[arg(long)]
     rooms: Option<u32>,
@@ -143,6 +147,15 @@ struct RunArgs {
     /// Receive-only participants per room.
     #[arg(long)]
     subscribers: Option<u32>,
+    /// Publishers per room that another loadtest process runs in the same
+    /// rooms (same scenario name): this process's receivers expect their
+    /// tracks too.
+    #[arg(long)]
+    remote_publishers: Option<u32>,
+    /// Prefix of participant identities (default `lt-`): give each process
+    /// that joins the same rooms its own.
+    #[arg(long)]
+    identity_prefix: Option<String>,
     /// Participants started per second.
     #[arg(long)]
     join_rate: Option<f64>,
@@ -216,11 +229,14 @@ fn scenario(a: &RunArgs) -> anyhow::Result<Scenario> {
             }
         };
     }
+    set!(name, a.name);
     set!(url, a.url);
     set!(token_secret, a.token_secret);
     set!(rooms, a.rooms);
     set!(publishers, a.publishers);
     set!(subscribers, a.subscribers);
+    set!(remote_publishers, a.remote_publishers);
+    set!(identity_prefix, a.identity_prefix);
     set!(join_rate, a.join_rate);
     set!(duration_secs, a.duration);
     set!(video, a.video);

@@ -572,7 +572,7 @@ mod tests {
                 layer_sync: false,
                 tl0_pic_idx: 0,
             };
-            track.on_frame(&h, temporal);
+            track.on_frame(&h, temporal, n as u64);
         }
         t.layers.add_receiver("subscribers");
         t.layers.add_track("subscribers", &track);

@@ -44,8 +44,9 @@ pub fn participants(s: &Scenario) -> anyhow::Result<Vec<ParticipantSpec>> {
             let index = out.len() as u32;
             let publish = k < s.publishers;
             let subscribe = !publish || s.publishers_subscribe;
-            let identity = format!("lt-{index}");
-            let others = u64::from(s.publishers) - u64::from(publish);
+            let identity = format!("{}{index}", s.identity_prefix);
+            let others =
+                u64::from(s.publishers) + u64::from(s.remote_publishers) - u64::from(publish);
             out.push(ParticipantSpec {
                 index,
                 token: mint_token(key, &room, &identity, publish, subscribe)?,

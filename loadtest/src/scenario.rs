@@ -17,7 +17,8 @@ pub const DEVELOPMENT_KEY: &str = "sfu-development-key-not-secret";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Scenario {
-    /// Name shown in reports.
+    /// Name shown in reports; rooms are `loadtest-{name}-{index}`, so
+    /// processes running scenarios of one name share rooms.
     pub name: String,
     /// The SFU's base URL (http://, https://, ws://, wss://) or its
     /// signaling WebSocket URL (…/ws).
@@ -32,6 +33,13 @@ pub struct Scenario {
     pub publishers: u32,
     /// Receive-only participants per room.
     pub subscribers: u32,
+    /// Publishers per room that another loadtest process runs in the same
+    /// rooms (same `name`): this one's receivers expect their tracks too.
+    pub remote_publishers: u32,
+    /// Participant identities are this prefix and an index from 0; give
+    /// each process that joins the same rooms its own (the SFU replaces a
+    /// participant when its identity joins again).
+    pub identity_prefix: String,
     /// Publishers receive the other publishers of their room.
     pub publishers_subscribe: bool,
     /// Participants started per second.
@@ -67,6 +75,8 @@ impl Default for Scenario {
             rooms: 1,
             publishers: 2,
             subscribers: 0,
+            remote_publishers: 0,
+            identity_prefix: "lt-".into(),
             publishers_subscribe: true,
             join_rate: 50.0,
             duration_secs: 10.0,
@@ -104,6 +114,10 @@ impl Scenario {
         anyhow::ensure!(self.join_rate > 0.0, "join_rate must be positive");
         anyhow::ensure!(self.duration_secs > 0.0, "duration_secs must be positive");
         anyhow::ensure!(self.threads >= 1, "threads must be at least 1");
+        anyhow::ensure!(
+            !self.identity_prefix.is_empty(),
+            "identity_prefix must not be empty"
+        );
         anyhow::ensure!(
             self.via_turn.is_empty()
                 || self.via_turn == "sfu"
@@ -205,6 +219,7 @@ mod tests {
         assert!(Scenario::from_toml("rooms = 0").is_err());
         assert!(Scenario::from_toml("video = \"4k\"").is_err());
         assert!(Scenario::from_toml("romos = 1").is_err());
+        assert!(Scenario::from_toml("identity_prefix = \"\"").is_err());
         let s = Scenario::from_toml("url = \"http://127.0.0.1:7880\"").unwrap();
         assert_eq!(s.signaling_url().unwrap().url, "ws://127.0.0.1:7880/ws");
         let e = Scenario::from_toml("url = \"127.0.0.1:7880\"").unwrap_err();

@@ -252,3 +252,66 @@ fn a_url_that_is_not_the_servers_is_refused_with_what_to_write() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("signaling at /ws"), "{stderr}");
 }
+
+#[test]
+fn a_second_process_with_only_subscribers_joins_the_same_rooms() {
+    let (_rt, server) = start_sfu(false);
+    let dir = std::env::temp_dir().join(format!("loadtest-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("subscribers.json");
+    // The subscribers' process starts first: its epoch would be ahead of
+    // the publishers' if each process had its own, and latency would then
+    // be off by the gap between the two starts.
+    let mut subscribers = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", "--quiet", "--token-secret", KEY])
+        .args(["--url", &format!("ws://{}/ws", server.http_addr)])
+        .args(["--rooms", "2", "--publishers", "0", "--subscribers", "2"])
+        .args(["--name", "split", "--remote-publishers", "2"])
+        .args(["--identity-prefix", "sub-"])
+        .args(["--video", "360p", "--duration", "4", "--join-rate", "100"])
+        .arg("--json")
+        .arg(&json)
+        .spawn()
+        .expect("loadtest runs");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let mut s = scenario(&server);
+    s.name = "split".into();
+    s.rooms = 2;
+    s.publishers = 2;
+    s.subscribers = 0;
+    s.duration_secs = 3.0;
+    let opts = RunOptions {
+        quiet: true,
+        ..RunOptions::default()
+    };
+    let publishers = runner::run(&s, &opts).expect("run");
+    let status = subscribers.wait().expect("loadtest ends");
+    println!("{}", publishers.table());
+    // Same identities in both processes would replace each other.
+    assert_eq!(publishers.failed, 0, "{:?}", publishers.errors);
+    assert_eq!(publishers.tracks_received, publishers.tracks_expected);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    println!("{v:#}");
+    assert!(status.success(), "{v:#}");
+    assert_eq!(v["failed"], 0, "{v:#}");
+    assert_eq!(v["integrity_errors"], 0, "{v:#}");
+    // 2 rooms × 2 subscribers, each expecting audio and video of the 2
+    // publishers of the other process.
+    assert_eq!(v["tracks_expected"], 2 * 2 * 2 * 2, "{v:#}");
+    assert_eq!(v["tracks_received"], v["tracks_expected"], "{v:#}");
+    // Sent in one process, received in the other: one clock.
+    let p50 = v["latency_ms"]["p50"].as_f64().unwrap();
+    let p99 = v["latency_ms"]["p99"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p99 < 300.0, "latency {p50} / {p99} ms");
+    // Every video track settled on a layer, after the process started.
+    let settled = &v["video_layers"][0]["settled"];
+    let tracks: u64 = settled
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["tracks"].as_u64().unwrap())
+        .sum();
+    assert_eq!(tracks, 2 * 2 * 2, "{settled}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

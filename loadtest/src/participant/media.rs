@@ -86,7 +86,9 @@ impl Participant {
                     // the sender encrypted: the SFU may renumber pictures,
                     // never move a frame to another temporal layer.
                     match d.temporal {
-                        Some(t) if t.tid == h.temporal => track.stats.layers.on_frame(&h, t),
+                        Some(t) if t.tid == h.temporal => {
+                            track.stats.layers.on_frame(&h, t, now_us)
+                        }
                         other => {
                             track.stats.integrity_errors += 1;
                             self.totals.note_error(format!(

@@ -447,7 +447,8 @@ impl Participant {
             .copied()
             .collect();
         for m in gone {
-            if let Some(t) = self.tracks.remove(&m) {
+            if let Some(mut t) = self.tracks.remove(&m) {
+                t.stats.layers.end(crate::clock::micros(Instant::now()));
                 let group = self.group();
                 self.totals.add_track(&t.stats, t.kind, group);
             }
@@ -648,7 +649,9 @@ impl Participant {
         self.send(json!({"type": "leave"}));
         let mut totals = std::mem::take(&mut self.totals);
         let group = self.group();
-        for t in self.tracks.values() {
+        let end_us = crate::clock::micros(Instant::now());
+        for t in self.tracks.values_mut() {
+            t.stats.layers.end(end_us);
             totals.add_track(&t.stats, t.kind, group);
         }
         if self.spec.subscribe {
