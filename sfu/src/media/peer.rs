@@ -91,6 +91,7 @@ pub struct Peer {
     /// estimator to probe for more, and how much its desired rate has been
     /// raised for that.
     pub next_probe: Instant,
+    pub probe_every: Duration,
     pub probe_nudge: u64,
 }
 
@@ -169,6 +170,7 @@ impl Peer {
             estimate: downlink,
             next_allocation: now,
             next_probe: now,
+            probe_every: crate::media::engine::FIRST_PROBE_AFTER,
             probe_nudge: 0,
         }
     }

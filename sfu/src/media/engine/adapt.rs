@@ -22,8 +22,10 @@ pub(super) const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
 const BUDGET_SHARE: f64 = 0.8;
 /// What an audio track is assumed to take from the downlink.
 const AUDIO_BPS: u64 = 64_000;
-/// How often a subscriber held back by its estimate asks for a probe.
-const PROBE_EVERY: Duration = Duration::from_secs(3);
+/// How often a subscriber held back by its estimate asks for a probe: at
+/// first, and at most (the interval doubles in between).
+pub(crate) const FIRST_PROBE_AFTER: Duration = Duration::from_secs(2);
+const MAX_PROBE_EVERY: Duration = Duration::from_secs(8);
 /// How much the desired rate is raised to ask for one, up to a bound.
 const PROBE_NUDGE_BPS: u64 = 1_000;
 const MAX_PROBE_NUDGE_BPS: u64 = 100_000;
@@ -163,10 +165,14 @@ impl Engine {
             // desired rate is raised a little to ask for a probe (a freed
             // link is found in seconds, not at the estimator's slow climb).
             // It stays raised in between: str0m compares with the last value.
+            // The interval doubles while the subscriber stays limited (a
+            // probe into a full link queues behind it), up to a bound.
             if !limited {
                 peer.probe_nudge = 0;
+                peer.probe_every = FIRST_PROBE_AFTER;
             } else if now >= peer.next_probe {
-                peer.next_probe = now + PROBE_EVERY;
+                peer.next_probe = now + peer.probe_every;
+                peer.probe_every = (peer.probe_every * 2).min(MAX_PROBE_EVERY);
                 peer.probe_nudge = (peer.probe_nudge + PROBE_NUDGE_BPS).min(MAX_PROBE_NUDGE_BPS);
             }
             let desired = desired.max(used) + peer.probe_nudge;
