@@ -50,11 +50,10 @@ impl ClusterNode {
         metrics: &Metrics,
         addrs: NodeAddrs,
     ) -> anyhow::Result<ClusterNode> {
-        // The trunk binds first: the default node id includes its port.
-        let provisional = config.node_id_for(config.trunk_listen.port());
+        // The default node id includes the configured trunk port.
         let (trunk, events) = Trunk::bind(
             TrunkConfig {
-                node_id: provisional,
+                node_id: config.node_id_for(config.trunk_listen.port()),
                 secret: config.secret.as_bytes().to_vec(),
                 listen: config.trunk_listen,
             },

@@ -520,8 +520,13 @@ async fn accept_loop(inner: Arc<Inner>) {
         let inner = inner.clone();
         tokio::spawn(async move {
             let addr = incoming.remote_address();
+            // Only the handshake is timed: once `install` starts, the link
+            // must be registered together with its readers.
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_one(&inner, incoming)).await {
-                Ok(Ok(peer)) => debug!(%addr, %peer, "trunk peer accepted"),
+                Ok(Ok((peer, conn, send, recv, decoder))) => {
+                    debug!(%addr, %peer, "trunk peer accepted");
+                    install(&inner, peer.clone(), peer, conn, send, recv, decoder).await;
+                }
                 Ok(Err(e)) => warn!("trunk: {e}"),
                 Err(_) => warn!("trunk: {}", TrunkError::Timeout(addr)),
             }
@@ -529,7 +534,17 @@ async fn accept_loop(inner: Arc<Inner>) {
     }
 }
 
-async fn accept_one(inner: &Arc<Inner>, incoming: quinn::Incoming) -> Result<String, TrunkError> {
+/// An authenticated incoming connection: the peer's id, the connection,
+/// its control stream and what was read past the hello.
+type Accepted = (
+    String,
+    quinn::Connection,
+    SendStream,
+    RecvStream,
+    ControlDecoder,
+);
+
+async fn accept_one(inner: &Arc<Inner>, incoming: quinn::Incoming) -> Result<Accepted, TrunkError> {
     let addr = incoming.remote_address();
     let conn = incoming.await.map_err(|e| lost(addr, e))?;
     let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| lost(addr, e))?;
@@ -559,8 +574,7 @@ async fn accept_one(inner: &Arc<Inner>, incoming: quinn::Incoming) -> Result<Str
         proof: auth::proof(&inner.secret, Role::Acceptor, &inner.node_id, &exporter),
     };
     write_frame(&mut send, &hello, addr).await?;
-    install(inner, id.clone(), id.clone(), conn, send, recv, decoder).await;
-    Ok(id)
+    Ok((id, conn, send, recv, decoder))
 }
 
 /// Registers an authenticated connection (deduplicating) and starts its
