@@ -12,7 +12,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::eventually;
+use common::client::Client;
+use common::{eventually, test_config, token};
 use sfu::cluster::keys::NodeRecord;
 use sfu::cluster::registry::{Registration, Registry};
 use sfu::cluster::trunk::wire::{Control, MediaDatagram, RelayTo, FLAG_KEYFRAME};
@@ -293,6 +294,55 @@ async fn nodes_register_again_after_redis_restarts() {
     .await;
     eprintln!("re-registered {:?} after the restart", restarted.elapsed());
     assert_eq!(metric_at(http_a, "sfu_cluster_registered").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reports_its_participants_and_rooms() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let mut config = test_config(8_000);
+    config.cluster.redis_url = redis.url();
+    config.cluster.secret = SECRET.into();
+    config.cluster.node_id = "node-a".into();
+    config.cluster.trunk_listen = "127.0.0.1:0".parse().unwrap();
+    config.cluster.lease_s = 1;
+    let server = sfu::server::Server::start(config).await.expect("starts");
+    let cluster = server.cluster().expect("cluster configured");
+    assert_eq!(cluster.node_id, "node-a");
+    let registry = Registry::new(&redis.url(), Duration::from_secs(1)).unwrap();
+    let load = || async {
+        registry
+            .nodes()
+            .await
+            .ok()
+            .and_then(|n| n.first().map(|r| (r.participants, r.rooms)))
+    };
+    eventually(Duration::from_secs(5), "registered, empty", || async {
+        load().await == Some((0, 0))
+    })
+    .await;
+    let record = &registry.nodes().await.unwrap()[0];
+    assert_eq!(record.http, server.http_addr);
+    assert_eq!(record.trunk, cluster.trunk_addr);
+    assert_eq!(record.media, server.udp_addrs);
+
+    let alice = Client::join(&server, &token("standup", "alice"), 1, true).await;
+    let bob = Client::join(&server, &token("standup", "bob"), 2, true).await;
+    eventually(
+        Duration::from_secs(5),
+        "2 participants in 1 room",
+        || async { load().await == Some((2, 1)) },
+    )
+    .await;
+    alice.leave().await;
+    bob.leave().await;
+    eventually(Duration::from_secs(10), "empty again", || async {
+        load().await == Some((0, 0))
+    })
+    .await;
+    server.stop().await;
+    assert!(listed(&registry).await.is_empty(), "deregistered on stop");
 }
 
 fn record(id: &str) -> NodeRecord {
