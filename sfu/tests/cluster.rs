@@ -580,6 +580,16 @@ async fn a_node_with_the_wrong_secret_is_refused_both_ways() {
         other => panic!("expected only node-c up, got {other:?}"),
     }
     assert!(bad_events.try_recv().is_err());
+
+    // A member that answers under another id than the one dialled is
+    // refused by the dialer.
+    let (fourth, _fourth_events, _) = trunk("node-d", SECRET);
+    let r = good.connect("node-x", addr(&fourth)).await;
+    assert!(
+        matches!(&r, Err(TrunkError::WrongPeer { found, .. }) if found == "node-d"),
+        "{r:?}"
+    );
+    assert_eq!(good.peers(), ["node-c"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

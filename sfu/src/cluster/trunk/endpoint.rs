@@ -83,6 +83,10 @@ pub enum TrunkError {
     /// The peer's proof of the cluster secret was wrong.
     #[error("trunk peer at {0} failed authentication: cluster secret mismatch")]
     AuthFailed(SocketAddr),
+    /// The peer kept another connection between the two nodes (both
+    /// dialled at once); [`Trunk::connect`] then returns that one.
+    #[error("trunk peer at {0} kept its own connection to this node")]
+    Duplicate(SocketAddr),
     /// The peer is not the node expected.
     #[error("trunk peer at {addr} is {found:?}, expected {expected:?}")]
     WrongPeer {
@@ -167,6 +171,8 @@ struct Inner {
     peers: Mutex<HashMap<String, PeerLink>>,
     events: mpsc::Sender<TrunkEvent>,
     metrics: Metrics,
+    /// Woken whenever a link is installed.
+    installed: tokio::sync::Notify,
 }
 
 /// An authenticated connection to one peer node. Cheap to clone.
@@ -315,6 +321,7 @@ impl Trunk {
             peers: Mutex::new(HashMap::new()),
             events,
             metrics,
+            installed: tokio::sync::Notify::new(),
         });
         tokio::spawn(accept_loop(inner.clone()));
         Ok((Trunk { inner }, rx))
@@ -406,11 +413,35 @@ impl Trunk {
             }
             Ok((conn, send, recv, decoder))
         };
-        let (conn, send, recv, decoder) = tokio::time::timeout(HANDSHAKE_TIMEOUT, dial)
-            .await
-            .map_err(|_| TrunkError::Timeout(addr))??;
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let (conn, send, recv, decoder) = match tokio::time::timeout_at(deadline, dial).await {
+            Err(_) => return Err(TrunkError::Timeout(addr)),
+            Ok(Err(TrunkError::Duplicate(_))) => {
+                return self.await_link(peer, addr, deadline).await
+            }
+            Ok(r) => r?,
+        };
         let dialer = inner.node_id.clone();
         Ok(install(inner, peer.to_string(), dialer, conn, send, recv, decoder).await)
+    }
+
+    /// The peer closed our dial as a duplicate: the connection it dialled
+    /// is being installed here (it answered our hello first). Waits for it.
+    async fn await_link(
+        &self,
+        peer: &str,
+        addr: SocketAddr,
+        deadline: tokio::time::Instant,
+    ) -> Result<PeerLink, TrunkError> {
+        loop {
+            let installed = self.inner.installed.notified();
+            if let Some(link) = self.peer(peer) {
+                return Ok(link);
+            }
+            if tokio::time::timeout_at(deadline, installed).await.is_err() {
+                return Err(TrunkError::Duplicate(addr));
+            }
+        }
     }
 
     /// Closes every connection and the endpoint.
@@ -436,6 +467,11 @@ fn lost(addr: SocketAddr, e: ConnectionError) -> TrunkError {
             if c.error_code == VarInt::from_u32(close_code::AUTH_FAILED) =>
         {
             TrunkError::Refused(addr)
+        }
+        ConnectionError::ApplicationClosed(c)
+            if c.error_code == VarInt::from_u32(close_code::DUPLICATE) =>
+        {
+            TrunkError::Duplicate(addr)
         }
         e => TrunkError::Connection {
             addr,
@@ -612,6 +648,7 @@ async fn install(
             .trunk_peers
             .set(peers.values().filter(|l| !l.is_closed()).count() as i64);
     }
+    inner.installed.notify_waiters();
     info!(peer = %peer, addr = %conn.remote_address(), "trunk peer up");
     let _ = inner
         .events
