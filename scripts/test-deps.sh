@@ -3,7 +3,8 @@
 # already present. Safe to run repeatedly.
 #
 #   - Debian packages: chromium and firefox-esr (browser tests), coturn (TURN tests),
-#     nftables and iproute2 (impaired-network tests: random loss, namespaces, rate caps)
+#     nftables and iproute2 (impaired-network tests: random loss, namespaces, rate caps),
+#     redis-server (cluster registry tests)
 #   - npm: playwright-core and puppeteer-core into tests/browser/node_modules
 #     (no browser download; the tests drive /usr/bin/chromium and
 #     /usr/bin/firefox-esr)
@@ -53,7 +54,7 @@ deb_installed() {
 }
 
 apt_need=()
-for pkg in chromium firefox-esr coturn nftables iproute2; do
+for pkg in chromium firefox-esr coturn nftables iproute2 redis-server; do
     deb_installed "$pkg" || apt_need+=("$pkg")
 done
 # Toolchain prerequisites, only if they are missing entirely.
@@ -76,7 +77,7 @@ if [ "${#apt_need[@]}" -gt 0 ]; then
         -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${apt_need[@]}"
     log "apt: done"
 else
-    log "apt: chromium, firefox-esr, coturn, nftables and iproute2 already installed"
+    log "apt: chromium, firefox-esr, coturn, nftables, iproute2 and redis-server already installed"
 fi
 
 # The coturn package may start (and enable) a system turnserver; the tests run
@@ -91,9 +92,21 @@ if deb_installed coturn; then
     "${SUDO[@]}" pkill -x turnserver >/dev/null 2>&1 || true
 fi
 
+# Likewise the redis-server package starts a system Redis on 6379; the
+# cluster tests start their own on free ports.
+if deb_installed redis-server; then
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        "${SUDO[@]}" systemctl disable --now redis-server >/dev/null 2>&1 || true
+    fi
+    if command -v service >/dev/null 2>&1; then
+        "${SUDO[@]}" service redis-server stop >/dev/null 2>&1 || true
+    fi
+fi
+
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || die "chromium missing after install"
 [ -x /usr/bin/firefox-esr ] || die "firefox-esr missing after install"
 command -v turnserver >/dev/null 2>&1 || [ -x /usr/bin/turnserver ] || die "turnserver missing after install"
+command -v redis-server >/dev/null 2>&1 || die "redis-server missing after install"
 
 # --------------------------------------------------------------------------
 # 2. npm: playwright-core and puppeteer-core (libraries only, never download browsers)

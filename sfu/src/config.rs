@@ -47,6 +47,8 @@ pub struct Config {
     pub files: FilesConfig,
     /// Logging.
     pub log: LogConfig,
+    /// One room across several nodes (docs/cluster.md); off unless `redis_url` is set.
+    pub cluster: ClusterConfig,
 }
 
 /// `[http]`
@@ -296,6 +298,111 @@ impl Default for FilesConfig {
     }
 }
 
+/// `[cluster]`: this node's part in a cluster of SFU nodes sharing rooms
+/// (docs/cluster.md). Off while `redis_url` is empty: then nothing here is
+/// used and no Redis is contacted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The registry, e.g. `redis://127.0.0.1:6379/`. Empty: no cluster.
+    pub redis_url: String,
+    /// This node's id (1..=64 of `A-Za-z0-9._-`, unique in the cluster).
+    /// Empty: the host name and the trunk port, e.g. `media-3-7890`.
+    pub node_id: String,
+    /// Shared by every node; proves membership on the trunk. At least 16 bytes.
+    pub secret: String,
+    /// UDP address of the trunk's QUIC endpoint.
+    pub trunk_listen: SocketAddr,
+    /// The trunk address other nodes dial (`host:port`); empty: `trunk_listen`.
+    pub trunk_advertise: String,
+    /// Seconds a registration lives without renewal (renewed every third of
+    /// it): a node that dies is gone from listings within this time. 1..=10.
+    pub lease_s: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            node_id: String::new(),
+            secret: String::new(),
+            trunk_listen: ([127, 0, 0, 1], 7890).into(),
+            trunk_advertise: String::new(),
+            lease_s: 5,
+        }
+    }
+}
+
+/// Shortest accepted `cluster.secret`, in bytes.
+pub const MIN_CLUSTER_SECRET: usize = 16;
+
+impl ClusterConfig {
+    /// Whether this node is part of a cluster.
+    pub fn enabled(&self) -> bool {
+        !self.redis_url.is_empty()
+    }
+    /// `lease_s` as a duration.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_s)
+    }
+    /// `node_id`, or the default one for a trunk bound to `trunk_port`.
+    pub fn node_id_for(&self, trunk_port: u16) -> String {
+        if self.node_id.is_empty() {
+            crate::cluster::node_id::default_id(&crate::cluster::node_id::hostname(), trunk_port)
+        } else {
+            self.node_id.clone()
+        }
+    }
+    /// The address other nodes dial: `trunk_advertise`, or the bound address.
+    pub fn advertise(&self, bound: SocketAddr) -> Result<SocketAddr, ConfigError> {
+        if self.trunk_advertise.is_empty() {
+            return Ok(bound);
+        }
+        self.trunk_advertise.parse().map_err(|e| {
+            ConfigError::Invalid(format!(
+                "cluster.trunk_advertise {:?}: {e} (expected ip:port)",
+                self.trunk_advertise
+            ))
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.secret.len() < MIN_CLUSTER_SECRET {
+            return bad(format!(
+                "cluster.secret must be at least {MIN_CLUSTER_SECRET} bytes when cluster.redis_url is set (got {}); every node of the cluster needs the same one",
+                self.secret.len()
+            ));
+        }
+        if !self.node_id.is_empty() {
+            crate::cluster::node_id::check(&self.node_id)
+                .map_err(|e| ConfigError::Invalid(format!("cluster.node_id: {e}")))?;
+        }
+        if !(1..=10).contains(&self.lease_s) {
+            return bad(format!(
+                "cluster.lease_s must be 1..=10 (a dead node must vanish within 10 s), got {}",
+                self.lease_s
+            ));
+        }
+        if let Err(e) = redis::IntoConnectionInfo::into_connection_info(self.redis_url.as_str()) {
+            return bad(format!("cluster.redis_url {:?}: {e}", self.redis_url));
+        }
+        let advertised = self.advertise(self.trunk_listen)?;
+        if advertised.ip().is_unspecified()
+            || advertised.port() == 0 && !self.trunk_advertise.is_empty()
+        {
+            return bad(format!(
+                "cluster.trunk_advertise {advertised} cannot be dialled: set it to the address other nodes reach (cluster.trunk_listen binds {})",
+                self.trunk_listen
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -405,7 +512,7 @@ impl Config {
                 "media.peer_timeout_ms must be at least 500".into(),
             ));
         }
-        Ok(())
+        self.cluster.validate()
     }
 }
 
@@ -418,6 +525,7 @@ const SECTIONS: &[&str] = &[
     "turn",
     "files",
     "log",
+    "cluster",
 ];
 
 #[cfg(test)]
@@ -473,6 +581,47 @@ mod tests {
     }
 
     #[test]
+    fn cluster_is_off_by_default_and_configurable_from_env() {
+        let c = Config::load(None, env(&[])).expect("defaults");
+        assert!(!c.cluster.enabled());
+        // Off: a short secret is nobody's business.
+        Config::from_toml_with_env("[cluster]\nsecret = \"x\"\n", env(&[])).expect("off");
+        let c = Config::from_toml_with_env(
+            "",
+            env(&[
+                ("SFU_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379/"),
+                ("SFU_CLUSTER_SECRET", "0123456789abcdef"),
+                ("SFU_CLUSTER_NODE_ID", "node-a"),
+                ("SFU_CLUSTER_TRUNK_ADVERTISE", "192.0.2.1:7890"),
+                ("SFU_CLUSTER_LEASE_S", "2"),
+            ]),
+        )
+        .expect("cluster from env");
+        assert!(c.cluster.enabled());
+        assert_eq!(c.cluster.node_id_for(1), "node-a");
+        assert_eq!(c.cluster.lease(), Duration::from_secs(2));
+        assert_eq!(
+            c.cluster.advertise(c.cluster.trunk_listen).unwrap(),
+            "192.0.2.1:7890".parse::<SocketAddr>().unwrap()
+        );
+        for (key, value) in [
+            ("SFU_CLUSTER_LEASE_S", "11"),
+            ("SFU_CLUSTER_NODE_ID", "a:b"),
+            ("SFU_CLUSTER_REDIS_URL", "http://x"),
+            ("SFU_CLUSTER_TRUNK_ADVERTISE", "nope"),
+        ] {
+            let mut vars = vec![
+                ("SFU_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379/"),
+                ("SFU_CLUSTER_SECRET", "0123456789abcdef"),
+            ];
+            vars.retain(|(k, _)| *k != key);
+            vars.push((key, value));
+            let e = Config::from_toml_with_env("", env(&vars)).unwrap_err();
+            assert!(e.to_string().contains("cluster."), "{key}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_configs_are_clear_errors() {
         let unknown = Config::from_toml_with_env("[http]\nlisen = 1\n", env(&[])).unwrap_err();
         assert!(unknown.to_string().contains("lisen"), "{unknown}");
@@ -494,6 +643,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(no_ports.to_string().contains("65534..=65537"), "{no_ports}");
+        let short_secret = Config::from_toml_with_env(
+            "[cluster]\nredis_url = \"redis://127.0.0.1:1/\"\nsecret = \"short\"\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(
+            short_secret.to_string().contains("cluster.secret"),
+            "{short_secret}"
+        );
+        let wildcard_trunk = Config::from_toml_with_env(
+            "[cluster]\nredis_url = \"redis://127.0.0.1:1/\"\nsecret = \"0123456789abcdef\"\ntrunk_listen = \"0.0.0.0:7890\"\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(
+            wildcard_trunk.to_string().contains("trunk_advertise"),
+            "{wildcard_trunk}"
+        );
         let missing = Config::load(Some(Path::new("/nonexistent/sfu.toml")), env(&[])).unwrap_err();
         assert!(matches!(missing, ConfigError::Read { .. }));
     }

@@ -8,6 +8,7 @@
 
 pub mod app_state;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod files;
 pub mod http;

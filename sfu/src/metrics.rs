@@ -1,8 +1,8 @@
 //! The one metrics registry, exported at `/metrics` in Prometheus text format.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the SFU exports.
@@ -64,6 +64,29 @@ pub struct Metrics {
     pub files_stored: IntGauge,
     /// Bytes reserved by stored files (at the last sweep).
     pub files_stored_bytes: IntGauge,
+    /// Cluster trunk (docs/cluster.md), per peer node: media datagrams sent.
+    pub trunk_datagrams_sent: IntCounterVec,
+    /// Trunk media datagram bytes sent (trunk header included), per peer.
+    pub trunk_bytes_sent: IntCounterVec,
+    /// Trunk media datagrams received, per peer.
+    pub trunk_datagrams_received: IntCounterVec,
+    /// Trunk media datagram bytes received, per peer.
+    pub trunk_bytes_received: IntCounterVec,
+    /// Trunk media datagrams dropped, per peer and reason (`too_big`,
+    /// `queue_full` on sending; `malformed`, `receiver_busy` on receiving).
+    pub trunk_datagrams_dropped: IntCounterVec,
+    /// Trunk control messages, per peer and direction (`sent`, `received`).
+    pub trunk_control_messages: IntCounterVec,
+    /// Trunk round-trip time (QUIC's estimate), per peer.
+    pub trunk_rtt_seconds: GaugeVec,
+    /// Authenticated trunk connections open.
+    pub trunk_peers: IntGauge,
+    /// Trunk connections refused because a side failed authentication.
+    pub trunk_auth_failures: IntCounter,
+    /// 1 while this node's last registry renewal succeeded, else 0.
+    pub cluster_registered: IntGauge,
+    /// Failed registry operations (Redis unreachable or erroring).
+    pub cluster_registry_errors: IntCounter,
 }
 
 impl Metrics {
@@ -84,14 +107,26 @@ impl Metrics {
                 .expect("unique metric name");
             c
         };
-        let counter_vec = |name: &str, help: &str, label: &str| {
-            let c = IntCounterVec::new(Opts::new(name, help), &[label])
+        let counter_vec2 = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
                 .expect("static metric definition");
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric name");
             c
         };
+        let counter_vec = |name: &str, help: &str, label: &str| counter_vec2(name, help, &[label]);
+        let trunk_rtt_seconds = GaugeVec::new(
+            Opts::new(
+                "sfu_trunk_rtt_seconds",
+                "Round-trip time of the trunk to a peer node",
+            ),
+            &["peer"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(trunk_rtt_seconds.clone()))
+            .expect("unique metric name");
         let join_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "sfu_join_seconds",
@@ -187,6 +222,50 @@ impl Metrics {
             files_stored_bytes: gauge(
                 "sfu_files_stored_bytes",
                 "Bytes reserved by stored encrypted files",
+            ),
+            trunk_datagrams_sent: counter_vec2(
+                "sfu_trunk_datagrams_sent_total",
+                "Media datagrams sent on the trunk, per peer node",
+                &["peer"],
+            ),
+            trunk_bytes_sent: counter_vec2(
+                "sfu_trunk_bytes_sent_total",
+                "Media datagram bytes sent on the trunk, per peer node",
+                &["peer"],
+            ),
+            trunk_datagrams_received: counter_vec2(
+                "sfu_trunk_datagrams_received_total",
+                "Media datagrams received on the trunk, per peer node",
+                &["peer"],
+            ),
+            trunk_bytes_received: counter_vec2(
+                "sfu_trunk_bytes_received_total",
+                "Media datagram bytes received on the trunk, per peer node",
+                &["peer"],
+            ),
+            trunk_datagrams_dropped: counter_vec2(
+                "sfu_trunk_datagrams_dropped_total",
+                "Trunk media datagrams dropped, per peer node and reason",
+                &["peer", "reason"],
+            ),
+            trunk_control_messages: counter_vec2(
+                "sfu_trunk_control_messages_total",
+                "Trunk control messages, per peer node and direction",
+                &["peer", "direction"],
+            ),
+            trunk_rtt_seconds,
+            trunk_peers: gauge("sfu_trunk_peers", "Authenticated trunk connections"),
+            trunk_auth_failures: counter(
+                "sfu_trunk_auth_failures_total",
+                "Trunk connections refused by authentication",
+            ),
+            cluster_registered: gauge(
+                "sfu_cluster_registered",
+                "1 while the node's last registry renewal succeeded",
+            ),
+            cluster_registry_errors: counter(
+                "sfu_cluster_registry_errors_total",
+                "Failed cluster registry operations",
             ),
             registry,
         }

@@ -42,6 +42,7 @@ pub struct Server {
     shutdown: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
     turn: Option<crate::turn::EmbeddedTurn>,
+    cluster: Option<crate::cluster::ClusterNode>,
 }
 
 impl Server {
@@ -150,6 +151,21 @@ impl Server {
         let tcp_addrs: Vec<_> = threads.iter().filter_map(|s| s.tcp_addr).collect();
         info!(http = %http_addr, udp = ?udp_addrs, tcp = ?tcp_addrs, shards = threads.len(), "sfu listening");
         info!("web client: open http://{http_addr}/ in a browser");
+        let cluster = if config.cluster.enabled() {
+            let media_addrs = udp_addrs.iter().flat_map(|a| announce(media, *a)).collect();
+            let node = crate::cluster::ClusterNode::start(
+                &config.cluster,
+                &metrics,
+                crate::cluster::NodeAddrs {
+                    http: http_addr,
+                    media: media_addrs,
+                },
+            )
+            .await?;
+            Some(node)
+        } else {
+            None
+        };
         Ok(Server {
             http_addr,
             udp_addr: udp_addrs[0],
@@ -160,6 +176,7 @@ impl Server {
                 .map(|t| t.service.udp_addrs.clone())
                 .unwrap_or_default(),
             turn,
+            cluster,
             metrics,
             shards,
             threads,
@@ -178,8 +195,16 @@ impl Server {
         self.shards.broadcast(|| Command::CorruptPayloads(on)).await;
     }
 
-    /// Stops serving HTTP and the media shards.
+    /// This node's cluster membership, when `[cluster]` is configured.
+    pub fn cluster(&self) -> Option<&crate::cluster::ClusterNode> {
+        self.cluster.as_ref()
+    }
+
+    /// Stops serving HTTP and the media shards (leaving the cluster first).
     pub async fn stop(mut self) {
+        if let Some(cluster) = self.cluster.take() {
+            cluster.stop().await;
+        }
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(());
         }
