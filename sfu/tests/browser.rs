@@ -92,19 +92,7 @@ async fn node(script: &str, args: &[&str], limit: Duration) -> Value {
         .await
         .unwrap_or_else(|_| panic!("{script} {args:?} took longer than {limit:?}"))
         .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let report: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON report from {script}:\n{stdout}\n{stderr}"));
-    assert!(
-        output.status.success() && report["ok"] == true,
-        "{script} {args:?} failed:\n{report:#}\n{stderr}"
-    );
-    eprintln!("{script} {args:?}: {report}");
-    report
+    common::script_report(&format!("{script} {args:?}"), &output)
 }
 
 /// One browser scenario of `tests/browser/call.mjs` against a fresh server.

@@ -9,12 +9,12 @@
 //! Needs root (CI runs as root), `ip`, `tc`, `nft`, node and Chromium
 //! (`scripts/test-deps.sh` installs them); skipped with a message otherwise.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-use serde_json::Value;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -152,23 +152,14 @@ fn subscribers_behind_a_cap_and_random_loss_keep_decoding_and_climb_when_lifted(
     // Dave's: 5 % of incoming UDP dropped at random (an input hook: on an
     // output hook the sender would see EPERM instead of a loss).
     run(&[
-        "ip", "netns", "exec", loss, "nft", "add", "table", "inet", "lossy",
-    ]);
-    run(&[
         "ip",
         "netns",
         "exec",
         loss,
         "nft",
-        "add chain inet lossy input { type filter hook input priority 0; }",
-    ]);
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        loss,
-        "nft",
-        "add rule inet lossy input meta l4proto udp numgen random mod 100 < 5 drop",
+        "add table inet lossy; \
+         add chain inet lossy input { type filter hook input priority 0; }; \
+         add rule inet lossy input meta l4proto udp numgen random mod 100 < 5 drop",
     ]);
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -229,18 +220,7 @@ fn subscribers_behind_a_cap_and_random_loss_keep_decoding_and_climb_when_lifted(
         .arg(&lift)
         .current_dir(&browser_dir);
     let output = wait_with_limit(node, Duration::from_secs(240));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let report: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON report:\n{stdout}\n{stderr}"));
-    eprintln!("impaired.mjs: {report}");
-    assert!(
-        output.status.success() && report["ok"] == true,
-        "impaired.mjs failed:\n{report:#}\n{stderr}"
-    );
+    let report = common::script_report("impaired.mjs", &output);
 
     let full = report["camera_width"].as_u64().unwrap_or(0);
     assert!(full >= 320, "{report}");

@@ -172,3 +172,21 @@ pub async fn http_request_bytes(
         body: body.to_vec(),
     }
 }
+
+/// The JSON report a test script (`tests/browser/*.mjs`) prints as its last
+/// JSON line; fails the test unless the script exited 0 with `"ok": true`.
+pub fn script_report(what: &str, output: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON report from {what}:\n{stdout}\n{stderr}"));
+    assert!(
+        output.status.success() && report["ok"] == true,
+        "{what} failed:\n{report:#}\n{stderr}"
+    );
+    eprintln!("{what}: {report}");
+    report
+}
