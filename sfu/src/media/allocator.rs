@@ -21,7 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::receiver::MAX_LAYERS;
+use super::layers::{MAX_LAYERS, TEMPORAL_LAYERS};
 
 /// Climbing above the current layer needs this much more than its rate.
 const HEADROOM: f64 = 1.25;
@@ -52,9 +52,6 @@ impl Default for Tile {
         }
     }
 }
-
-/// Temporal layers a spatial layer may carry (L1T3: ids 0, 1, 2).
-pub const TEMPORAL_LAYERS: usize = 3;
 
 /// What a down-track carries: a spatial layer, and within it the temporal
 /// layers up to `temporal` (frames of higher temporal ids are dropped).

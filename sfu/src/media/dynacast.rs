@@ -27,7 +27,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::receiver::MAX_LAYERS;
+use super::layers::MAX_LAYERS;
 
 /// A layer unwanted this long is switched off.
 pub const OFF_AFTER: Duration = Duration::from_secs(3);

@@ -13,7 +13,6 @@
 //! (subscribers' layers) and `dynacast.rs` (publishers' layers).
 
 mod adapt;
-pub(crate) use adapt::FIRST_PROBE_AFTER;
 mod dynacast;
 mod forward;
 mod membership;

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod ice_tcp;
 pub mod ids;
 pub mod keyframe;
+pub mod layers;
 pub mod packet;
 pub mod peer;
 pub mod placement;

@@ -18,6 +18,10 @@ use super::ids::{DownTrackKey, PeerKey, ReceiverKey};
 use crate::config::MediaConfig;
 use str0m::bwe::Bitrate;
 
+/// How long a subscriber held back by its estimate waits before it first
+/// asks for a probe (`engine/adapt.rs`).
+pub const FIRST_PROBE_AFTER: Duration = Duration::from_secs(2);
+
 /// What a peer connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -170,7 +174,7 @@ impl Peer {
             estimate: downlink,
             next_allocation: now,
             next_probe: now,
-            probe_every: crate::media::engine::FIRST_PROBE_AFTER,
+            probe_every: FIRST_PROBE_AFTER,
             probe_nudge: 0,
         }
     }

@@ -9,13 +9,10 @@ use std::time::{Duration, Instant};
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 
-use super::allocator::TEMPORAL_LAYERS;
 use super::dynacast::Dynacast;
 use super::ids::{DownTrackKey, PeerKey};
 use super::keyframe::KeyframeThrottle;
-
-/// Most simulcast layers a track may have (a fourth rid is refused).
-pub const MAX_LAYERS: usize = 3;
+use super::layers::{MAX_LAYERS, TEMPORAL_LAYERS};
 
 /// How long a layer stays "active" after its last packet.
 const ACTIVE_FOR: Duration = Duration::from_millis(1500);

@@ -11,8 +11,8 @@ use str0m::media::MediaKind;
 use super::{Engine, Signal};
 use crate::media::allocator::{Choice, Demand, Tile};
 use crate::media::ids::{DownTrackKey, PeerKey};
-use crate::media::peer::Role;
-use crate::media::receiver::MAX_LAYERS;
+use crate::media::layers::MAX_LAYERS;
+use crate::media::peer::{Role, FIRST_PROBE_AFTER};
 use crate::signal::protocol::ServerMessage;
 
 /// How often each subscriber's allocation is redone without a new estimate
@@ -22,9 +22,8 @@ pub(super) const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
 const BUDGET_SHARE: f64 = 0.8;
 /// What an audio track is assumed to take from the downlink.
 const AUDIO_BPS: u64 = 64_000;
-/// How often a subscriber held back by its estimate asks for a probe: at
-/// first, and at most (the interval doubles in between).
-pub(crate) const FIRST_PROBE_AFTER: Duration = Duration::from_secs(2);
+/// How often a subscriber held back by its estimate asks for a probe at
+/// most (the interval doubles from `peer::FIRST_PROBE_AFTER`).
 const MAX_PROBE_EVERY: Duration = Duration::from_secs(8);
 /// How much the desired rate is raised to ask for one, up to a bound.
 const PROBE_NUDGE_BPS: u64 = 1_000;

@@ -15,7 +15,7 @@ use str0m::media::MediaKind;
 use super::{Engine, Signal};
 use crate::media::allocator::needed_layer;
 use crate::media::ids::{PeerKey, ReceiverKey};
-use crate::media::receiver::MAX_LAYERS;
+use crate::media::layers::MAX_LAYERS;
 use crate::signal::protocol::ServerMessage;
 
 /// How often a publisher's tracks are reviewed without a tile change.
