@@ -46,6 +46,8 @@ pub struct Metrics {
     pub signaling_errors: IntCounterVec,
     /// Seconds from `join` (or WHIP/WHEP POST) to the first connected peer.
     pub join_seconds: Histogram,
+    /// Subscribers' downlink estimates, bits per second, one per estimate.
+    pub downlink_estimate: Histogram,
     /// Media datagrams (UDP or ICE-TCP frames) received.
     pub datagrams_in: IntCounter,
     /// Media datagrams (UDP or ICE-TCP frames) sent.
@@ -138,6 +140,17 @@ impl Metrics {
         registry
             .register(Box::new(join_seconds.clone()))
             .expect("unique metric name");
+        let downlink_estimate = Histogram::with_opts(
+            HistogramOpts::new(
+                "sfu_downlink_estimate_bps",
+                "Subscribers' downlink estimates (bits per second), one per estimate",
+            )
+            .buckets(vec![100e3, 250e3, 500e3, 1e6, 2e6, 4e6, 8e6, 16e6, 32e6]),
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(downlink_estimate.clone()))
+            .expect("unique metric name");
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -202,6 +215,7 @@ impl Metrics {
                 "code",
             ),
             join_seconds,
+            downlink_estimate,
             datagrams_in: counter("sfu_datagrams_in_total", "Media datagrams received"),
             datagrams_out: counter("sfu_datagrams_out_total", "Media datagrams sent"),
             files_created: counter("sfu_files_created_total", "Encrypted files created"),

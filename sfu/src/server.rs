@@ -115,7 +115,7 @@ impl Server {
         }
         let shards = Shards::new(
             threads.iter().map(|s| s.commands.clone()).collect(),
-            placement,
+            placement.clone(),
         );
         let mut state = AppState::new(
             config.clone(),
@@ -160,6 +160,7 @@ impl Server {
                     http: http_addr,
                     media: media_addrs,
                 },
+                placement,
             )
             .await?;
             Some(node)

@@ -335,10 +335,23 @@ async fn a_node_reports_its_participants_and_rooms() {
         || async { load().await == Some((2, 1)) },
     )
     .await;
+    eventually(
+        Duration::from_secs(5),
+        "the room names the node",
+        || async { registry.room_nodes("standup").await.ok() == Some(vec!["node-a".to_string()]) },
+    )
+    .await;
     alice.leave().await;
     bob.leave().await;
     eventually(Duration::from_secs(10), "empty again", || async {
         load().await == Some((0, 0))
+    })
+    .await;
+    eventually(Duration::from_secs(5), "the room lapses", || async {
+        registry
+            .room_nodes("standup")
+            .await
+            .is_ok_and(|n| n.is_empty())
     })
     .await;
     server.stop().await;
@@ -363,8 +376,18 @@ async fn room_membership_is_listed_and_lapses_with_its_node() {
     };
     let lease = Duration::from_secs(2);
     let registry = Arc::new(Registry::new(&redis.url(), lease).unwrap());
-    let a = Registration::spawn(registry.clone(), Metrics::new(), || record("node-a"));
-    let b = Registration::spawn(registry.clone(), Metrics::new(), || record("node-b"));
+    let a = Registration::spawn(
+        registry.clone(),
+        Metrics::new(),
+        || record("node-a"),
+        Vec::new,
+    );
+    let b = Registration::spawn(
+        registry.clone(),
+        Metrics::new(),
+        || record("node-b"),
+        Vec::new,
+    );
     a.hold_room("standup");
     b.hold_room("standup");
     b.hold_room("all hands: Q4");

@@ -80,6 +80,19 @@ impl Namespaces {
         };
         for name in &ns.names {
             run(&["ip", "netns", "add", name]);
+            // IPv4 only: an IPv6 address finishing its duplicate detection
+            // after the browser started is a "network change" to Chromium,
+            // which then fails the page's requests in flight.
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                name,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ]);
             run(&["ip", "-n", name, "link", "set", "lo", "up"]);
         }
         ns
@@ -227,8 +240,10 @@ fn subscribers_behind_a_cap_and_random_loss_keep_decoding_and_climb_when_lifted(
     assert_eq!(report["unconstrained"]["width"], full, "{report}");
     // Behind the cap: a lower layer, decoding without a stall of a second.
     let capped = &report["capped"];
+    // (The allocator may try the top layer when a probe says the link
+    // grew; it must come back down: most of the time on the lower layer.)
     assert!(
-        capped["widest"].as_u64().unwrap_or(u64::MAX) < full,
+        capped["full_share"].as_f64().unwrap_or(1.0) <= 0.2,
         "{report}"
     );
     assert!(
@@ -247,6 +262,11 @@ fn subscribers_behind_a_cap_and_random_loss_keep_decoding_and_climb_when_lifted(
         bob["layers"].as_array().is_some_and(
             |l| !l.is_empty() && l.iter().all(|l| l["limited"] == false && l["layer"] == "f")
         ),
+        "{report}"
+    );
+    // Estimates were made and counted.
+    assert!(
+        report["metrics"]["estimates"].as_u64().unwrap_or(0) > 0,
         "{report}"
     );
     // The cap lifted: the full size within 15 s.

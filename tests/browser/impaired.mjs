@@ -105,7 +105,10 @@ async function scenario() {
     const t = await told(carol);
     return t.layers.some((l) => l.limited && l.layer) && t.badge === "low bandwidth" ? t : false;
   });
-  report.unconstrained.told = await told(bob);
+  report.unconstrained.told = await until(10000, "Bob is not told he is limited", async () => {
+    const t = await told(bob);
+    return t.badge === null && t.layers.length > 0 && t.layers.every((l) => !l.limited && l.layer === "f") ? t : false;
+  });
 
   // Fifteen seconds watched: Carol's longest stall, Dave's decoded share.
   const window = 15000;
@@ -113,7 +116,8 @@ async function scenario() {
   let last = await camera(carol);
   let lastAt = Date.now();
   let stall = 0;
-  let widest = 0;
+  let samples = 0;
+  let atFull = 0; // samples at the full size (an upward probe that failed)
   const dave0 = await camera(dave);
   const sent0 = await sent(alice);
   const t0 = Date.now();
@@ -126,7 +130,8 @@ async function scenario() {
       lastAt = now;
       last = c;
     }
-    widest = Math.max(widest, c.width);
+    samples += 1;
+    if (c.width === full) atFull += 1;
   }
   stall = Math.max(stall, Date.now() - lastAt);
   const dave1 = await camera(dave);
@@ -136,7 +141,7 @@ async function scenario() {
     Object.entries(sent1).map(([rid, s]) => [rid, Math.round(((s.bytes - (sent0[rid]?.bytes ?? 0)) * 8) / elapsed)]),
   );
   report.capped.longest_stall_ms = stall;
-  report.capped.widest = widest;
+  report.capped.full_share = samples ? atFull / samples : 1;
   report.capped.frames_in_window = last.frames - report.capped.frames;
   // Dave's share: frames decoded / frames Alice sent (every layer carries
   // every frame; the layer sending the most counts, so a switch between
@@ -165,6 +170,7 @@ async function scenario() {
   report.metrics = {
     layer_changes: await metric("sfu_layer_changes_total"),
     paused: await metric("sfu_paused_video_tracks"),
+    estimates: Number((await metric("sfu_downlink_estimate_bps_count")).trim()),
   };
 }
 

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::ClusterConfig;
+use crate::media::placement::Placement;
 use crate::metrics::Metrics;
 use keys::NodeRecord;
 use registry::{Registration, Registry};
@@ -49,6 +50,7 @@ impl ClusterNode {
         config: &ClusterConfig,
         metrics: &Metrics,
         addrs: NodeAddrs,
+        placement: Arc<Placement>,
     ) -> anyhow::Result<ClusterNode> {
         // The default node id includes the configured trunk port.
         let (trunk, events) = Trunk::bind(
@@ -66,17 +68,22 @@ impl ClusterNode {
             Registry::new(&config.redis_url, config.lease())
                 .with_context(|| format!("cluster.redis_url {:?}", config.redis_url))?,
         );
-        let registration = Registration::spawn(registry, metrics.clone(), {
-            let (id, metrics) = (node_id.clone(), metrics.clone());
-            move || NodeRecord {
-                id: id.clone(),
-                trunk: advertise,
-                http: addrs.http,
-                media: addrs.media.clone(),
-                participants: metrics.participants.get().max(0) as u64,
-                rooms: metrics.rooms.get().max(0) as u64,
-            }
-        });
+        let registration = Registration::spawn(
+            registry,
+            metrics.clone(),
+            {
+                let (id, metrics) = (node_id.clone(), metrics.clone());
+                move || NodeRecord {
+                    id: id.clone(),
+                    trunk: advertise,
+                    http: addrs.http,
+                    media: addrs.media.clone(),
+                    participants: metrics.participants.get().max(0) as u64,
+                    rooms: metrics.rooms.get().max(0) as u64,
+                }
+            },
+            move || placement.rooms(),
+        );
         let events = tokio::spawn(drain(events));
         info!(node = %node_id, trunk = %trunk_addr, advertise = %advertise, "cluster node started");
         Ok(ClusterNode {

@@ -233,11 +233,14 @@ pub struct Registration {
 
 impl Registration {
     /// Starts registering; `record` is called before each renewal so the
-    /// load it reports is current.
+    /// load it reports is current, and `placed` gives the rooms the node
+    /// holds now (besides those held with [`Registration::hold_room`]): a
+    /// room it no longer holds drops out within one lease.
     pub fn spawn(
         registry: Arc<Registry>,
         metrics: Metrics,
         record: impl Fn() -> NodeRecord + Send + Sync + 'static,
+        placed: impl Fn() -> Vec<String> + Send + Sync + 'static,
     ) -> Registration {
         let rooms = Arc::new(Mutex::new(BTreeSet::new()));
         let (stop, mut stopped) = watch::channel(false);
@@ -254,7 +257,8 @@ impl Registration {
                         _ = stopped.changed() => return,
                         _ = tokio::time::sleep(wait) => {}
                     }
-                    let held = lock(&rooms).clone();
+                    let mut held = lock(&rooms).clone();
+                    held.extend(placed());
                     let rec = record();
                     match registry.register(&rec, &held).await {
                         Ok(()) => {

@@ -213,7 +213,8 @@ impl DownTrack {
         {
             self.temporal_current = self.temporal_target;
         }
-        tid <= self.temporal_current
+        // All layers chosen: nothing is left out (a fourth temporal id too).
+        tid <= self.temporal_current || self.temporal_current == ALL_TEMPORAL
     }
 
     /// The subscriber's header fields for `packet` sent at `now`.

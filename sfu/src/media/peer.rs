@@ -97,6 +97,9 @@ pub struct Peer {
     pub next_probe: Instant,
     pub probe_every: Duration,
     pub probe_nudge: u64,
+    /// Since when a step up to a larger layer is being tried (padding at
+    /// its rate before the switch).
+    pub climb_since: Option<Instant>,
 }
 
 /// Where the server's media sockets are, as announced in candidates.
@@ -176,6 +179,7 @@ impl Peer {
             next_probe: now,
             probe_every: FIRST_PROBE_AFTER,
             probe_nudge: 0,
+            climb_since: None,
         }
     }
 }

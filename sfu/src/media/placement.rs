@@ -99,6 +99,12 @@ impl Placement {
         }
     }
 
+    /// The rooms placed on this node's shards (a room a join is on its way
+    /// to included).
+    pub fn rooms(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// The shard holding `room`, if it is placed.
     pub fn shard_of(&self, room: &str) -> Option<ShardId> {
         self.lock().get(room).map(|e| e.shard)

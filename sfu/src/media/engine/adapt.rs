@@ -1,7 +1,8 @@
 //! Adaptive media: each subscriber's allocator turns its downlink estimate
 //! (str0m's transport-wide congestion control estimator) and the tiles its
-//! client reports into a simulcast layer — or a pause — per video
-//! down-track (`media/allocator.rs` decides; this file gathers and applies).
+//! client reports into a simulcast layer and frame rate — or a pause — per
+//! video down-track (`media/allocator.rs` decides; this file gathers,
+//! applies, tells the subscriber and asks the estimator to probe).
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,9 @@ const BUDGET_SHARE: f64 = 0.8;
 const AUDIO_BPS: u64 = 64_000;
 /// How often a subscriber held back by its estimate asks for a probe at
 /// most (the interval doubles from `peer::FIRST_PROBE_AFTER`).
-const MAX_PROBE_EVERY: Duration = Duration::from_secs(8);
+const MAX_PROBE_EVERY: Duration = Duration::from_secs(4);
+/// How long a step up to a larger layer is tried with padding first.
+const CLIMB_TRIAL: Duration = Duration::from_millis(1500);
 /// How much the desired rate is raised to ask for one, up to a bound.
 const PROBE_NUDGE_BPS: u64 = 1_000;
 const MAX_PROBE_NUDGE_BPS: u64 = 100_000;
@@ -39,7 +42,7 @@ fn is_limited(demand: &Demand, target: Option<Choice>) -> bool {
 fn rate(demand: &Demand, choice: Option<Choice>) -> u64 {
     choice
         .and_then(|c| {
-            let rates = demand.layers[usize::from(c.spatial)]?;
+            let rates = demand.layers.get(usize::from(c.spatial)).copied()??;
             rates.get(usize::from(c.temporal)).copied()
         })
         .unwrap_or(0)
@@ -90,6 +93,9 @@ impl Engine {
         if let Some(peer) = self.peers.get_mut(peer_id) {
             peer.estimate = estimate.as_u64();
         }
+        self.metrics
+            .downlink_estimate
+            .observe(estimate.as_u64() as f64);
         self.allocate(peer_id, now);
     }
 
@@ -143,7 +149,34 @@ impl Engine {
         let estimation = self.config.media.bandwidth_estimation;
         let share = if estimation { BUDGET_SHARE } else { 1.0 };
         let budget = ((peer.estimate as f64 * share) as u64).saturating_sub(audio);
-        let targets = peer.allocator.allocate(budget, &demands, now);
+        let mut targets = peer.allocator.allocate(budget, &demands, now);
+        // A step up to a larger picture is tried first with padding at the
+        // rate it would need (with estimation): a link that cannot carry it
+        // shows congestion, the estimate falls and the step is dropped
+        // before a keyframe of the larger layer is stuck in the queue (a
+        // probe's burst through a shallow bottleneck can overstate it).
+        let climbing = targets
+            .iter()
+            .zip(&demands)
+            .any(|(t, d)| matches!((t, d.current), (Some(t), Some(c)) if t.spatial > c.spatial));
+        let mut padding = 0;
+        if !climbing || !self.config.media.bandwidth_estimation {
+            peer.climb_since = None;
+        } else {
+            let since = *peer.climb_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < CLIMB_TRIAL {
+                padding = targets.iter().zip(&demands).map(|(t, d)| rate(d, *t)).sum();
+                for (t, d) in targets.iter_mut().zip(&demands) {
+                    if let (Some(to), Some(c)) = (*t, d.current) {
+                        if to.spatial > c.spatial {
+                            *t = Some(c);
+                        }
+                    }
+                }
+            } else {
+                peer.climb_since = None;
+            }
+        }
         // Ask the estimator to probe up to what the tiles could use.
         let desired: u64 = demands
             .iter()
@@ -178,10 +211,10 @@ impl Engine {
             // The first figure is str0m's padding target: padding up to what
             // is allocated would fill every gap between frames (measured: 1.8
             // datagrams sent per forwarded packet), so none beyond str0m's
-            // own keep-alive rate.
+            // own keep-alive rate, except while a step up is tried.
             peer.rtc
                 .bwe()
-                .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
+                .set_bitrate(Bitrate::bps(padding), Bitrate::bps(desired));
         }
         tracing::debug!(
             room = %peer.room,
