@@ -27,7 +27,7 @@ const AUDIO_BPS: u64 = 64_000;
 /// most (the interval doubles from `peer::FIRST_PROBE_AFTER`).
 const MAX_PROBE_EVERY: Duration = Duration::from_secs(4);
 /// How long a step up to a larger layer is tried with padding first.
-const CLIMB_TRIAL: Duration = Duration::from_millis(1500);
+const CLIMB_TRIAL: Duration = Duration::from_millis(600);
 /// How much the desired rate is raised to ask for one, up to a bound.
 const PROBE_NUDGE_BPS: u64 = 1_000;
 const MAX_PROBE_NUDGE_BPS: u64 = 100_000;
