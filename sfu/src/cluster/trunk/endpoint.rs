@@ -391,15 +391,7 @@ impl Trunk {
             let mut decoder = ControlDecoder::new();
             let their = read_hello(&conn, &mut recv, &mut decoder).await?;
             let (id, proof) = their;
-            if !auth::verify(&inner.secret, Role::Acceptor, &id, &exporter, &proof) {
-                inner.metrics.trunk_auth_failures.inc();
-                warn!(%addr, claimed = %id, "trunk peer failed authentication (cluster secret mismatch): closing");
-                conn.close(
-                    VarInt::from_u32(close_code::AUTH_FAILED),
-                    b"authentication failed",
-                );
-                return Err(TrunkError::AuthFailed(addr));
-            }
+            check_proof(inner, &conn, addr, Role::Acceptor, &id, &exporter, &proof)?;
             if id != peer {
                 conn.close(
                     VarInt::from_u32(close_code::WRONG_PEER),
@@ -459,6 +451,29 @@ impl Inner {
         // Every update is one insert or remove: a poisoned map is consistent.
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Checks the peer's proof of the cluster secret for `role`; a peer that
+/// fails is counted, logged and closed with `AUTH_FAILED`.
+fn check_proof(
+    inner: &Inner,
+    conn: &quinn::Connection,
+    addr: SocketAddr,
+    role: Role,
+    id: &str,
+    exporter: &[u8],
+    proof: &str,
+) -> Result<(), TrunkError> {
+    if auth::verify(&inner.secret, role, id, exporter, proof) {
+        return Ok(());
+    }
+    inner.metrics.trunk_auth_failures.inc();
+    warn!(%addr, claimed = %id, "trunk peer failed authentication (cluster secret mismatch): closing");
+    conn.close(
+        VarInt::from_u32(close_code::AUTH_FAILED),
+        b"authentication failed",
+    );
+    Err(TrunkError::AuthFailed(addr))
 }
 
 fn lost(addr: SocketAddr, e: ConnectionError) -> TrunkError {
@@ -587,15 +602,7 @@ async fn accept_one(inner: &Arc<Inner>, incoming: quinn::Incoming) -> Result<Acc
     let exporter = exporter(&conn)?;
     let mut decoder = ControlDecoder::new();
     let (id, proof) = read_hello(&conn, &mut recv, &mut decoder).await?;
-    if !auth::verify(&inner.secret, Role::Dialer, &id, &exporter, &proof) {
-        inner.metrics.trunk_auth_failures.inc();
-        warn!(%addr, claimed = %id, "trunk peer failed authentication (cluster secret mismatch): closing");
-        conn.close(
-            VarInt::from_u32(close_code::AUTH_FAILED),
-            b"authentication failed",
-        );
-        return Err(TrunkError::AuthFailed(addr));
-    }
+    check_proof(inner, &conn, addr, Role::Dialer, &id, &exporter, &proof)?;
     if id == inner.node_id {
         conn.close(VarInt::from_u32(close_code::WRONG_PEER), b"same node id");
         return Err(TrunkError::WrongPeer {
