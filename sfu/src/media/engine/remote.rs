@@ -27,9 +27,10 @@ use crate::media::trunk_rtp;
 use crate::room::{Participant, Track};
 use crate::signal::protocol::{ParticipantInfo, RelayTarget, TrackInfo};
 
-/// All spatial layers: a node asks for a remote track whole, and its own
-/// allocator chooses per subscriber among what arrives.
-const ALL_LAYERS: [u8; 3] = [0, 1, 2];
+/// Every spatial layer (bit per layer). A node asks for the layers its
+/// subscribers' tiles need (dynacast), and its own allocator chooses per
+/// subscriber among what arrives.
+const ALL_LAYERS: u8 = 0b111;
 
 /// A track of another node that this shard knows.
 #[derive(Debug)]
@@ -39,8 +40,9 @@ pub(super) struct RemoteTrack {
     codecs: Vec<TrunkCodec>,
     /// Last extended sequence number per spatial layer.
     seq: [Option<u64>; 3],
-    /// Whether this node asked the publisher's node for it.
-    subscribed: bool,
+    /// The layers this node asked the publisher's node for (bit per
+    /// layer; 0: not subscribed).
+    layers: u8,
 }
 
 /// Extends a 16-bit sequence number to the one nearest `prev`.
@@ -253,7 +255,7 @@ impl Engine {
         Some(Control::TrackPublished {
             room: room.to_string(),
             track: receiver.trunk_number,
-            layers: ALL_LAYERS.to_vec(),
+            layers: vec![0, 1, 2],
             info: track.info(),
             codecs,
         })
@@ -387,7 +389,7 @@ impl Engine {
                 room: room.to_string(),
                 codecs,
                 seq: [None; 3],
-                subscribed: false,
+                layers: 0,
             },
         );
         let track = Track {
@@ -409,8 +411,9 @@ impl Engine {
         self.update_gauges();
     }
 
-    /// Asks for a remote track while a local down-track receives it, and
-    /// stops asking when none does.
+    /// Asks for a remote track while a local down-track receives it, with
+    /// the layers its dynacast keeps on (all until it has seen them), and
+    /// stops asking when no down-track does. Sends only changes.
     pub(super) fn sync_trunk_subscription(&mut self, receiver: ReceiverKey) {
         let Some(r) = self.receivers.get(receiver) else {
             return;
@@ -418,21 +421,25 @@ impl Engine {
         let Origin::Trunk { node, track } = r.origin else {
             return;
         };
-        let wanted = !r.down_tracks().is_empty();
+        let layers = if r.down_tracks().is_empty() {
+            0
+        } else {
+            ALL_LAYERS & !r.dynacast.off()
+        };
         let Some(remote) = self.remote.get_mut(&(node, track)) else {
             return;
         };
-        if remote.subscribed == wanted {
+        if remote.layers == layers {
             return;
         }
-        remote.subscribed = wanted;
-        let message = if wanted {
+        remote.layers = layers;
+        let message = if layers == 0 {
+            Control::UnsubscribeTrack { track }
+        } else {
             Control::SubscribeTrack {
                 track,
-                layers: ALL_LAYERS.to_vec(),
+                layers: (0..3).filter(|l| layers & (1 << l) != 0).collect(),
             }
-        } else {
-            Control::UnsubscribeTrack { track }
         };
         self.trunk_out
             .push_back(TrunkOut::Control { node, message });
