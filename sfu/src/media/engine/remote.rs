@@ -122,10 +122,7 @@ impl Engine {
                 room,
                 participant_id,
             } => {
-                let theirs = self
-                    .participant(&room, &participant_id)
-                    .is_some_and(|p| p.node() == Some(node));
-                if theirs {
+                if self.is_on(node, &room, &participant_id) {
                     self.remove_participant(&room, &participant_id, now);
                 }
             }
@@ -164,9 +161,7 @@ impl Engine {
                 to,
                 payload,
             } => {
-                let from_there = self
-                    .participant(&room, &from)
-                    .is_some_and(|p| p.node() == Some(node));
+                let from_there = self.is_on(node, &room, &from);
                 let Ok(payload) = RawValue::from_string(payload) else {
                     return;
                 };
@@ -335,6 +330,13 @@ impl Engine {
     // Other nodes' participants and tracks here
     // ------------------------------------------------------------------
 
+    /// Whether `pid` is a participant of `room` on `node` (a node speaks
+    /// only for its own participants).
+    fn is_on(&self, node: NodeKey, room: &str, pid: &str) -> bool {
+        self.participant(room, pid)
+            .is_some_and(|p| p.node() == Some(node))
+    }
+
     fn remote_joined(&mut self, node: NodeKey, room: &str, info: &ParticipantInfo, now: Instant) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
@@ -356,9 +358,7 @@ impl Engine {
         codecs: Vec<TrunkCodec>,
         now: Instant,
     ) {
-        let owner_there = self
-            .participant(room, &info.participant_id)
-            .is_some_and(|p| p.node() == Some(node));
+        let owner_there = self.is_on(node, room, &info.participant_id);
         let known = self.remote.contains_key(&(node, track))
             || self
                 .rooms
