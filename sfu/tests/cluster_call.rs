@@ -225,9 +225,7 @@ async fn a_room_spans_three_nodes_as_if_local() {
     );
     for cl in [&alice, &bob] {
         assert!(
-            !relays(cl)
-                .iter()
-                .any(|m| m["from"] == id_of(cl) && m["payload"]["kind"] != "marker"),
+            !relays(cl).iter().any(|m| m["from"] == id_of(cl).as_str()),
             "nobody gets their own relay back"
         );
     }
@@ -580,6 +578,17 @@ async fn loadtest_across_nodes_every_frame_verified_each_track_once_per_node() {
         || async { a.metric("sfu_rtp_packets_in_total").await > 0.0 },
     )
     .await;
+    // A presenter then an audience: the viewers join once node-a is listed
+    // as holding the room (joins at the same moment on two nodes are
+    // `keys_are_exchanged_by_participants_joining_two_nodes_at_once`).
+    let registry = Registry::new(&redis.url(), Duration::from_secs(5)).expect("registry");
+    eventually(Duration::from_secs(10), "node-a holds the room", || async {
+        registry
+            .room_nodes("loadtest-cluster-0")
+            .await
+            .is_ok_and(|n| n == ["node-a"])
+    })
+    .await;
     // Two subscribers on each of B and C.
     let subscribers: Vec<_> = [(&b, "b-"), (&c, "c-")]
         .into_iter()
@@ -637,4 +646,61 @@ async fn loadtest_across_nodes_every_frame_verified_each_track_once_per_node() {
             .await;
         assert!(got > 0.0, "{} received nothing from node-a", node.id);
     }
+}
+
+/// A publisher on node A and a subscriber on node B start at the same
+/// moment (neither node holds the room yet, the registry lists neither):
+/// their E2EE key exchange (keys.js's, which the loadtest speaks: a hello
+/// to everyone right after `joined`, keys in answer) must still succeed, as
+/// it does when both join one node at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_exchanged_by_participants_joining_two_nodes_at_once() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let options = keyed();
+    let a = Node::start(&redis, "node-a", &options).await;
+    let b = Node::start(&redis, "node-b", &options).await;
+    let base = loadtest::scenario::Scenario {
+        name: "at-once".into(),
+        token_secret: KEY.into(),
+        rooms: 1,
+        video: "180p".into(),
+        simulcast: false,
+        join_rate: 50.0,
+        duration_secs: 6.0,
+        ..Default::default()
+    };
+    let publisher = loadtest(loadtest::scenario::Scenario {
+        url: a.base(),
+        publishers: 1,
+        identity_prefix: "pub-".into(),
+        ..base.clone()
+    });
+    let subscriber = loadtest(loadtest::scenario::Scenario {
+        url: b.base(),
+        publishers: 0,
+        subscribers: 1,
+        remote_publishers: 1,
+        identity_prefix: "sub-".into(),
+        ..base.clone()
+    });
+    let s = subscriber.join().expect("subscriber's loadtest");
+    println!("node-b:\n{}", s.table());
+    let p = publisher.join().expect("publisher's loadtest");
+    assert_eq!(p.failed, 0, "{:?}", p.errors);
+    assert_eq!(s.failed, 0, "{:?}", s.errors);
+    assert_eq!(s.integrity_errors, 0, "{:?}", s.errors);
+    assert!(
+        s.packets_received > 0,
+        "media crossed: {}",
+        s.packets_received
+    );
+    assert_eq!(
+        s.tracks_received, 2,
+        "the subscriber on node-b decrypts the publisher's audio and video \
+         ({} frames could not be decrypted for want of a key)",
+        s.frames_without_key
+    );
 }

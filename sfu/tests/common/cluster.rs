@@ -124,7 +124,10 @@ impl Node {
         let log = dir.join(format!("{id}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sfu"));
+        // $CLUSTER_TEST_SFU_BIN runs another build (e.g. a commit to compare).
+        let bin = std::env::var_os("CLUSTER_TEST_SFU_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_sfu").into());
+        let mut cmd = Command::new(bin);
         cmd.env("SFU_HTTP_LISTEN", http.to_string())
             .env("SFU_MEDIA_UDP_LISTEN", "127.0.0.1:0")
             .env("SFU_MEDIA_ICE_TCP", "false")
