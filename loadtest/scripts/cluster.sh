@@ -4,17 +4,22 @@
 # processes as participants, CPU of each node from /proc/PID/stat and its
 # counters from /metrics over the steady part of each run.
 #   loadtest/scripts/cluster.sh [OUT_DIR] [DURATION_SECS]
-# Runs ($CLUSTER_RUNS, default "ingest trunk one split"); the presenter is
+# Runs ($CLUSTER_RUNS, default "ingest local trunk one split"); the presenter is
 # always on node A (audio + $CLUSTER_VIDEO video, default 720p, one layer,
 # SFrame-encrypted, as configs/loadtest/livestream.toml):
-#   ingest  the presenter alone: what receiving the stream costs node A;
-#   trunk   the presenter on A, one viewer on B: A sends every packet once
-#           over the trunk, B receives it and forwards it to its viewer;
+#   ingest  $CLUSTER_STREAMS presenters (default 10, one room each) on A,
+#           nobody watching: what receiving the streams costs node A;
+#   local   the same presenters and one viewer per room, all on A;
+#   trunk   the same presenters on A, one viewer per room on B: A sends
+#           every packet once over the trunk, B receives it and forwards it
+#           to its viewer;
 #   one     the presenter and $CLUSTER_VIEWERS viewers (default 60) on A
 #           (B and C members of the cluster, idle);
 #   split   the presenter on A and the same viewers split evenly over A, B
 #           and C.
-# Nodes run pinned to $CLUSTER_SFU_CPUS (default 0), loadtests to
+# $CLUSTER_E2EE=off sends frames unencrypted (still verified; the SFU's
+# work is the same, it never reads payloads). $CLUSTER_SFU_BIN runs another
+# sfu binary. Nodes run pinned to $CLUSTER_SFU_CPUS (default 0), loadtests to
 # $CLUSTER_LOADTEST_CPUS (default 1). Needs redis-server and python3; uses
 # loopback ports 27880/27980/28080 (HTTP), 27882/27982/28082 (media),
 # 27890/27990/28090 (trunk) and 26379 (Redis); it stops if one is taken.
@@ -25,8 +30,11 @@ cd "$(dirname "$0")/../.."
 out=${1:-/tmp/loadtest-cluster}
 duration=${2:-20}
 viewers=${CLUSTER_VIEWERS:-60}
+streams=${CLUSTER_STREAMS:-10}
 video=${CLUSTER_VIDEO:-720p}
-runs=(${CLUSTER_RUNS:-ingest trunk one split})
+runs=(${CLUSTER_RUNS:-ingest local trunk one split})
+e2ee_flag=
+[ "${CLUSTER_E2EE:-on}" = off ] && e2ee_flag=--no-e2ee
 sfu_cpus=${CLUSTER_SFU_CPUS:-0}
 lt_cpus=${CLUSTER_LOADTEST_CPUS:-1}
 for t in redis-server python3 taskset; do
@@ -40,7 +48,7 @@ done
 mkdir -p "$out"
 cargo build --release -p sfu -p loadtest
 # Private copies: a concurrent build must not replace the binaries mid-run.
-cp target/release/sfu "$out/sfu"
+cp "${CLUSTER_SFU_BIN:-target/release/sfu}" "$out/sfu"
 cp target/release/loadtest "$out/loadtest"
 
 redis_pid= node_pids=()
@@ -85,7 +93,7 @@ lt() { # RUN WHO NODE_INDEX DURATION ARGS...
   shift 4
   taskset -c "$lt_cpus" "$out/loadtest" run --quiet --name "cluster-$run" \
     --url "http://127.0.0.1:$((27880 + 100 * i))" --video "$video" --no-simulcast \
-    --join-rate 50 --duration "$d" --json "$out/$run.$who.json" "$@" >"$out/$run.$who.txt" 2>&1
+    --join-rate 50 --duration "$d" ${e2ee_flag} --json "$out/$run.$who.json" "$@" >"$out/$run.$who.txt" 2>&1
 }
 
 # The steady window: from 3 s after the last viewer started to 2 s before
@@ -119,27 +127,29 @@ EOF
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$out/loadavg.txt"
 for run in "${runs[@]}"; do
+  rooms=1
   case $run in
-    ingest) split=(0 0 0) ;;
-    trunk) split=(0 1 0) ;;
+    ingest) split=(0 0 0) rooms=$streams ;;
+    local) split=(1 0 0) rooms=$streams ;;
+    trunk) split=(0 1 0) rooms=$streams ;;
     one) split=("$viewers" 0 0) ;;
     split) split=($((viewers / 3)) $((viewers / 3)) $((viewers - 2 * (viewers / 3)))) ;;
     *) echo "cluster.sh: unknown run $run" >&2; exit 1 ;;
   esac
   start_nodes "$run"
   # The presenter first, for 4 s longer than the viewers (who start 1 s later).
-  lt "$run" pub 0 $((duration + 4)) --publishers 1 --subscribers 0 --identity-prefix pub- &
+  lt "$run" pub 0 $((duration + 4)) --rooms "$rooms" --publishers 1 --subscribers 0 --identity-prefix pub- &
   pub=$!
   sleep 1
   pids=()
   for i in 0 1 2; do
     n=${split[$i]}
     [ "$n" -gt 0 ] || continue
-    lt "$run" "${names[$i]}" "$i" "$duration" --publishers 0 --subscribers "$n" --remote-publishers 1 \
+    lt "$run" "${names[$i]}" "$i" "$duration" --rooms "$rooms" --publishers 0 --subscribers "$n" --remote-publishers 1 \
       --identity-prefix "v${names[$i]}-" &
     pids+=($!)
   done
-  joins=$(python3 -c "print(max(${split[0]}, ${split[1]}, ${split[2]}) / 50)")
+  joins=$(python3 -c "print(max(${split[0]}, ${split[1]}, ${split[2]}) * $rooms / 50)")
   sample "$run" "$(python3 -c "print($joins + 3)")" "$(python3 -c "print($duration - 5)")" &
   sampler=$!
   status=0
@@ -156,7 +166,7 @@ import json, sys
 out, runs = sys.argv[1], sys.argv[2:]
 def total(m, name, label=None):
     return sum(v for k, v in m.items() if (k == name or k.startswith(name + "{")) and (label is None or label in k))
-print("| run | node | viewers | CPU % of a core | RTP in (publisher) /s | forwarded /s | trunk sent /s | trunk received /s | µs per packet handled | viewers' packet / frame loss % | tracks |")
+print("| run | node | viewers | CPU % of a core | RTP in from presenters /s | forwarded /s (Mbit/s) | trunk sent /s | trunk received /s | µs per packet handled | viewers' packet / frame loss % | tracks |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for run in runs:
     try:
@@ -169,8 +179,11 @@ for run in runs:
         dt = b["t"] - a["t"]
         d = lambda name: (total(b["metrics"], name) - total(a["metrics"], name)) / dt
         cpu = (b["cpu_s"] - a["cpu_s"]) / dt
-        rin, fwd = d("sfu_rtp_packets_in_total"), d("sfu_rtp_packets_forwarded_total")
+        fwd = d("sfu_rtp_packets_forwarded_total")
+        mbit = d("sfu_rtp_bytes_forwarded_total") * 8 / 1e6
         tsent, trecv = d("sfu_trunk_datagrams_sent_total"), d("sfu_trunk_datagrams_received_total")
+        # The node counts packets from the trunk as RTP in too.
+        rin = d("sfu_rtp_packets_in_total") - trecv
         handled = rin + fwd + tsent + trecv
         us = f"{cpu * 1e6 / handled:.1f}" if handled > 0 else "-"
         try:
@@ -180,5 +193,5 @@ for run in runs:
             tracks = f'{j["tracks_received"]}/{j["tracks_expected"]}' + (f' ({j["integrity_errors"]} corrupt)' if j["integrity_errors"] else "")
         except (OSError, ValueError):
             viewers, loss, tracks = 0, "-", "-"
-        print(f"| {run} | {node} | {viewers} | {100 * cpu:.1f} | {rin:.0f} | {fwd:.0f} | {tsent:.0f} | {trecv:.0f} | {us} | {loss} | {tracks} |")
+        print(f"| {run} | {node} | {viewers} | {100 * cpu:.1f} | {rin:.0f} | {fwd:.0f} ({mbit:.1f}) | {tsent:.0f} | {trecv:.0f} | {us} | {loss} | {tracks} |")
 EOF
