@@ -502,6 +502,10 @@ async fn chromium_call_across_three_nodes_survives_a_dead_node_and_a_redis_resta
     }
     let report = cluster_call_script(&mut redis, &mut nodes, Duration::from_secs(240)).await;
 
+    eprintln!(
+        "call decoding after {} ms; Bob left A and C {} ms after node-b's SIGKILL; whole script {} ms",
+        report["call_ready_ms"], report["node_b_killed"]["left_after_ms"], report["wall_ms"]
+    );
     let pairs = report["decoding"].as_object().expect("decoding per pair");
     assert_eq!(pairs.len(), 6, "each page decodes both others: {report}");
     let number = report["safety_number"].as_str().unwrap_or_default();
