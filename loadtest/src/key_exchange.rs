@@ -185,6 +185,20 @@ impl KeyExchange {
         }
     }
 
+    /// Our hello for `ids` only: for newcomers whose own hello did not reach
+    /// us (it was sent before their SFU node and ours were linked).
+    pub fn hello_to(&self, ids: Vec<String>) -> Outgoing {
+        Outgoing {
+            to: To::Some(ids),
+            ..self.hello()
+        }
+    }
+
+    /// Whether we know `id`'s public key.
+    pub fn knows(&self, id: &str) -> bool {
+        self.peers.contains_key(id)
+    }
+
     /// Sets our participant id (from `joined`): batches name recipients by it.
     pub fn set_id(&mut self, id: &str) {
         self.me = Some(id.to_string());

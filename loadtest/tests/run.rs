@@ -228,7 +228,9 @@ fn simulcast_with_temporal_layers_arrives_as_one_layer_per_track() {
             // puts TL0 ahead).
             let [t0, t1, t2] = l.frames_by_temporal;
             let edge = 2 * l.tracks;
-            assert!(t1 > 20 * l.tracks && t1 <= t0 + edge, "{l:?}");
+            // About 22 TL1 frames per track in the 3 s, less the wait for
+            // the first keyframe of the layer (a busy machine delays it).
+            assert!(t1 > 15 * l.tracks && t1 <= t0 + edge, "{l:?}");
             assert!(t2 <= t0 + t1 + edge && t2 * 10 >= (t0 + t1) * 8, "{l:?}");
         }
     }

@@ -23,6 +23,10 @@ use crate::media::shards::Shards;
 use crate::media::shell::ShardContext;
 use crate::metrics::Metrics;
 
+/// Messages from the shards to other nodes waiting for the cluster's mesh;
+/// media beyond this is dropped, control waits.
+const TRUNK_QUEUE: usize = 8192;
+
 /// A running server.
 pub struct Server {
     /// Bound HTTP address.
@@ -87,6 +91,9 @@ impl Server {
         };
         let turn_credentials = turn.as_ref().map(|t| t.credentials.clone());
         let placement = Arc::new(Placement::new(sockets.len()));
+        // What the shards send to other nodes, when in a cluster.
+        let (trunk_tx, trunk_rx) = tokio::sync::mpsc::channel(TRUNK_QUEUE);
+        let trunk_tx = config.cluster.enabled().then_some(trunk_tx);
         let mut threads = Vec::with_capacity(sockets.len());
         for (id, sockets) in sockets.into_iter().enumerate() {
             let local = LocalAddrs {
@@ -110,6 +117,7 @@ impl Server {
             let context = ShardContext {
                 id,
                 placement: placement.clone(),
+                trunk: trunk_tx.clone(),
             };
             threads.push(Shard::spawn(engine, sockets, context)?);
         }
@@ -160,7 +168,8 @@ impl Server {
                     http: http_addr,
                     media: media_addrs,
                 },
-                placement,
+                shards.clone(),
+                trunk_rx,
             )
             .await?;
             Some(node)

@@ -451,6 +451,7 @@ async fn trunk_carries_datagrams_and_control_both_ways() {
             source: Some("camera".into()),
             muted: false,
         },
+        codecs: Vec::new(),
     };
     let keyframe = Control::KeyframeRequest { track: 9, layer: 2 };
     b_to_a.send_control(&published).await.unwrap();

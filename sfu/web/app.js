@@ -344,6 +344,7 @@ async function onMessage(s, m) {
   switch (m.type) {
     case "participant_joined":
       addPerson(m.participant);
+      s.keys.peerJoined(m.participant.id);
       refreshRecipients();
       refreshE2ee();
       break;

@@ -10,6 +10,10 @@ use crate::key_exchange::{KeyExchange, Outgoing};
 /// How long what we owe newcomers (our pub and wrapped key) accumulates
 /// before one batch goes out, as keys.js `BATCH_WINDOW_MS`.
 pub(super) const KEY_BATCH_WINDOW: Duration = Duration::from_millis(50);
+/// A newcomer whose hello has not reached us this long after it joined
+/// gets ours directly, as keys.js `HELLO_FALLBACK_MS` (its hello went out
+/// before its SFU node and ours were linked).
+pub(super) const HELLO_FALLBACK: Duration = Duration::from_millis(1000);
 
 impl Participant {
     /// Queues relay messages behind the send budget and sends what it allows.
@@ -39,6 +43,28 @@ impl Participant {
             self.flush_keys(now);
         } else if self.kx.owed() > 0 && self.kx_flush.is_none() {
             self.kx_flush = Some(now + KEY_BATCH_WINDOW);
+        }
+    }
+
+    /// A participant joined: hello to it later unless its hello comes.
+    pub(super) fn on_joined(&mut self, id: &str, now: Instant) {
+        if self.spec.e2ee && !self.kx.knows(id) {
+            self.unheard.push((id.to_string(), now + HELLO_FALLBACK));
+        }
+    }
+
+    /// Says hello to the newcomers whose hello is overdue, in one message.
+    pub(super) fn hello_unheard(&mut self, now: Instant) {
+        let (due, later): (Vec<_>, Vec<_>) = self.unheard.drain(..).partition(|(_, at)| *at <= now);
+        self.unheard = later;
+        let ids: Vec<String> = due
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !self.kx.knows(id))
+            .collect();
+        if !ids.is_empty() {
+            let hello = self.kx.hello_to(ids);
+            self.relay(vec![hello], now);
         }
     }
 

@@ -13,7 +13,7 @@ use crate::clock;
 use crate::frame::FrameHeader;
 use crate::media::generator::{FrameSpec, Kind};
 use crate::packetize::{packetize_video, VideoFrame};
-use crate::sframe_keys::DecryptError;
+use crate::sframe_keys::{vp8_clear_header, vp8_clear_len, DecryptError};
 
 impl Participant {
     pub(super) fn on_rtp(&mut self, p: str0m::rtp::RtpPacket, now: Instant) {
@@ -52,8 +52,16 @@ impl Participant {
                 }
             }
         };
+        // Video frames start with their VP8 header in clear.
+        let clear = match track.kind {
+            Kind::Audio => 0,
+            Kind::Video => vp8_clear_len(&frame),
+        };
         let plain = if self.spec.e2ee {
-            match self.ring.decrypt(&track.owner, &frame, &mut self.plain) {
+            match self
+                .ring
+                .decrypt(&track.owner, &frame, clear, &mut self.plain)
+            {
                 Ok(_) => &self.plain[..],
                 Err(DecryptError::NoKey(_)) => {
                     track.stats.no_key += 1;
@@ -67,7 +75,7 @@ impl Participant {
                 }
             }
         } else {
-            &frame[..]
+            &frame[clear.min(frame.len())..]
         };
         match FrameHeader::decode(plain) {
             // A publisher's frames all name one sender: its first frame's.
@@ -153,13 +161,17 @@ impl Participant {
             sent_us: clock::micros(now),
         };
         let plain = header.encode(spec.bytes);
+        let clear = match spec.kind {
+            Kind::Audio => Vec::new(),
+            Kind::Video => vp8_clear_header(spec.keyframe, spec.size),
+        };
         let data = if self.spec.e2ee {
-            match key.encrypt(&plain) {
+            match key.encrypt(&clear, &plain) {
                 Ok(d) => d,
                 Err(e) => return self.fail(format!("encrypt: {e}")),
             }
         } else {
-            plain
+            [clear, plain].concat()
         };
         let mut api = peer.rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(mid, spec.rid.map(Rid::from)) else {

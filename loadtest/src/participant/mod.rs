@@ -153,6 +153,8 @@ pub struct Participant {
     kx: KeyExchange,
     /// When the pending key batch goes out.
     kx_flush: Option<Instant>,
+    /// Newcomers whose hello we have not heard, and when ours is due.
+    unheard: Vec<(String, Instant)>,
     /// Relay messages waiting for send budget, and that budget.
     pacer: RelayPacer,
     /// Frame header sender index per publisher, from its first good frame.
@@ -211,6 +213,7 @@ impl Participant {
             key: Some(key),
             kx,
             kx_flush: None,
+            unheard: Vec::new(),
             pacer: RelayPacer::new(now),
             senders: HashMap::new(),
             seqs: HashMap::new(),
@@ -290,6 +293,11 @@ impl Participant {
                     if let Err(e) = self.offer() {
                         self.fail(format!("publish offer: {e}"));
                     }
+                }
+            }
+            Some("participant_joined") => {
+                if let Some(id) = msg["participant"]["id"].as_str() {
+                    self.on_joined(id, now);
                 }
             }
             Some("participant_left") => {
@@ -516,6 +524,9 @@ impl Participant {
         if self.kx_flush.is_some_and(|t| t <= now) {
             self.flush_keys(now);
         }
+        if self.unheard.first().is_some_and(|(_, t)| *t <= now) {
+            self.hello_unheard(now);
+        }
         if self.pacer.due().is_some_and(|t| t <= now) {
             self.flush_relays(now);
         }
@@ -574,6 +585,9 @@ impl Participant {
         }
         if let Some(t) = self.kx_flush {
             d = d.min(t);
+        }
+        if let Some((_, t)) = self.unheard.first() {
+            d = d.min(*t);
         }
         d
     }

@@ -1,10 +1,12 @@
-//! One room across several SFU nodes (docs/cluster.md). Built so far: the
-//! Redis [`registry`] (nodes, their load and rooms, with leases) and the
-//! authenticated QUIC [`trunk`] between nodes; a node registers and opens
-//! its trunk endpoint at startup when `[cluster]` is configured. Not yet:
-//! remote tracks and room events in the media engine.
+//! One room across several SFU nodes (docs/cluster.md): the Redis
+//! [`registry`] (nodes, their load and rooms, with leases), the
+//! authenticated QUIC [`trunk`] between nodes, and the [`mesh`] that finds
+//! the nodes sharing a room, links them and routes between the trunk and
+//! the shards (whose engines hold the other nodes' participants and
+//! tracks, `media/engine/remote.rs`).
 
 pub mod keys;
+pub mod mesh;
 pub mod node_id;
 pub mod registry;
 pub mod trunk;
@@ -14,14 +16,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::ClusterConfig;
-use crate::media::placement::Placement;
+use crate::media::engine::TrunkOut;
+use crate::media::shards::Shards;
 use crate::metrics::Metrics;
 use keys::NodeRecord;
+use mesh::Mesh;
 use registry::{Registration, Registry};
-use trunk::{Trunk, TrunkConfig, TrunkEvent};
+use trunk::{Trunk, TrunkConfig};
 
 /// This node's membership of the cluster: its registration and trunk.
 pub struct ClusterNode {
@@ -32,7 +36,7 @@ pub struct ClusterNode {
     /// The trunk endpoint.
     pub trunk: Trunk,
     registration: Registration,
-    events: JoinHandle<()>,
+    mesh: JoinHandle<()>,
 }
 
 /// What the node advertises besides its trunk.
@@ -44,13 +48,15 @@ pub struct NodeAddrs {
 }
 
 impl ClusterNode {
-    /// Binds the trunk and starts registering in Redis (in the background:
-    /// an unreachable Redis is retried, and logged, not fatal).
+    /// Binds the trunk, starts registering in Redis (in the background:
+    /// an unreachable Redis is retried, and logged, not fatal) and runs the
+    /// mesh between the trunk and `shards`, which send on `outbox`.
     pub async fn start(
         config: &ClusterConfig,
         metrics: &Metrics,
         addrs: NodeAddrs,
-        placement: Arc<Placement>,
+        shards: Shards,
+        outbox: tokio::sync::mpsc::Receiver<TrunkOut>,
     ) -> anyhow::Result<ClusterNode> {
         // The default node id includes the configured trunk port.
         let (trunk, events) = Trunk::bind(
@@ -68,8 +74,9 @@ impl ClusterNode {
             Registry::new(&config.redis_url, config.lease())
                 .with_context(|| format!("cluster.redis_url {:?}", config.redis_url))?,
         );
+        let placement = shards.placement_arc();
         let registration = Registration::spawn(
-            registry,
+            registry.clone(),
             metrics.clone(),
             {
                 let (id, metrics) = (node_id.clone(), metrics.clone());
@@ -84,14 +91,15 @@ impl ClusterNode {
             },
             move || placement.rooms(),
         );
-        let events = tokio::spawn(drain(events));
+        let mesh = Mesh::new(trunk.clone(), registry, shards, registration.renewer());
+        let mesh = tokio::spawn(mesh.run(events, outbox));
         info!(node = %node_id, trunk = %trunk_addr, advertise = %advertise, "cluster node started");
         Ok(ClusterNode {
             node_id,
             trunk_addr,
             trunk,
             registration,
-            events,
+            mesh,
         })
     }
 
@@ -106,17 +114,6 @@ impl ClusterNode {
             warn!("cluster: could not deregister (the entry lapses with its lease): {e}");
         }
         self.trunk.close().await;
-        self.events.abort();
-    }
-}
-
-/// Until the media engine takes trunk events (the next step), they are
-/// drained here so the control stream never stalls.
-async fn drain(mut events: tokio::sync::mpsc::Receiver<TrunkEvent>) {
-    while let Some(event) = events.recv().await {
-        match event {
-            TrunkEvent::Media { .. } => {}
-            other => debug!("trunk event not handled yet: {other:?}"),
-        }
+        self.mesh.abort();
     }
 }

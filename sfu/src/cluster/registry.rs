@@ -228,6 +228,7 @@ pub struct Registration {
     node_id: String,
     rooms: Arc<Mutex<BTreeSet<String>>>,
     stop: watch::Sender<bool>,
+    renew: Arc<tokio::sync::Notify>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -244,10 +245,12 @@ impl Registration {
     ) -> Registration {
         let rooms = Arc::new(Mutex::new(BTreeSet::new()));
         let (stop, mut stopped) = watch::channel(false);
+        let renew = Arc::new(tokio::sync::Notify::new());
         let node_id = record().id;
         let task = tokio::spawn({
             let registry = registry.clone();
             let rooms = rooms.clone();
+            let renew = renew.clone();
             async move {
                 let lease = registry.lease();
                 let mut failures = 0u32;
@@ -256,6 +259,7 @@ impl Registration {
                     tokio::select! {
                         _ = stopped.changed() => return,
                         _ = tokio::time::sleep(wait) => {}
+                        _ = renew.notified() => {}
                     }
                     let mut held = lock(&rooms).clone();
                     held.extend(placed());
@@ -287,8 +291,15 @@ impl Registration {
             node_id,
             rooms,
             stop,
+            renew,
             task: Some(task),
         }
+    }
+
+    /// Renews at once rather than at the next third of a lease (a room
+    /// newly held is then listed for the other nodes right away).
+    pub fn renewer(&self) -> Arc<tokio::sync::Notify> {
+        self.renew.clone()
     }
 
     /// The registry this registration writes to.

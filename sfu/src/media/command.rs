@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use tokio::sync::{mpsc, oneshot};
 
 use super::engine::SessionError;
+use super::ids::NodeKey;
 use crate::auth::Grants;
+use crate::cluster::trunk::wire::{Control, MediaDatagram};
 use crate::room::ConnId;
 use crate::signal::protocol::{ClientMessage, ServerMessage};
 
@@ -98,6 +100,25 @@ pub enum Command {
     TcpClosed {
         /// Remote address.
         addr: SocketAddr,
+    },
+    /// A media datagram from another node (for a track of this shard's room).
+    TrunkMedia {
+        /// The node.
+        node: NodeKey,
+        /// The datagram.
+        datagram: MediaDatagram,
+    },
+    /// A control message from another node about this shard's room or track.
+    TrunkControl {
+        /// The node.
+        node: NodeKey,
+        /// The message.
+        message: Control,
+    },
+    /// Another node is gone.
+    NodeDown {
+        /// The node.
+        node: NodeKey,
     },
     /// Test-only: corrupt forwarded payloads.
     CorruptPayloads(bool),

@@ -10,13 +10,15 @@
 //! str0m. The concerns behind it are one file each: `forward.rs` (the
 //! packet path), `publish.rs`, `subscribe.rs`, `sessions.rs` (WHIP/WHEP),
 //! `membership.rs` (participants and peers coming and going), `adapt.rs`
-//! (subscribers' layers) and `dynacast.rs` (publishers' layers).
+//! (subscribers' layers), `dynacast.rs` (publishers' layers) and
+//! `remote.rs` (other nodes' participants and tracks, over the trunk).
 
 mod adapt;
 mod dynacast;
 mod forward;
 mod membership;
 mod publish;
+mod remote;
 mod sessions;
 mod subscribe;
 
@@ -24,6 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rand::distr::{Alphanumeric, SampleString};
 use str0m::bwe::BweKind;
 use str0m::change::SdpOffer;
@@ -34,15 +37,18 @@ use tracing::{debug, info, warn};
 use super::allocator::Tile;
 use super::arena::Arena;
 use super::down_track::DownTrack;
-use super::ids::{DownTrackTag, PeerKey, PeerTag, ReceiverTag};
+use super::ids::{DownTrackTag, NodeKey, PeerKey, PeerTag, ReceiverKey, ReceiverTag};
 use super::peer::{LocalAddrs, Peer, Role};
 use super::receiver::Receiver;
 use super::timers::Timers;
 use crate::auth::Grants;
+use crate::cluster::trunk::wire::{Control, RelayTo};
 use crate::config::{IceServer, MediaConfig};
 use crate::metrics::Metrics;
 use crate::room::{Access, ConnId, Delivery, Participant};
-use crate::signal::protocol::{ClientMessage, ErrorCode, ServerMessage, PROTOCOL_VERSION};
+use crate::signal::protocol::{
+    ClientMessage, ErrorCode, RelayTarget, ServerMessage, PROTOCOL_VERSION,
+};
 
 /// Something for the shell to do with a signaling connection.
 #[derive(Debug)]
@@ -53,6 +59,25 @@ pub enum Signal {
     Close(ConnId),
     /// The room's last participant left; the engine no longer holds it.
     RoomClosed(String),
+}
+
+/// Something for the cluster to send to another node (docs/cluster.md).
+#[derive(Debug)]
+pub enum TrunkOut {
+    /// An encoded media datagram (header and RTP packet).
+    Media {
+        /// To this node.
+        node: NodeKey,
+        /// The datagram, shared between the nodes it goes to.
+        datagram: Bytes,
+    },
+    /// A control message, in order after those queued before it.
+    Control {
+        /// To this node.
+        node: NodeKey,
+        /// The message.
+        message: Control,
+    },
 }
 
 /// Why a WHIP/WHEP request failed.
@@ -112,6 +137,14 @@ pub struct Engine {
     /// Datagrams queued since `sfu_datagrams_out_total` was last updated.
     unreported_out: u64,
     signals: VecDeque<Signal>,
+    /// Media and control for other nodes.
+    trunk_out: VecDeque<TrunkOut>,
+    /// Other nodes' tracks in this shard's rooms, by (node, its number).
+    remote: HashMap<(NodeKey, u32), remote::RemoteTrack>,
+    /// This shard's tracks by their trunk number.
+    trunk_numbers: HashMap<u32, ReceiverKey>,
+    /// The last trunk number given.
+    trunk_counter: u32,
     /// Corrupt one payload byte per forwarded packet (test-only switch that
     /// proves end-to-end integrity checks can fail).
     corrupt_payloads: bool,
@@ -173,6 +206,10 @@ impl Engine {
             transmits: VecDeque::new(),
             unreported_out: 0,
             signals: VecDeque::new(),
+            trunk_out: VecDeque::new(),
+            remote: HashMap::new(),
+            trunk_numbers: HashMap::new(),
+            trunk_counter: 0,
             corrupt_payloads,
             reported: Gauges::default(),
         }
@@ -233,6 +270,13 @@ impl Engine {
         let room = self.rooms.entry(room_name.clone()).or_default();
         let deliveries = room.join(participant);
         let Some(me) = room.info(&id) else { return };
+        self.tell_nodes(&room_name, || Control::ParticipantJoined {
+            room: room_name.clone(),
+            participant: me.clone(),
+        });
+        let Some(room) = self.rooms.get(&room_name) else {
+            return;
+        };
         let joined = ServerMessage::Joined {
             version: PROTOCOL_VERSION,
             room: room_name.clone(),
@@ -288,7 +332,20 @@ impl Engine {
                     .get_mut(&room)
                     .and_then(|r| r.set_muted(&pid, &track_id, muted));
                 match result {
-                    Some(deliveries) => self.deliver(deliveries),
+                    Some(deliveries) => {
+                        self.deliver(deliveries);
+                        let number = self.rooms.get(&room).and_then(|r| {
+                            let t = r.tracks.get(&track_id)?;
+                            Some(self.receivers.get(t.receiver)?.trunk_number)
+                        });
+                        if let Some(track) = number {
+                            self.tell_nodes(&room, || Control::TrackMuted {
+                                room: room.clone(),
+                                track,
+                                muted,
+                            });
+                        }
+                    }
                     None => self.error(
                         conn,
                         ErrorCode::UnknownTrack,
@@ -318,6 +375,16 @@ impl Engine {
                 if let Some(r) = self.rooms.get(&room) {
                     let deliveries = r.relay(&pid, &to, &payload);
                     self.deliver(deliveries);
+                    let to = match to {
+                        RelayTarget::Everyone => RelayTo::Everyone,
+                        RelayTarget::Participants(ids) => RelayTo::Participants(ids),
+                    };
+                    self.tell_nodes(&room, || Control::Relay {
+                        room: room.clone(),
+                        from: pid.clone(),
+                        to: to.clone(),
+                        payload: payload.get().to_string(),
+                    });
                 }
             }
             ClientMessage::Ping => self
@@ -648,7 +715,12 @@ impl Engine {
         let rooms = self.rooms.values();
         let now = Gauges {
             rooms: self.rooms.len() as i64,
-            participants: rooms.clone().map(|r| r.participants.len() as i64).sum(),
+            // This node's own: another node counts its participants.
+            participants: rooms
+                .clone()
+                .flat_map(|r| r.participants.values())
+                .filter(|p| p.node().is_none())
+                .count() as i64,
             tracks: self.receivers.len() as i64,
             subscriptions: self
                 .receivers
@@ -689,14 +761,14 @@ fn mark(dirty: &mut Vec<PeerKey>, peer: &mut Peer) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::auth::TokenAuthority;
     use str0m::media::{Direction, MediaKind};
     use str0m::Candidate;
     use str0m::Rtc;
 
-    fn engine() -> (Engine, Metrics) {
+    pub(in crate::media::engine) fn engine() -> (Engine, Metrics) {
         let metrics = Metrics::new();
         let config = EngineConfig {
             media: MediaConfig::default(),
@@ -712,15 +784,15 @@ mod tests {
         (Engine::new(config, metrics.clone()), metrics)
     }
 
-    fn grants(identity: &str) -> Grants {
+    pub(in crate::media::engine) fn grants(identity: &str) -> Grants {
         TokenAuthority::grants("r", identity, Duration::from_secs(60))
     }
 
-    fn signals(e: &mut Engine) -> Vec<Signal> {
+    pub(in crate::media::engine) fn signals(e: &mut Engine) -> Vec<Signal> {
         std::iter::from_fn(|| e.poll_signal()).collect()
     }
 
-    fn types(s: &[Signal]) -> Vec<String> {
+    pub(in crate::media::engine) fn types(s: &[Signal]) -> Vec<String> {
         s.iter()
             .map(|s| match s {
                 Signal::Message(c, m) => {

@@ -20,3 +20,15 @@ pub type PeerKey = Key<PeerTag>;
 pub type ReceiverKey = Key<ReceiverTag>;
 /// Names a down-track: one sending m-line of a subscriber (`media/down_track.rs`).
 pub type DownTrackKey = Key<DownTrackTag>;
+
+/// Names another node of the cluster (docs/cluster.md): numbered by this
+/// node's trunk when it first connects to that node, and never reused, so
+/// the packet path names a node without its string id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeKey(pub u16);
+
+impl std::fmt::Display for NodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node#{}", self.0)
+    }
+}

@@ -20,4 +20,5 @@ pub mod shard;
 pub mod shards;
 pub mod shell;
 pub mod timers;
+pub mod trunk_rtp;
 pub mod vp8;

@@ -10,7 +10,7 @@ use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 
 use super::dynacast::Dynacast;
-use super::ids::{DownTrackKey, PeerKey};
+use super::ids::{DownTrackKey, NodeKey, PeerKey};
 use super::keyframe::KeyframeThrottle;
 use super::layers::{MAX_LAYERS, TEMPORAL_LAYERS};
 
@@ -64,6 +64,28 @@ fn rid_rank(rid: &str) -> Option<usize> {
             .map(|d| usize::from(d - b'0'))
             .filter(|&i| i < MAX_LAYERS),
     }
+}
+
+/// The rid a simulcast layer that came over the trunk is known by (the
+/// publisher's own rids stay on its node; these rank the same way).
+pub fn trunk_rid(layer: u8) -> Option<Rid> {
+    ["q", "h", "f"]
+        .get(usize::from(layer))
+        .map(|r| Rid::from(*r))
+}
+
+/// Where a receiver's packets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A publisher's connection on this shard.
+    Peer(PeerKey),
+    /// Another node of the cluster, by its number for the track.
+    Trunk {
+        /// The publisher's node.
+        node: NodeKey,
+        /// That node's number for the track.
+        track: u32,
+    },
 }
 
 /// A packet the receiver forwards.
@@ -158,8 +180,11 @@ pub struct Receiver {
     pub track_id: String,
     /// Audio or video.
     pub kind: MediaKind,
-    /// The publishing connection.
-    pub publisher: PeerKey,
+    /// The publishing connection, or the node it publishes on.
+    pub origin: Origin,
+    /// This node's number for the track on the trunk (docs/cluster.md);
+    /// 0 for a track of another node, which never goes out on a trunk.
+    pub trunk_number: u32,
     /// Its m-line there.
     pub mid: Mid,
     /// Allocation priority: screen shares (1) before cameras (0).
@@ -172,6 +197,9 @@ pub struct Receiver {
     keyframe_interval: Duration,
     /// Where its packets go.
     down_tracks: Vec<DownTrackKey>,
+    /// Other nodes it is sent to, with the spatial layers each asked for
+    /// (bit per layer).
+    trunk_sinks: Vec<(NodeKey, u8)>,
     /// Which of its layers the publisher is told to send (`media/dynacast.rs`).
     pub dynacast: Dynacast,
 }
@@ -182,20 +210,22 @@ impl Receiver {
     pub fn new(
         track_id: String,
         kind: MediaKind,
-        publisher: PeerKey,
+        origin: Origin,
         mid: Mid,
         keyframe_interval: Duration,
     ) -> Self {
         Self {
             track_id,
             kind,
-            publisher,
+            origin,
+            trunk_number: 0,
             mid,
             priority: 0,
             layers: Default::default(),
             codec: None,
             keyframe_interval,
             down_tracks: Vec::new(),
+            trunk_sinks: Vec::new(),
             dynacast: Dynacast::default(),
         }
     }
@@ -322,6 +352,20 @@ impl Receiver {
     pub(super) fn detach(&mut self, down_track: DownTrackKey) {
         self.down_tracks.retain(|d| *d != down_track);
     }
+
+    /// The other nodes it goes to and the layers each wants.
+    pub fn trunk_sinks(&self) -> &[(NodeKey, u8)] {
+        &self.trunk_sinks
+    }
+
+    /// Sends `layers` (bit per layer; 0: none) to `node`. Only a track
+    /// published on this node is sent on (one hop: no loops).
+    pub(super) fn set_trunk_sink(&mut self, node: NodeKey, layers: u8) {
+        self.trunk_sinks.retain(|(n, _)| *n != node);
+        if layers != 0 && matches!(self.origin, Origin::Peer(_)) {
+            self.trunk_sinks.push((node, layers));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -339,7 +383,7 @@ pub(super) mod tests {
         Receiver::new(
             "TR_x".into(),
             kind,
-            publisher,
+            Origin::Peer(publisher),
             Mid::from("0"),
             Duration::from_millis(500),
         )

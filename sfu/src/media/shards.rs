@@ -52,6 +52,14 @@ impl Shards {
         tx.send(command).await.map_err(|_| Unavailable)
     }
 
+    /// Sends `command` to `shard` unless its queue is full (media from
+    /// another node: lost rather than waited for, as on UDP).
+    pub fn try_send(&self, shard: ShardId, command: Command) -> bool {
+        self.senders
+            .get(shard)
+            .is_some_and(|tx| tx.try_send(command).is_ok())
+    }
+
     /// The shard a WHIP/WHEP session id belongs to, if it names one.
     pub fn session_shard(&self, session: &str) -> Option<ShardId> {
         let (prefix, _) = session.split_once('-')?;
@@ -69,6 +77,11 @@ impl Shards {
     /// The room table.
     pub fn placement(&self) -> &Placement {
         &self.placement
+    }
+
+    /// The room table, shared.
+    pub fn placement_arc(&self) -> Arc<Placement> {
+        self.placement.clone()
     }
 }
 

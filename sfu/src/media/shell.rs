@@ -14,19 +14,23 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::command::Command;
-use super::engine::{Engine, Signal};
+use super::engine::{Engine, Signal, TrunkOut};
 use super::ice_tcp;
 use super::placement::{Placement, ShardId};
 use crate::room::ConnId;
 use crate::signal::protocol::ServerMessage;
 
-/// A shard's place among the others: its index and the shared room table.
+/// A shard's place among the others: its index, the shared room table and,
+/// in a cluster, the way to the other nodes.
 #[derive(Debug, Clone)]
 pub struct ShardContext {
     /// This shard.
     pub id: ShardId,
     /// The room → shard table this shard reports to.
     pub placement: Arc<Placement>,
+    /// Media and control for other nodes (`cluster/mesh.rs`), when
+    /// `[cluster]` is configured.
+    pub trunk: Option<mpsc::Sender<TrunkOut>>,
 }
 
 /// Datagram batches read per wake-up before the loop flushes (each batch is
@@ -146,6 +150,9 @@ fn handle_command(
         Command::TcpClosed { addr } => {
             tcp.remove(&addr);
         }
+        Command::TrunkMedia { node, datagram } => engine.handle_trunk_media(node, &datagram, now),
+        Command::TrunkControl { node, message } => engine.handle_trunk_control(node, message, now),
+        Command::NodeDown { node } => engine.node_down(node, now),
         Command::CorruptPayloads(on) => engine.set_corrupt_payloads(on),
     }
     if let Some(room) = routed {
@@ -193,6 +200,18 @@ async fn flush(
             }
         }
         send_datagrams(socket, out).await;
+        while let Some(out) = engine.poll_trunk() {
+            let Some(trunk) = &shard.trunk else { continue };
+            match out {
+                // Media the cluster cannot take now is lost, as on UDP.
+                TrunkOut::Media { .. } => {
+                    let _ = trunk.try_send(out);
+                }
+                TrunkOut::Control { .. } => {
+                    let _ = trunk.send(out).await;
+                }
+            }
+        }
         let Some(signal) = engine.poll_signal() else {
             return;
         };

@@ -7,11 +7,12 @@ pub mod participant;
 pub mod speakers;
 pub mod track;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use serde_json::value::RawValue;
 
+use crate::media::ids::NodeKey;
 use crate::signal::protocol::{ActiveSpeaker, ParticipantInfo, RelayTarget, ServerMessage};
 pub use participant::{Access, ConnId, Participant};
 use speakers::SpeakerDetector;
@@ -30,16 +31,20 @@ pub struct Room {
     pub tracks: BTreeMap<String, Track>,
     /// Who is speaking, by audio track id.
     pub speakers: SpeakerDetector<String>,
+    /// Other nodes of the cluster holding participants of this room, which
+    /// are told of its participants and tracks here (docs/cluster.md).
+    pub nodes: BTreeSet<NodeKey>,
 }
 
 impl Room {
-    /// Nobody is left.
+    /// Nobody of this node is left (participants of other nodes are only
+    /// shown to this node's).
     pub fn is_empty(&self) -> bool {
-        self.participants.is_empty()
+        self.participants.values().all(|p| p.node().is_some())
     }
 
     /// The visible participant with this identity, if present (WHEP viewers
-    /// are never replaced nor targeted by identity).
+    /// are never replaced nor targeted by identity), on any node.
     pub fn find_identity(&self, identity: &str) -> Option<&str> {
         self.participants
             .values()

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::auth::Grants;
 use crate::media::allocator::Tile;
-use crate::media::ids::PeerKey;
+use crate::media::ids::{NodeKey, PeerKey};
 use crate::signal::protocol::ParticipantInfo;
 
 /// Identifies a signaling connection (owned by the shell).
@@ -19,6 +19,9 @@ pub enum Access {
     Signaling(ConnId),
     /// A WHIP publisher or WHEP viewer session (HTTP resource id).
     Session(String),
+    /// A participant on another node of the cluster (docs/cluster.md),
+    /// known from that node's trunk messages.
+    Remote(NodeKey),
 }
 
 /// One participant of a room.
@@ -94,11 +97,34 @@ impl Participant {
         }
     }
 
+    /// A participant of another node, as that node announced it: it is
+    /// shown to this node's participants and publishes through the trunk.
+    pub fn remote(room: &str, info: &ParticipantInfo, node: NodeKey, now: Instant) -> Self {
+        let grants = Grants {
+            room: room.to_string(),
+            identity: info.identity.clone(),
+            name: info.name.clone(),
+            can_publish: true,
+            can_subscribe: false,
+            room_admin: false,
+            exp: 0,
+        };
+        Self::new(info.id.clone(), grants, Access::Remote(node), now)
+    }
+
+    /// The node it is on, when not this one.
+    pub fn node(&self) -> Option<NodeKey> {
+        match self.access {
+            Access::Remote(node) => Some(node),
+            _ => None,
+        }
+    }
+
     /// The signaling connection, if any.
     pub fn conn(&self) -> Option<ConnId> {
         match self.access {
             Access::Signaling(c) => Some(c),
-            Access::Session(_) => None,
+            Access::Session(_) | Access::Remote(_) => None,
         }
     }
 

@@ -36,6 +36,12 @@ const BATCH_WINDOW_MS = 50;
 const MAX_BATCH_BYTES = 32 * 1024;
 /** Owed peers at which the batch goes out before the window closes. */
 const BATCH_EARLY = 256;
+/**
+ * A newcomer whose hello has not reached us this long after it joined gets
+ * ours directly: in a cluster its hello may have gone out before its SFU
+ * node and ours were linked, and then neither side would ever hear the other.
+ */
+const HELLO_FALLBACK_MS = 1000;
 
 /** Thrown when a message is encrypted under a key we do not (yet) hold. */
 export class MissingKey extends Error {}
@@ -79,6 +85,8 @@ export class KeyManager extends EventTarget {
     this.pending = null; // {kid, raw, chat, waiting: Set, timer}
     this.owed = new Set(); // peers owed our pub and key, sent at the next flush
     this.flushTimer = null;
+    this.unheard = new Set(); // newcomers whose hello we wait for
+    this.helloTimer = null;
     this.flushing = 0; // flushes still wrapping keys
     this.outbox = Promise.resolve(); // key batches, sent one after another
   }
@@ -287,6 +295,19 @@ export class KeyManager extends EventTarget {
         if (pending.waiting.size === 0) this.#switch();
       }
     }
+  }
+
+  /** Someone joined: if their hello does not come, we say hello first. */
+  peerJoined(id) {
+    if (!this.pub || this.peers.has(id)) return;
+    this.unheard.add(id);
+    if (this.helloTimer !== null) return;
+    this.helloTimer = setTimeout(() => {
+      this.helloTimer = null;
+      const ids = [...this.unheard].filter((p) => !this.peers.has(p));
+      this.unheard.clear();
+      if (ids.length > 0) this.send(ids, { kind: "e2ee-hello", v: 1, pub: toB64(this.pub) });
+    }, HELLO_FALLBACK_MS);
   }
 
   /** Someone left: forget them and rotate our key so they cannot follow. */

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::auth::{self, Role, EXPORTER_LABEL, EXPORTER_LEN};
 use super::tls::{self, TlsSetupError, SERVER_NAME};
 use super::wire::{Control, ControlDecoder, MediaDatagram, WireError, VERSION};
+use crate::media::ids::NodeKey;
 use crate::metrics::Metrics;
 
 /// Application close codes on trunk connections.
@@ -136,8 +137,8 @@ pub enum TrunkEvent {
     },
     /// A media datagram from a peer.
     Media {
-        /// Its node id.
-        peer: String,
+        /// Its number (as [`PeerLink::key`]; no string per packet).
+        peer: NodeKey,
         /// The datagram.
         datagram: MediaDatagram,
     },
@@ -169,6 +170,8 @@ struct Inner {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
     peers: Mutex<HashMap<String, PeerLink>>,
+    /// Numbers given to node ids, kept across reconnections.
+    keys: Mutex<HashMap<String, NodeKey>>,
     events: mpsc::Sender<TrunkEvent>,
     metrics: Metrics,
     /// Woken whenever a link is installed.
@@ -179,6 +182,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct PeerLink {
     peer: String,
+    key: NodeKey,
     conn: quinn::Connection,
     dialer: String,
     control: Arc<tokio::sync::Mutex<SendStream>>,
@@ -234,11 +238,15 @@ impl PeerLink {
         &self.peer
     }
 
-    /// Sends one media datagram (unreliable, unordered). When quinn's send
-    /// buffer is full it drops the oldest queued datagram to make room;
-    /// that is counted as `queue_full`.
-    pub fn send_media(&self, datagram: &MediaDatagram) -> Result<(), SendMediaError> {
-        let len = datagram.encoded_len();
+    /// The peer's number on this node.
+    pub fn key(&self) -> NodeKey {
+        self.key
+    }
+
+    /// Sends an already encoded media datagram (see [`Self::send_media`]),
+    /// so one encoding can go to several peers.
+    pub fn send_encoded(&self, datagram: Bytes) -> Result<(), SendMediaError> {
+        let len = datagram.len();
         let max = self.conn.max_datagram_size().unwrap_or(0);
         if len > max {
             self.m.too_big.inc();
@@ -247,7 +255,7 @@ impl PeerLink {
         if self.conn.datagram_send_buffer_space() < len {
             self.m.queue_full.inc();
         }
-        match self.conn.send_datagram(Bytes::from(datagram.encode())) {
+        match self.conn.send_datagram(datagram) {
             Ok(()) => {
                 self.m.sent.inc();
                 self.m.sent_bytes.inc_by(len as u64);
@@ -259,6 +267,13 @@ impl PeerLink {
             }
             Err(_) => Err(SendMediaError::Closed),
         }
+    }
+
+    /// Sends one media datagram (unreliable, unordered). When quinn's send
+    /// buffer is full it drops the oldest queued datagram to make room;
+    /// that is counted as `queue_full`.
+    pub fn send_media(&self, datagram: &MediaDatagram) -> Result<(), SendMediaError> {
+        self.send_encoded(Bytes::from(datagram.encode()))
     }
 
     /// Sends a control message (reliable, in order).
@@ -290,6 +305,13 @@ impl PeerLink {
         self.conn.max_datagram_size()
     }
 
+    /// Closes the connection (the peer is treated as gone; both sides
+    /// report it down).
+    pub fn close(&self) {
+        self.conn
+            .close(VarInt::from_u32(close_code::SHUTDOWN), b"peer gone");
+    }
+
     /// Whether the connection is closed.
     pub fn is_closed(&self) -> bool {
         self.conn.close_reason().is_some()
@@ -319,6 +341,7 @@ impl Trunk {
             endpoint,
             client: tls::client_config()?,
             peers: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
             events,
             metrics,
             installed: tokio::sync::Notify::new(),
@@ -631,8 +654,14 @@ async fn install(
     recv: RecvStream,
     decoder: ControlDecoder,
 ) -> PeerLink {
+    let key = {
+        let mut keys = inner.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let next = NodeKey(keys.len() as u16);
+        *keys.entry(peer.clone()).or_insert(next)
+    };
     let link = PeerLink {
         peer: peer.clone(),
+        key,
         conn: conn.clone(),
         dialer,
         control: Arc::new(tokio::sync::Mutex::new(send)),
@@ -674,7 +703,7 @@ async fn read_datagrams(inner: Arc<Inner>, link: PeerLink) {
                 link.m.received.inc();
                 link.m.received_bytes.inc_by(bytes.len() as u64);
                 let event = TrunkEvent::Media {
-                    peer: link.peer.clone(),
+                    peer: link.key,
                     datagram,
                 };
                 match inner.events.try_send(event) {

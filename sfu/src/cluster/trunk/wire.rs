@@ -20,6 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use str0m::format::CodecSpec;
 
 use crate::signal::protocol::{ParticipantInfo, TrackInfo};
 
@@ -40,7 +41,10 @@ pub const MAX_ID_LEN: usize = 256;
 
 /// Flag: the packet starts a keyframe (as the sending node detected it).
 pub const FLAG_KEYFRAME: u8 = 0x01;
-const KNOWN_FLAGS: u8 = FLAG_KEYFRAME;
+/// Flag: the track is simulcast and `layer` names one of its encodings
+/// (without it, the track has one encoding and `layer` is 0).
+pub const FLAG_SIMULCAST: u8 = 0x02;
+const KNOWN_FLAGS: u8 = FLAG_KEYFRAME | FLAG_SIMULCAST;
 
 /// Why bytes from a peer node are not a valid datagram or control frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +75,13 @@ pub enum WireError {
     BadControl(String),
 }
 
+/// The header of a media datagram, for a sender that writes the RTP packet
+/// behind it itself.
+pub fn media_header(track: u32, layer: u8, flags: u8) -> [u8; MEDIA_HEADER_LEN] {
+    let t = track.to_be_bytes();
+    [VERSION, flags, layer, 0, t[0], t[1], t[2], t[3]]
+}
+
 /// One RTP packet of one track (and layer) between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaDatagram {
@@ -93,8 +104,7 @@ impl MediaDatagram {
     /// Appends the encoded datagram to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.reserve(self.encoded_len());
-        out.extend_from_slice(&[VERSION, self.flags, self.layer, 0]);
-        out.extend_from_slice(&self.track.to_be_bytes());
+        out.extend_from_slice(&media_header(self.track, self.layer, self.flags));
         out.extend_from_slice(&self.rtp);
     }
 
@@ -147,6 +157,16 @@ pub enum RelayTo {
     Participants(Vec<String>),
 }
 
+/// One of a published track's codecs: the payload type its RTP packets
+/// carry and what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrunkCodec {
+    /// RTP payload type as the publisher sends it.
+    pub pt: u8,
+    /// Codec, clock rate, channels and format parameters.
+    pub spec: CodecSpec,
+}
+
 /// A control message on the trunk's control stream. Room events name the
 /// room; the payloads are those of docs/protocol.md, so the receiving node
 /// can hand them to its participants as if the sender were local.
@@ -192,6 +212,11 @@ pub enum Control {
         layers: Vec<u8>,
         /// As in `track_published`.
         info: TrackInfo,
+        /// The publisher's codecs for the track by payload type, so the
+        /// receiving node reads the datagrams' RTP payload types as the
+        /// publisher's node does.
+        #[serde(default)]
+        codecs: Vec<TrunkCodec>,
     },
     /// A track is gone.
     TrackUnpublished {
@@ -222,6 +247,19 @@ pub enum Control {
         room: String,
         /// Its id.
         participant_id: String,
+    },
+    /// The sender holds participants of this room: send it the room's
+    /// participants and tracks on this node, then every change, until
+    /// `room_left` (or the connection ends).
+    RoomSync {
+        /// Room.
+        room: String,
+    },
+    /// The sender no longer holds this room (or never did, in answer to a
+    /// `room_sync`): stop sending its events and media.
+    RoomLeft {
+        /// Room.
+        room: String,
     },
     /// A `relay` from a participant on the sender's node.
     Relay {
@@ -296,9 +334,10 @@ impl Control {
                 id("participant id", &info.participant_id)?;
                 layers(l)
             }
-            Control::TrackUnpublished { room, .. } | Control::TrackMuted { room, .. } => {
-                id("room", room)
-            }
+            Control::TrackUnpublished { room, .. }
+            | Control::TrackMuted { room, .. }
+            | Control::RoomSync { room }
+            | Control::RoomLeft { room } => id("room", room),
             Control::ParticipantJoined { room, participant } => {
                 id("room", room)?;
                 id("participant id", &participant.id)
@@ -537,8 +576,11 @@ mod tests {
                         source: Some("camera".into()),
                         muted,
                     },
+                    codecs: Vec::new(),
                 }
             ),
+            id.prop_map(|room| Control::RoomSync { room }),
+            id.prop_map(|room| Control::RoomLeft { room }),
             (id, any::<u32>(), any::<bool>())
                 .prop_map(|(room, track, muted)| { Control::TrackMuted { room, track, muted } }),
             (id, id, ".{0,40}").prop_map(|(room, from, text)| Control::Relay {

@@ -16,6 +16,7 @@ use super::{Engine, Signal};
 use crate::media::allocator::needed_layer;
 use crate::media::ids::{PeerKey, ReceiverKey};
 use crate::media::layers::MAX_LAYERS;
+use crate::media::receiver::Origin;
 use crate::signal::protocol::ServerMessage;
 
 /// How often a publisher's tracks are reviewed without a tile change.
@@ -46,8 +47,11 @@ impl Engine {
             return;
         }
         // A publisher without signaling (WHIP) cannot be told: its layers
-        // stay as it sends them.
-        let Some(conn) = self.peer_conn(r.publisher) else {
+        // stay as it sends them. One on another node is its node's to tell.
+        let Origin::Peer(publisher) = r.origin else {
+            return;
+        };
+        let Some(conn) = self.peer_conn(publisher) else {
             return;
         };
         let mut sizes = [None; MAX_LAYERS];
@@ -60,6 +64,12 @@ impl Engine {
             .filter_map(|&k| self.down_tracks.get(k))
             .filter(|d| d.tile.visible)
             .map(|d| needed_layer(&sizes, d.tile.size) as u8)
+            // Other nodes receiving it need the highest layer they asked for.
+            .chain(
+                r.trunk_sinks()
+                    .iter()
+                    .map(|&(_, layers)| 7 - layers.leading_zeros() as u8),
+            )
             .max();
         let Some(r) = self.receivers.get_mut(receiver) else {
             return;

@@ -6,18 +6,38 @@
 //! (An audio packet still finds its room by name, for the room's speaker
 //! detector; rooms have no key yet.)
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind};
 use str0m::rtp::{RtpPacket, RtpWrite};
 
-use super::{mark, Engine, Signal};
+use super::{mark, Engine, Signal, TrunkOut};
+use crate::cluster::trunk::wire::{
+    media_header, Control, FLAG_KEYFRAME, FLAG_SIMULCAST, MEDIA_HEADER_LEN,
+};
 use crate::media::down_track::Skip;
 use crate::media::ids::{PeerKey, ReceiverKey};
 use crate::media::packet::{Extensions, MediaPacket};
-use crate::media::receiver::Accepted;
-use crate::media::vp8;
+use crate::media::receiver::{Accepted, Origin, Refusal};
+use crate::media::{trunk_rtp, vp8};
+
+/// A packet on its way into [`Engine::fan_out`], from a publisher's
+/// connection or from the trunk.
+pub(super) struct Incoming {
+    pub ssrc: u32,
+    /// Extended sequence number.
+    pub seq: u64,
+    pub rtp_time: u32,
+    pub marker: bool,
+    pub arrival: Instant,
+    /// It belongs to one of several simulcast encodings.
+    pub simulcast: bool,
+    pub extensions: Extensions,
+    pub payload: Arc<[u8]>,
+}
 
 impl Engine {
     /// Forwards one publisher packet to every down-track of its receiver.
@@ -52,6 +72,30 @@ impl Engine {
             now,
             |pt| codecs.find(|p| p.pt() == pt).copied(),
         );
+        let incoming = Incoming {
+            ssrc: *packet.header.ssrc,
+            seq: *packet.seq_no,
+            rtp_time: packet.header.timestamp,
+            marker: packet.header.marker,
+            arrival: packet.timestamp,
+            simulcast: rid.is_some(),
+            extensions: Extensions::from_str0m(&packet.header.ext_vals),
+            payload: packet.payload,
+        };
+        self.fan_out(receiver_key, accepted, incoming, now);
+    }
+
+    /// Takes a packet its receiver accepted (or refused) to the receiver's
+    /// down-tracks and, for a track published here, to the other nodes that
+    /// asked for it. The same path for a publisher's packets and those that
+    /// came over the trunk.
+    pub(super) fn fan_out(
+        &mut self,
+        receiver_key: ReceiverKey,
+        accepted: Result<Accepted, Refusal>,
+        packet: Incoming,
+        now: Instant,
+    ) {
         let Accepted {
             codec,
             layer,
@@ -60,16 +104,16 @@ impl Engine {
             Ok(accepted) => accepted,
             Err(refusal) => return self.drop_packet(refusal.label()),
         };
+        let Some(receiver) = self.receivers.get(receiver_key) else {
+            return;
+        };
         if started && receiver.kind == MediaKind::Video {
             // A layer appeared (or came back): its subscribers choose again
             // before this packet goes out (a new video down-track carries
             // nothing until its first choice).
             self.reallocate_subscribers(receiver_key, now);
         }
-        let (Some(peer), Some(receiver)) = (
-            self.peers.get(publisher),
-            self.receivers.get_mut(receiver_key),
-        ) else {
+        let Some(receiver) = self.receivers.get_mut(receiver_key) else {
             return;
         };
         // Changing between simulcast layers must wait for a keyframe of the
@@ -94,8 +138,12 @@ impl Engine {
         // Active speakers (room/speakers.rs) from the clear RFC 6464 level;
         // with forward_loudest_audio, only the top-ranked speakers' audio.
         if receiver.kind == MediaKind::Audio {
-            if let Some(room) = self.rooms.get_mut(&peer.room) {
-                if let Some(level) = packet.header.ext_vals.audio_level {
+            let room_name = match receiver.origin {
+                Origin::Peer(publisher) => self.peers.get(publisher).map(|p| &p.room),
+                Origin::Trunk { node, track } => self.remote.get(&(node, track)).map(|r| &r.room),
+            };
+            if let Some(room) = room_name.and_then(|n| self.rooms.get_mut(n)) {
+                if let Some(level) = packet.extensions.audio_level {
                     let heard = room.hear(&receiver.track_id, level.unsigned_abs(), now);
                     if let Some((out, changed)) = heard {
                         self.metrics.speaker_changes.inc_by(u64::from(changed));
@@ -118,18 +166,38 @@ impl Engine {
             packet.payload
         };
         let media = MediaPacket {
-            ssrc: *packet.header.ssrc,
-            seq: *packet.seq_no,
-            rtp_time: packet.header.timestamp,
-            marker: packet.header.marker,
-            arrival: packet.timestamp,
+            ssrc: packet.ssrc,
+            seq: packet.seq,
+            rtp_time: packet.rtp_time,
+            marker: packet.marker,
+            arrival: packet.arrival,
             codec,
             layer,
             switch_point,
             vp8,
-            extensions: Extensions::from_str0m(&packet.header.ext_vals),
+            extensions: packet.extensions,
             payload,
         };
+        if !receiver.trunk_sinks().is_empty() {
+            let keyframe = if vp8.is_some_and(|i| i.keyframe) {
+                FLAG_KEYFRAME
+            } else {
+                0
+            };
+            let flags = keyframe | if packet.simulcast { FLAG_SIMULCAST } else { 0 };
+            let mut datagram = Vec::with_capacity(MEDIA_HEADER_LEN + 24 + media.payload.len());
+            datagram.extend_from_slice(&media_header(receiver.trunk_number, layer, flags));
+            trunk_rtp::write(&media, *codec.pt(), &mut datagram);
+            let datagram = Bytes::from(datagram);
+            for &(node, layers) in receiver.trunk_sinks() {
+                if layers & (1 << layer) != 0 {
+                    self.trunk_out.push_back(TrunkOut::Media {
+                        node,
+                        datagram: datagram.clone(),
+                    });
+                }
+            }
+        }
         let nackable = receiver.kind == MediaKind::Video;
         let ext_vals = media.extensions.to_str0m();
         // Counted once per packet: the counters are shared by every shard,
@@ -228,16 +296,29 @@ impl Engine {
             return;
         }
         let (mid, rid) = (r.mid, r.rid(layer));
-        if let Some(peer) = self.peers.get_mut(r.publisher) {
-            if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, rid) {
+        match r.origin {
+            Origin::Peer(publisher) => {
+                let Some(peer) = self.peers.get_mut(publisher) else {
+                    return;
+                };
+                let mut api = peer.rtc.direct_api();
+                let Some(rx) = api.stream_rx_by_mid(mid, rid) else {
+                    return;
+                };
                 rx.request_keyframe(kind);
                 mark(&mut self.dirty, peer);
-                self.metrics
-                    .keyframe_requests
-                    .with_label_values(&[outcome])
-                    .inc();
+            }
+            // The publisher's node asks it (throttled there too).
+            Origin::Trunk { node, track } => {
+                let message = Control::KeyframeRequest { track, layer };
+                self.trunk_out
+                    .push_back(TrunkOut::Control { node, message });
             }
         }
+        self.metrics
+            .keyframe_requests
+            .with_label_values(&[outcome])
+            .inc();
     }
 
     /// Redoes the allocation of every subscriber of `receiver`.
@@ -255,7 +336,7 @@ impl Engine {
         }
     }
 
-    fn drop_packet(&self, reason: &str) {
+    pub(super) fn drop_packet(&self, reason: &str) {
         self.metrics.dropped.with_label_values(&[reason]).inc();
     }
 }

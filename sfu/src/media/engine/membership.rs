@@ -5,6 +5,7 @@ use std::time::Instant;
 use tracing::info;
 
 use super::{mark, Engine, Signal};
+use crate::cluster::trunk::wire::Control;
 use crate::media::ids::PeerKey;
 use crate::media::peer::{Peer, Role};
 use crate::room::{Access, Room};
@@ -54,6 +55,13 @@ impl Engine {
         };
         info!(room = %room, participant = %pid, "left");
         self.deliver(deliveries);
+        if participant.node().is_none() && !participant.hidden {
+            // Its tracks go with it on the other nodes too.
+            self.tell_nodes(room, || Control::ParticipantLeft {
+                room: room.to_string(),
+                participant_id: pid.to_string(),
+            });
+        }
         for track in tracks {
             self.drop_receiver(track.receiver);
         }
@@ -71,15 +79,30 @@ impl Engine {
             Access::Session(s) => {
                 self.sessions.remove(s);
             }
+            Access::Remote(_) => {}
         }
         if self.rooms.get(room).is_some_and(Room::is_empty) {
-            self.rooms.remove(room);
-            self.signals.push_back(Signal::RoomClosed(room.to_string()));
+            self.close_room(room);
         } else {
             // Subscribers of the removed tracks renegotiate.
             self.update_all_subscribers(room, now);
         }
         self.update_gauges();
+    }
+
+    /// Forgets a room without participants of this node: the other nodes'
+    /// participants in it are of no use here, and those nodes are told.
+    fn close_room(&mut self, room: &str) {
+        self.tell_nodes(room, || Control::RoomLeft {
+            room: room.to_string(),
+        });
+        let Some(r) = self.rooms.remove(room) else {
+            return;
+        };
+        for track in r.tracks.values() {
+            self.drop_receiver(track.receiver);
+        }
+        self.signals.push_back(Signal::RoomClosed(room.to_string()));
     }
 
     /// A new session with an identity already present replaces the old one.
@@ -94,7 +117,10 @@ impl Engine {
         let old = self.rooms.get(room).and_then(|r| {
             r.participants
                 .values()
-                .find(|p| !p.hidden && p.id != keep && p.grants.identity == identity)
+                .find(|p| {
+                    // A session on another node is that node's to replace.
+                    !p.hidden && p.node().is_none() && p.id != keep && p.grants.identity == identity
+                })
                 .map(|p| p.id.clone())
         });
         let Some(old) = old else {

@@ -9,9 +9,10 @@ use str0m::media::Direction;
 use tracing::debug;
 
 use super::{mark, permitted_offer, random_id, Engine, SessionError};
+use crate::cluster::trunk::wire::Control;
 use crate::media::ids::{PeerKey, ReceiverKey};
 use crate::media::peer::Role;
-use crate::media::receiver::Receiver;
+use crate::media::receiver::{Origin, Receiver};
 use crate::room::track::kind_name;
 use crate::room::Track;
 use crate::signal::protocol::TrackLabel;
@@ -94,12 +95,19 @@ impl Engine {
                     let mut receiver = Receiver::new(
                         track_id.clone(),
                         kind,
-                        peer_id,
+                        Origin::Peer(peer_id),
                         mid,
                         self.config.media.keyframe_interval(),
                     );
                     receiver.priority = u8::from(source.as_deref() == Some("screen"));
+                    // Its number on the trunk, with the shard in the top
+                    // byte: the node finds a number's shard without a table.
+                    self.trunk_counter = (self.trunk_counter % 0x00ff_ffff) + 1;
+                    receiver.trunk_number =
+                        ((self.config.shard as u32 & 0xff) << 24) | self.trunk_counter;
+                    let number = receiver.trunk_number;
                     let receiver = self.receivers.insert(receiver);
+                    self.trunk_numbers.insert(number, receiver);
                     peer.published.insert(mid, receiver);
                     added.push(Track {
                         id: track_id,
@@ -118,6 +126,9 @@ impl Engine {
         peer.published.retain(|_, r| !removed.contains(r));
         for track in added {
             debug!(room = %room, track = %track.id, kind = kind_name(track.kind), "published");
+            if let Some(message) = self.track_published(&room, &track) {
+                self.tell_nodes(&room, || message.clone());
+            }
             let deliveries = self
                 .rooms
                 .get_mut(&room)
@@ -132,11 +143,22 @@ impl Engine {
         self.update_gauges();
     }
 
-    /// Removes a receiver's track from the room, telling everyone.
-    fn unpublish(&mut self, room: &str, receiver: ReceiverKey) {
-        let Some(track_id) = self.receivers.get(receiver).map(|r| r.track_id.clone()) else {
+    /// Removes a receiver's track from the room, telling everyone (the
+    /// other nodes too when it was published here).
+    pub(super) fn unpublish(&mut self, room: &str, receiver: ReceiverKey) {
+        let Some((track_id, number)) = self
+            .receivers
+            .get(receiver)
+            .map(|r| (r.track_id.clone(), r.trunk_number))
+        else {
             return;
         };
+        if number != 0 {
+            self.tell_nodes(room, || Control::TrackUnpublished {
+                room: room.to_string(),
+                track: number,
+            });
+        }
         if let Some((_, deliveries)) = self
             .rooms
             .get_mut(room)
@@ -153,6 +175,7 @@ impl Engine {
         let Some(r) = self.receivers.remove(receiver) else {
             return;
         };
+        self.forget_trunk_track(&r);
         for &key in r.down_tracks() {
             if let Some(down) = self.down_tracks.get_mut(key) {
                 down.rebind(None);

@@ -155,6 +155,8 @@ impl Engine {
         };
         if let Some(r) = self.receivers.get_mut(receiver) {
             r.attach(key);
+            // A track of another node is asked for before its keyframe.
+            self.sync_trunk_subscription(receiver);
             self.request_keyframe(
                 receiver,
                 layer,
@@ -178,6 +180,7 @@ impl Engine {
         };
         if let Some(r) = self.receivers.get_mut(receiver) {
             r.detach(key);
+            self.sync_trunk_subscription(receiver);
         }
     }
 
