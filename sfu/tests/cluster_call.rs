@@ -618,7 +618,9 @@ async fn loadtest_across_nodes_every_frame_verified_each_track_once_per_node() {
         assert_eq!(s.tracks_expected, 4, "{node}");
         assert_eq!(s.tracks_received, 4, "{node}: {:?}", s.errors);
         assert!(s.frames_received > 4 * 50, "{node}: {}", s.frames_received);
-        assert!(s.frame_loss_pct < 5.0, "{node}: {}", s.frame_loss_pct);
+        // Loopback loses nothing; frames before a viewer's first keyframe
+        // are not counted here (the loadtest's frame loss includes them).
+        assert!(s.packet_loss_pct < 1.0, "{node}: {}", s.packet_loss_pct);
         received += s.packets_received;
     }
     let p = publisher.join().expect("publisher's loadtest");
