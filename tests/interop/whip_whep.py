@@ -341,7 +341,7 @@ async def run_check(args) -> dict:
     room = urllib.parse.quote(args.room, safe="")
     base = args.base.rstrip("/")
     whip_url = f"{base}/whip/{room}"
-    whep_url = f"{base}/whep/{room}"
+    whep_url = f"{(args.view_base or base).rstrip('/')}/whep/{room}"
 
     pub = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     view = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -436,6 +436,9 @@ def parse_args(argv=None):
     )
     p.add_argument("--base", required=True,
                    help="SFU base URL, e.g. http://127.0.0.1:8080 (must be loopback)")
+    p.add_argument("--view-base", default=None,
+                   help="SFU base URL the viewer uses (default: --base); another node "
+                        "of a cluster views a room published on --base")
     p.add_argument("--room", required=True, help="room name")
     p.add_argument("--token", default=None,
                    help="JWT sent as 'Authorization: Bearer TOKEN' (omitted if not given)")
@@ -449,11 +452,14 @@ def parse_args(argv=None):
         p.error("--frames must be >= 1")
     if args.timeout <= 0:
         p.error("--timeout must be > 0")
-    parts = urllib.parse.urlsplit(args.base)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        p.error(f"--base must be an http(s) URL, got {args.base!r}")
-    if not is_loopback_host(parts.hostname):
-        p.error(f"--base host {parts.hostname!r} is not a loopback address")
+    for name, url in (("--base", args.base), ("--view-base", args.view_base)):
+        if url is None:
+            continue
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            p.error(f"{name} must be an http(s) URL, got {url!r}")
+        if not is_loopback_host(parts.hostname):
+            p.error(f"{name} host {parts.hostname!r} is not a loopback address")
     return args
 
 

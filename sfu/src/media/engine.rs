@@ -145,6 +145,8 @@ pub struct Engine {
     trunk_numbers: HashMap<u32, ReceiverKey>,
     /// The last trunk number given.
     trunk_counter: u32,
+    /// When the layers of other nodes' tracks are next reviewed.
+    next_remote_review: Instant,
     /// Corrupt one payload byte per forwarded packet (test-only switch that
     /// proves end-to-end integrity checks can fail).
     corrupt_payloads: bool,
@@ -210,6 +212,7 @@ impl Engine {
             remote: HashMap::new(),
             trunk_numbers: HashMap::new(),
             trunk_counter: 0,
+            next_remote_review: Instant::now(),
             corrupt_payloads,
             reported: Gauges::default(),
         }
@@ -542,6 +545,7 @@ impl Engine {
         for id in review {
             self.review_publisher_layers(id, now);
         }
+        self.review_remote_layers(now);
         self.drive(now);
         for (room, pid) in dead {
             info!(room = %room, participant = %pid, "media timed out");

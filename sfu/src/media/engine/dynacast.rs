@@ -35,8 +35,22 @@ impl Engine {
         }
     }
 
+    /// Reviews the tracks of other nodes received here (due with the
+    /// engine's timers; they have no publisher connection to time them).
+    pub(super) fn review_remote_layers(&mut self, now: Instant) {
+        if now < self.next_remote_review {
+            return;
+        }
+        self.next_remote_review = now + REVIEW_EVERY;
+        let receivers: Vec<ReceiverKey> = self.remote.values().map(|r| r.receiver).collect();
+        for receiver in receivers {
+            self.dynacast(receiver, now);
+        }
+    }
+
     /// Switches `receiver`'s publisher's layers on or off as its
-    /// subscribers' tiles need, telling the publisher on a change.
+    /// subscribers' tiles need, telling the publisher on a change (for a
+    /// track of another node: asking that node for the layers on).
     pub(super) fn dynacast(&mut self, receiver: ReceiverKey, now: Instant) {
         let Some(r) = self.receivers.get(receiver) else {
             return;
@@ -47,12 +61,14 @@ impl Engine {
             return;
         }
         // A publisher without signaling (WHIP) cannot be told: its layers
-        // stay as it sends them. One on another node is its node's to tell.
-        let Origin::Peer(publisher) = r.origin else {
-            return;
-        };
-        let Some(conn) = self.peer_conn(publisher) else {
-            return;
+        // stay as it sends them. One on another node is asked for the
+        // layers this node needs; its own node tells the publisher.
+        let conn = match r.origin {
+            Origin::Peer(publisher) => match self.peer_conn(publisher) {
+                Some(conn) => Some(conn),
+                None => return,
+            },
+            Origin::Trunk { .. } => None,
         };
         let mut sizes = [None; MAX_LAYERS];
         for (size, layer) in sizes.iter_mut().zip(r.layers()) {
@@ -78,6 +94,20 @@ impl Engine {
             return;
         };
         let off = r.dynacast.off();
+        let switched = &self.metrics.publisher_layers_switched;
+        switched
+            .with_label_values(&["on"])
+            .inc_by(u64::from(switch.on.count_ones()));
+        switched
+            .with_label_values(&["off"])
+            .inc_by(u64::from(switch.off.count_ones()));
+        let Some(conn) = conn else {
+            self.sync_trunk_subscription(receiver);
+            return;
+        };
+        let Some(r) = self.receivers.get(receiver) else {
+            return;
+        };
         let (mut active, mut inactive) = (Vec::new(), Vec::new());
         for i in (0..MAX_LAYERS).filter(|i| known & (1 << i) != 0) {
             let Some(rid) = r.rid(i as u8) else {
@@ -94,13 +124,6 @@ impl Engine {
             active,
             inactive,
         };
-        let switched = &self.metrics.publisher_layers_switched;
-        switched
-            .with_label_values(&["on"])
-            .inc_by(u64::from(switch.on.count_ones()));
-        switched
-            .with_label_values(&["off"])
-            .inc_by(u64::from(switch.off.count_ones()));
         self.signals.push_back(Signal::Message(conn, msg));
         self.update_gauges();
     }

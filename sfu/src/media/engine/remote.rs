@@ -27,9 +27,10 @@ use crate::media::trunk_rtp;
 use crate::room::{Participant, Track};
 use crate::signal::protocol::{ParticipantInfo, RelayTarget, TrackInfo};
 
-/// All spatial layers: a node asks for a remote track whole, and its own
-/// allocator chooses per subscriber among what arrives.
-const ALL_LAYERS: [u8; 3] = [0, 1, 2];
+/// Every spatial layer (bit per layer). A node asks for the layers its
+/// subscribers' tiles need (dynacast), and its own allocator chooses per
+/// subscriber among what arrives.
+const ALL_LAYERS: u8 = 0b111;
 
 /// A track of another node that this shard knows.
 #[derive(Debug)]
@@ -39,8 +40,9 @@ pub(super) struct RemoteTrack {
     codecs: Vec<TrunkCodec>,
     /// Last extended sequence number per spatial layer.
     seq: [Option<u64>; 3],
-    /// Whether this node asked the publisher's node for it.
-    subscribed: bool,
+    /// The layers this node asked the publisher's node for (bit per
+    /// layer; 0: not subscribed).
+    layers: u8,
 }
 
 /// Extends a 16-bit sequence number to the one nearest `prev`.
@@ -120,10 +122,7 @@ impl Engine {
                 room,
                 participant_id,
             } => {
-                let theirs = self
-                    .participant(&room, &participant_id)
-                    .is_some_and(|p| p.node() == Some(node));
-                if theirs {
+                if self.is_on(node, &room, &participant_id) {
                     self.remove_participant(&room, &participant_id, now);
                 }
             }
@@ -162,9 +161,7 @@ impl Engine {
                 to,
                 payload,
             } => {
-                let from_there = self
-                    .participant(&room, &from)
-                    .is_some_and(|p| p.node() == Some(node));
+                let from_there = self.is_on(node, &room, &from);
                 let Ok(payload) = RawValue::from_string(payload) else {
                     return;
                 };
@@ -253,7 +250,7 @@ impl Engine {
         Some(Control::TrackPublished {
             room: room.to_string(),
             track: receiver.trunk_number,
-            layers: ALL_LAYERS.to_vec(),
+            layers: vec![0, 1, 2],
             info: track.info(),
             codecs,
         })
@@ -333,6 +330,13 @@ impl Engine {
     // Other nodes' participants and tracks here
     // ------------------------------------------------------------------
 
+    /// Whether `pid` is a participant of `room` on `node` (a node speaks
+    /// only for its own participants).
+    fn is_on(&self, node: NodeKey, room: &str, pid: &str) -> bool {
+        self.participant(room, pid)
+            .is_some_and(|p| p.node() == Some(node))
+    }
+
     fn remote_joined(&mut self, node: NodeKey, room: &str, info: &ParticipantInfo, now: Instant) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
@@ -354,9 +358,7 @@ impl Engine {
         codecs: Vec<TrunkCodec>,
         now: Instant,
     ) {
-        let owner_there = self
-            .participant(room, &info.participant_id)
-            .is_some_and(|p| p.node() == Some(node));
+        let owner_there = self.is_on(node, room, &info.participant_id);
         let known = self.remote.contains_key(&(node, track))
             || self
                 .rooms
@@ -387,7 +389,7 @@ impl Engine {
                 room: room.to_string(),
                 codecs,
                 seq: [None; 3],
-                subscribed: false,
+                layers: 0,
             },
         );
         let track = Track {
@@ -409,8 +411,9 @@ impl Engine {
         self.update_gauges();
     }
 
-    /// Asks for a remote track while a local down-track receives it, and
-    /// stops asking when none does.
+    /// Asks for a remote track while a local down-track receives it, with
+    /// the layers its dynacast keeps on (all until it has seen them), and
+    /// stops asking when no down-track does. Sends only changes.
     pub(super) fn sync_trunk_subscription(&mut self, receiver: ReceiverKey) {
         let Some(r) = self.receivers.get(receiver) else {
             return;
@@ -418,21 +421,25 @@ impl Engine {
         let Origin::Trunk { node, track } = r.origin else {
             return;
         };
-        let wanted = !r.down_tracks().is_empty();
+        let layers = if r.down_tracks().is_empty() {
+            0
+        } else {
+            ALL_LAYERS & !r.dynacast.off()
+        };
         let Some(remote) = self.remote.get_mut(&(node, track)) else {
             return;
         };
-        if remote.subscribed == wanted {
+        if remote.layers == layers {
             return;
         }
-        remote.subscribed = wanted;
-        let message = if wanted {
+        remote.layers = layers;
+        let message = if layers == 0 {
+            Control::UnsubscribeTrack { track }
+        } else {
             Control::SubscribeTrack {
                 track,
-                layers: ALL_LAYERS.to_vec(),
+                layers: (0..3).filter(|l| layers & (1 << l) != 0).collect(),
             }
-        } else {
-            Control::UnsubscribeTrack { track }
         };
         self.trunk_out
             .push_back(TrunkOut::Control { node, message });
