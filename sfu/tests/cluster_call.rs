@@ -89,7 +89,7 @@ fn id_of(client: &Client) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_spans_three_nodes_as_if_local() {
-    let Some(redis) = Redis::start().await else {
+    let Some(mut redis) = Redis::start().await else {
         return;
     };
     let _one = ONE_AT_A_TIME.lock().await;
@@ -351,6 +351,49 @@ async fn a_room_spans_three_nodes_as_if_local() {
         assert!(!identities(cl).contains("mallory"));
     }
     assert_eq!(e.metric("sfu_trunk_peers").await, 0.0);
+    drop(mallory);
+    drop(e);
+
+    // Redis is killed and restarted empty: the call goes on, and a node
+    // that joins the room afterwards finds the others in the new registry.
+    let before = intact(&alice, &ids[2], "video");
+    redis.kill().await;
+    eventually(
+        Duration::from_secs(10),
+        "node-a sees the outage",
+        || async { a.metric("sfu_cluster_registered").await == 0.0 },
+    )
+    .await;
+    redis.spawn().await;
+    let registry = Registry::new(&redis.url(), Duration::from_secs(5)).expect("registry");
+    eventually(
+        Duration::from_secs(15),
+        "the room registered again",
+        || async {
+            registry
+                .room_nodes(room)
+                .await
+                .is_ok_and(|n| n == ["node-a", "node-c"])
+        },
+    )
+    .await;
+    assert!(
+        intact(&alice, &ids[2], "video") >= before + 50,
+        "Alice kept receiving Carol through the outage"
+    );
+    let d = Node::start(&redis, "node-d", &options).await;
+    let dave = join(&d, "dave", 4).await;
+    eventually(
+        Duration::from_secs(15),
+        "Dave on a new node sees and receives Alice and Carol",
+        || async {
+            identities(&dave) == ["alice", "carol"].map(String::from).into()
+                && intact(&dave, &ids[0], "video") >= 50
+                && intact(&dave, &ids[2], "video") >= 50
+                && identities(&alice).contains("dave")
+        },
+    )
+    .await;
 
     // Node C dies: its participant leaves on A within 10 s.
     c.kill().await;
