@@ -7,12 +7,13 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::client::Client;
+use common::cluster::{Redis, SECRET};
 use common::{eventually, test_config, token};
 use sfu::cluster::keys::NodeRecord;
 use sfu::cluster::registry::{Registration, Registry};
@@ -22,69 +23,6 @@ use sfu::metrics::Metrics;
 use sfu::signal::protocol::TrackInfo;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc::Receiver;
-
-const SECRET: &str = "cluster-test-secret-0123";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `redis-server` on a loopback port, without persistence (a restart
-/// starts empty, as after a crash of a cache-only Redis).
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    /// `None` (and a SKIPPED message) when `redis-server` is not installed.
-    async fn start() -> Option<Redis> {
-        if std::process::Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            eprintln!("SKIPPED: `redis-server` not found (scripts/test-deps.sh installs it)");
-            return None;
-        }
-        let mut r = Redis {
-            port: free_port(),
-            child: None,
-        };
-        r.spawn().await;
-        Some(r)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        eventually(Duration::from_secs(10), "redis-server accepts", || async {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().await.expect("kill redis-server");
-        }
-    }
-}
 
 /// An `sfu` process with `[cluster]` configured, everything else on
 /// ephemeral loopback ports.

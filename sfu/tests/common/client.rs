@@ -171,7 +171,12 @@ impl Client {
 
     /// Joins with `token` and explicit options.
     pub async fn join_with(server: &Server, token: &str, index: u8, options: Options) -> Client {
-        let url = format!("ws://{}/ws", server.http_addr);
+        Self::join_at(server.http_addr, token, index, options).await
+    }
+
+    /// Joins the server whose HTTP listener is `http` (e.g. a node process).
+    pub async fn join_at(http: SocketAddr, token: &str, index: u8, options: Options) -> Client {
+        let url = format!("ws://{http}/ws");
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connects");
