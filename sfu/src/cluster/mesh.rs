@@ -44,11 +44,12 @@ use crate::media::shards::Shards;
 const TICK: Duration = Duration::from_millis(250);
 /// How often the registry is read for every room shared with other nodes.
 const DISCOVER_EVERY: Duration = Duration::from_secs(1);
-/// A linked peer the registry has not listed for this long is down. Longer
-/// than a Redis restart takes to be re-populated (nodes re-register within
-/// about 2 s), shorter than what keeps a dead node's participants within
-/// 10 s of its lease lapsing.
-const MISSING_FOR: Duration = Duration::from_secs(4);
+/// A linked peer the registry has not listed for this long is down: longer
+/// than a restarted (empty) Redis takes to be re-populated (every node
+/// retries within a third of its lease, ≤ 1.7 s by default), short enough
+/// that a node cut off from Redis is dropped within 10 s of its last
+/// renewal (lease 5 s + this + one discovery).
+const MISSING_FOR: Duration = Duration::from_secs(3);
 
 /// A connected peer node.
 struct Peer {
