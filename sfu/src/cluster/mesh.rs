@@ -135,6 +135,10 @@ impl Mesh {
                 }
             }
             TrunkOut::Control { node, message } => {
+                if let Control::RoomLeft { room } = &message {
+                    // Our room closed: if it opens again, ask again.
+                    self.synced.remove(&(node, room.clone()));
+                }
                 if let Some(peer) = self.peers.get(&node) {
                     let _ = peer.control.send(message);
                 }
@@ -272,6 +276,7 @@ impl Mesh {
     async fn tick(&mut self) {
         let rooms: HashSet<String> = self.shards.placement().rooms().into_iter().collect();
         let new: Vec<String> = rooms.difference(&self.rooms).cloned().collect();
+        self.synced.retain(|(_, room)| rooms.contains(room));
         self.rooms = rooms;
         if self.discovered.elapsed() >= DISCOVER_EVERY {
             self.discover().await;
