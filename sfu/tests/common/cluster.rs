@@ -106,8 +106,8 @@ impl Default for NodeOptions {
 
 /// An `sfu` process, a member of the cluster of `Redis`, on loopback ports
 /// (HTTP on a port picked here, media and trunk on ephemeral ones). Its
-/// log goes to `target/artifacts/cluster/{id}.log` and its last lines are
-/// printed if the test fails. Killed when dropped.
+/// log goes to `target/artifacts/cluster/{test}/{id}.log` and its last
+/// lines are printed if the test fails. Killed when dropped.
 pub struct Node {
     pub id: String,
     pub http: SocketAddr,
@@ -119,7 +119,14 @@ impl Node {
     /// Starts the node; returns once it is listed in the registry.
     pub async fn start(redis: &Redis, id: &str, options: &NodeOptions) -> Node {
         let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts/cluster");
+        // One directory per test (libtest names the test's thread after it).
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("test")
+            .replace("::", "-");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/artifacts/cluster")
+            .join(test);
         std::fs::create_dir_all(&dir).expect("log directory");
         let log = dir.join(format!("{id}.log"));
         let out = std::fs::File::create(&log).expect("log file");
@@ -194,7 +201,7 @@ impl Node {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(self.http)
             .await
-            .expect("metrics connection");
+            .unwrap_or_else(|e| panic!("{} does not answer on {}: {e}", self.id, self.http));
         s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
             .await
             .expect("metrics request");
