@@ -15,6 +15,8 @@
 //! - **Liveness**: a peer whose trunk closes (QUIC idle timeout, 5 s) or
 //!   that the registry has not listed for [`MISSING_FOR`] is down: every
 //!   shard drops its participants (`Command::NodeDown`).
+//! - **Reads of the registry** run in a task of their own and report back,
+//!   one at a time, so a Redis that hangs never holds up this loop.
 //! - **Routing**: room messages go to the room's shard (the placement
 //!   table), track messages to the shard in the top byte of this node's
 //!   track number, media datagrams to the shard that took the track's
@@ -51,6 +53,12 @@ const DISCOVER_EVERY: Duration = Duration::from_secs(1);
 /// renewal (lease 5 s + this + one discovery).
 const MISSING_FOR: Duration = Duration::from_secs(3);
 
+/// What one read of the registry found.
+struct Reading {
+    nodes: Vec<NodeRecord>,
+    holders: Vec<(String, Vec<String>)>,
+}
+
 /// A connected peer node.
 struct Peer {
     link: PeerLink,
@@ -74,6 +82,17 @@ pub struct Mesh {
     dialing: Arc<std::sync::Mutex<HashSet<String>>>,
     /// The rooms placed here at the last tick.
     rooms: HashSet<String>,
+    /// Rooms to read from the registry at the next read.
+    unread: HashSet<String>,
+    /// A read of the registry is under way.
+    reading: bool,
+    /// Where reads report, and where [`Mesh::run`] takes their reports.
+    readings: mpsc::Sender<Option<Reading>>,
+    results: Option<mpsc::Receiver<Option<Reading>>>,
+    /// The nodes of the last read, by id.
+    records: HashMap<String, NodeRecord>,
+    /// The nodes holding each room here, as last read.
+    holders: HashMap<String, Vec<String>>,
     /// Renews this node's registration at once.
     renew: Arc<tokio::sync::Notify>,
     /// When the registry was last read for every room.
@@ -88,6 +107,7 @@ impl Mesh {
         shards: Shards,
         renew: Arc<tokio::sync::Notify>,
     ) -> Self {
+        let (readings, results) = mpsc::channel(1);
         Self {
             trunk,
             registry,
@@ -98,6 +118,12 @@ impl Mesh {
             missing: HashMap::new(),
             dialing: Arc::default(),
             rooms: HashSet::new(),
+            unread: HashSet::new(),
+            reading: false,
+            readings,
+            records: HashMap::new(),
+            holders: HashMap::new(),
+            results: Some(results),
             renew,
             discovered: Instant::now(),
         }
@@ -109,6 +135,9 @@ impl Mesh {
         mut events: mpsc::Receiver<TrunkEvent>,
         mut outbox: mpsc::Receiver<TrunkOut>,
     ) {
+        let Some(mut readings) = self.results.take() else {
+            return;
+        };
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -121,7 +150,11 @@ impl Mesh {
                     Some(out) => self.send(out),
                     None => return,
                 },
-                _ = tick.tick() => self.tick().await,
+                reading = readings.recv() => match reading {
+                    Some(reading) => self.apply(reading).await,
+                    None => return,
+                },
+                _ = tick.tick() => self.tick(),
             }
         }
     }
@@ -181,7 +214,7 @@ impl Mesh {
                 // A new link starts over: the peer knows nothing of us.
                 self.synced.retain(|(n, _)| *n != key);
                 self.peers.insert(key, Peer { link, control });
-                self.discover().await;
+                self.link_and_sync();
             }
             TrunkEvent::PeerDown { peer, reason } => {
                 let key = self
@@ -273,76 +306,113 @@ impl Mesh {
         }
     }
 
-    /// Discovers for new rooms now, for all every [`DISCOVER_EVERY`].
-    async fn tick(&mut self) {
+    /// Reads the registry for new rooms now, for all every
+    /// [`DISCOVER_EVERY`].
+    fn tick(&mut self) {
         let rooms: HashSet<String> = self.shards.placement().rooms().into_iter().collect();
         let new: Vec<String> = rooms.difference(&self.rooms).cloned().collect();
         self.synced.retain(|(_, room)| rooms.contains(room));
+        self.holders.retain(|room, _| rooms.contains(room));
         self.rooms = rooms;
-        if self.discovered.elapsed() >= DISCOVER_EVERY {
-            self.discover().await;
-        } else if !new.is_empty() {
+        if !new.is_empty() {
             self.renew.notify_one();
-            self.discover_rooms(new).await;
         }
+        self.unread.extend(new);
+        if self.discovered.elapsed() >= DISCOVER_EVERY {
+            self.unread.extend(self.rooms.iter().cloned());
+        }
+        self.read();
     }
 
-    /// Reads the registry for every room held here and finds linked peers
-    /// that are no longer registered.
-    async fn discover(&mut self) {
+    /// Starts a read of the registry for the rooms not read yet, unless
+    /// one is under way. The reads run in a task of their own: a Redis that
+    /// hangs (a partition rather than a refusal) must never hold up the
+    /// media and control this loop routes.
+    fn read(&mut self) {
+        if self.reading || self.unread.is_empty() {
+            return;
+        }
+        self.reading = true;
         self.discovered = Instant::now();
-        let rooms = self.shards.placement().rooms();
-        self.synced.retain(|(_, room)| rooms.contains(room));
-        self.discover_rooms(rooms).await;
+        let rooms: Vec<String> = self.unread.drain().collect();
+        let (registry, done) = (self.registry.clone(), self.readings.clone());
+        tokio::spawn(async move {
+            let reading = async {
+                let nodes = registry.nodes().await?;
+                let mut holders = Vec::with_capacity(rooms.len());
+                for room in rooms {
+                    let ids = registry.room_nodes(&room).await?;
+                    holders.push((room, ids));
+                }
+                Ok::<_, super::registry::RegistryError>(Reading { nodes, holders })
+            };
+            let reading = reading.await.map_err(|e| debug!("cluster discovery: {e}"));
+            let _ = done.send(reading.ok()).await;
+        });
     }
 
-    /// Reads the registry for `rooms`: dials nodes sharing one, syncs
-    /// shared rooms.
-    async fn discover_rooms(&mut self, rooms: Vec<String>) {
-        let nodes = match self.registry.nodes().await {
-            Ok(nodes) => nodes,
-            Err(e) => return debug!("cluster discovery: {e}"),
+    /// A read of the registry came back (`None`: it failed; the rooms are
+    /// read again at the next full read).
+    async fn apply(&mut self, reading: Option<Reading>) {
+        self.reading = false;
+        let Some(reading) = reading else {
+            return;
         };
-        let me = self.trunk.node_id().to_string();
-        let records: HashMap<&str, &NodeRecord> =
-            nodes.iter().map(|n| (n.id.as_str(), n)).collect();
-        self.check_missing(&records).await;
-        for room in rooms {
-            let holders = match self.registry.room_nodes(&room).await {
-                Ok(holders) => holders,
-                Err(e) => return debug!("cluster discovery: {e}"),
-            };
-            for id in holders.iter().filter(|id| **id != me) {
+        self.records = reading
+            .nodes
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        self.check_missing().await;
+        for (room, ids) in reading.holders {
+            if self.rooms.contains(&room) {
+                self.holders.insert(room, ids);
+            }
+        }
+        self.link_and_sync();
+        // Rooms that appeared while this read was under way.
+        self.read();
+    }
+
+    /// From the last reads: dials the nodes sharing a room that are not
+    /// linked, and asks linked ones for the rooms not asked for yet.
+    fn link_and_sync(&mut self) {
+        let me = self.trunk.node_id();
+        let mut dial = Vec::new();
+        for (room, ids) in &self.holders {
+            for id in ids.iter().filter(|id| id.as_str() != me) {
                 match self.trunk.peer(id) {
                     Some(link) => {
                         let key = link.key();
-                        if !self.peers.contains_key(&key) {
-                            continue; // its PeerUp is on the way
-                        }
+                        // Without an entry its PeerUp is on the way.
+                        let Some(peer) = self.peers.get(&key) else {
+                            continue;
+                        };
                         if self.synced.insert((key, room.clone())) {
-                            if let Some(peer) = self.peers.get(&key) {
-                                let _ = peer.control.send(Control::RoomSync { room: room.clone() });
-                            }
+                            let _ = peer.control.send(Control::RoomSync { room: room.clone() });
                         }
                     }
                     // Whichever node finds the other first dials: if both
                     // do at once, the trunk keeps one connection per pair.
                     None => {
-                        if let Some(record) = records.get(id.as_str()) {
-                            self.dial(id, record.trunk);
+                        if let Some(record) = self.records.get(id) {
+                            dial.push((id.clone(), record.trunk));
                         }
                     }
                 }
             }
         }
+        for (id, addr) in dial {
+            self.dial(&id, addr);
+        }
     }
 
     /// Closes links to peers the registry has not listed for [`MISSING_FOR`].
-    async fn check_missing(&mut self, records: &HashMap<&str, &NodeRecord>) {
+    async fn check_missing(&mut self) {
         let now = Instant::now();
         let mut down = Vec::new();
         for (&key, peer) in &self.peers {
-            if records.contains_key(peer.link.peer()) {
+            if self.records.contains_key(peer.link.peer()) {
                 self.missing.remove(&key);
                 continue;
             }

@@ -39,7 +39,7 @@ use super::arena::Arena;
 use super::down_track::DownTrack;
 use super::ids::{DownTrackTag, NodeKey, PeerKey, PeerTag, ReceiverKey, ReceiverTag};
 use super::peer::{LocalAddrs, Peer, Role};
-use super::receiver::Receiver;
+use super::receiver::{Origin, Receiver};
 use super::timers::Timers;
 use crate::auth::Grants;
 use crate::cluster::trunk::wire::{Control, RelayTo};
@@ -737,9 +737,12 @@ impl Engine {
                 .iter()
                 .filter(|(_, d)| d.receiver.is_some() && d.target().is_none())
                 .count() as i64,
+            // Layers of this node's publishers (another node's track's
+            // are its node's to count).
             publisher_layers_off: self
                 .receivers
                 .iter()
+                .filter(|(_, r)| matches!(r.origin, Origin::Peer(_)))
                 .map(|(_, r)| i64::from(r.dynacast.off().count_ones()))
                 .sum(),
         };

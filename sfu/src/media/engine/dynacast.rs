@@ -94,6 +94,10 @@ impl Engine {
             return;
         };
         let off = r.dynacast.off();
+        let Some(conn) = conn else {
+            self.sync_trunk_subscription(receiver);
+            return;
+        };
         let switched = &self.metrics.publisher_layers_switched;
         switched
             .with_label_values(&["on"])
@@ -101,13 +105,6 @@ impl Engine {
         switched
             .with_label_values(&["off"])
             .inc_by(u64::from(switch.off.count_ones()));
-        let Some(conn) = conn else {
-            self.sync_trunk_subscription(receiver);
-            return;
-        };
-        let Some(r) = self.receivers.get(receiver) else {
-            return;
-        };
         let (mut active, mut inactive) = (Vec::new(), Vec::new());
         for i in (0..MAX_LAYERS).filter(|i| known & (1 << i) != 0) {
             let Some(rid) = r.rid(i as u8) else {
