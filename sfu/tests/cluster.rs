@@ -365,7 +365,7 @@ async fn trunk_carries_datagrams_and_control_both_ways() {
     let (b, mut b_events, b_metrics) = trunk("node-b", SECRET);
     let a_to_b = a.connect("node-b", addr(&b)).await.expect("a dials b");
     match next_non_media(&mut b_events).await {
-        TrunkEvent::PeerUp { peer } => assert_eq!(peer, "node-a"),
+        TrunkEvent::PeerUp { peer, .. } => assert_eq!(peer, "node-a"),
         other => panic!("expected peer up, got {other:?}"),
     }
     let b_to_a = b.peer("node-a").expect("b has a link to a");
@@ -528,7 +528,7 @@ async fn a_node_with_the_wrong_secret_is_refused_both_ways() {
     link.send_control(&msg).await.unwrap();
     loop {
         match next_non_media(&mut other_events).await {
-            TrunkEvent::PeerUp { peer } => assert_eq!(peer, "node-b"),
+            TrunkEvent::PeerUp { peer, .. } => assert_eq!(peer, "node-b"),
             TrunkEvent::Control { message, .. } => {
                 assert_eq!(message, msg);
                 break;
@@ -538,7 +538,7 @@ async fn a_node_with_the_wrong_secret_is_refused_both_ways() {
     }
     // Neither refused side ever saw a peer.
     match good_events.try_recv() {
-        Ok(TrunkEvent::PeerUp { peer }) => assert_eq!(peer, "node-c"),
+        Ok(TrunkEvent::PeerUp { peer, .. }) => assert_eq!(peer, "node-c"),
         other => panic!("expected only node-c up, got {other:?}"),
     }
     assert!(bad_events.try_recv().is_err());
@@ -556,29 +556,47 @@ async fn a_node_with_the_wrong_secret_is_refused_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simultaneous_dials_leave_one_connection() {
-    let (a, _a_events, a_metrics) = trunk("node-a", SECRET);
-    let (b, mut b_events, b_metrics) = trunk("node-b", SECRET);
-    let (ra, rb) = tokio::join!(a.connect("node-b", addr(&b)), b.connect("node-a", addr(&a)));
-    ra.expect("a dials");
-    rb.expect("b dials");
-    // The connection dialled by the lower id (node-a) is the one kept.
-    eventually(
-        Duration::from_secs(5),
-        "one connection each side",
-        || async {
-            a.peers() == ["node-b"]
-                && b.peers() == ["node-a"]
-                && a_metrics.trunk_peers.get() == 1
-                && b_metrics.trunk_peers.get() == 1
-        },
-    )
-    .await;
-    let msg = Control::UnsubscribeTrack { track: 1 };
-    a.peer("node-b").unwrap().send_control(&msg).await.unwrap();
-    loop {
-        if let TrunkEvent::Control { message, .. } = next_non_media(&mut b_events).await {
-            assert_eq!(message, msg);
-            break;
+    // Both nodes dial each other at once, many times over: each side must
+    // get one link (one `PeerUp`, the same connection as `connect`
+    // returned) and what either sends on it at once must arrive. A link
+    // closed as a duplicate after its `PeerUp` loses what was sent on it,
+    // which is how a room once missed a node's participants.
+    for round in 0..20u32 {
+        let (a, mut a_events, a_metrics) = trunk("node-a", SECRET);
+        let (b, mut b_events, b_metrics) = trunk("node-b", SECRET);
+        let (ra, rb) = tokio::join!(a.connect("node-b", addr(&b)), b.connect("node-a", addr(&a)));
+        let (a_link, b_link) = (ra.expect("a dials"), rb.expect("b dials"));
+        let (to_b, to_a) = (
+            Control::UnsubscribeTrack { track: round },
+            Control::UnsubscribeTrack {
+                track: 1000 + round,
+            },
+        );
+        a_link.send_control(&to_b).await.unwrap();
+        b_link.send_control(&to_a).await.unwrap();
+        for (events, link, expected, side) in [
+            (&mut a_events, &a_link, &to_a, "a"),
+            (&mut b_events, &b_link, &to_b, "b"),
+        ] {
+            match next_non_media(events).await {
+                TrunkEvent::PeerUp { link: up, .. } => assert!(
+                    up.same_connection(link),
+                    "round {round}: {side}'s PeerUp is not the link connect returned"
+                ),
+                other => panic!("round {round}: {side} expected PeerUp, got {other:?}"),
+            }
+            match next_non_media(events).await {
+                TrunkEvent::Control { message, .. } => assert_eq!(&message, expected),
+                other => panic!("round {round}: {side} expected the message, got {other:?}"),
+            }
         }
+        assert_eq!(a.peers(), ["node-b"]);
+        assert_eq!(b.peers(), ["node-a"]);
+        assert_eq!(a_metrics.trunk_peers.get(), 1);
+        assert_eq!(b_metrics.trunk_peers.get(), 1);
+        assert!(
+            a_events.try_recv().is_err() && b_events.try_recv().is_err(),
+            "round {round}: no second PeerUp or PeerDown"
+        );
     }
 }

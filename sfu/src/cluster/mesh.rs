@@ -196,11 +196,15 @@ impl Mesh {
                 };
                 self.route_control(link.key(), message).await;
             }
-            TrunkEvent::PeerUp { peer } => {
-                let Some(link) = self.trunk.peer(&peer) else {
-                    return;
-                };
+            TrunkEvent::PeerUp { link, .. } => {
                 let key = link.key();
+                match self.peers.get(&key) {
+                    Some(known) if known.link.same_connection(&link) => return,
+                    // The peer dialled again (it lost the old link): what
+                    // it had here is gone with it, as after a `PeerDown`.
+                    Some(_) => self.forget(key).await,
+                    None => {}
+                }
                 let (control, mut queue) = mpsc::unbounded_channel::<Control>();
                 let writer = link.clone();
                 tokio::spawn(async move {
@@ -211,20 +215,18 @@ impl Mesh {
                         }
                     }
                 });
-                // A new link starts over: the peer knows nothing of us.
-                self.synced.retain(|(n, _)| *n != key);
                 self.peers.insert(key, Peer { link, control });
                 self.link_and_sync();
             }
-            TrunkEvent::PeerDown { peer, reason } => {
-                let key = self
-                    .peers
-                    .iter()
-                    .find(|(_, p)| p.link.peer() == peer)
-                    .map(|(k, _)| *k);
-                let Some(key) = key else { return };
+            TrunkEvent::PeerDown { peer, link, reason } => {
+                // Only the link in use: a replaced one was handled at the
+                // `PeerUp` of its successor.
+                let current = self.peers.get(&link.key());
+                if !current.is_some_and(|p| p.link.same_connection(&link)) {
+                    return;
+                }
                 info!(%peer, %reason, "cluster node down: its participants leave");
-                self.forget(key).await;
+                self.forget(link.key()).await;
             }
         }
     }

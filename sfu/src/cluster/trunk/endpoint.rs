@@ -2,14 +2,17 @@
 //! both ways (`trunk/auth.rs`), then carries media datagrams and the control
 //! stream. What arrives is handed out as [`TrunkEvent`]s.
 //!
-//! One connection per node pair: the mesh dials from the lower node id. If
-//! both sides dial at once anyway, the connection dialled by the lower id is
-//! kept and the other is closed with [`close_code::DUPLICATE`].
+//! One connection per node pair, decided before either side uses it: a node
+//! that is dialling a peer (or already linked to it) refuses the peer's own
+//! dial with [`close_code::DUPLICATE`] unless the peer has the lower id, and
+//! the refused dialler waits for the other connection instead. So when both
+//! dial at once, only the lower id's connection is ever installed, and no
+//! message is sent on a connection that is closed a moment later.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus::IntCounter;
@@ -134,6 +137,8 @@ pub enum TrunkEvent {
     PeerUp {
         /// Its node id.
         peer: String,
+        /// The new link (which replaces any earlier one to the peer).
+        link: PeerLink,
     },
     /// A media datagram from a peer.
     Media {
@@ -149,10 +154,12 @@ pub enum TrunkEvent {
         /// The message.
         message: Control,
     },
-    /// A peer's connection closed.
+    /// A peer's connection closed (and no newer one replaced it).
     PeerDown {
         /// Its node id.
         peer: String,
+        /// The link that closed.
+        link: PeerLink,
         /// Why.
         reason: String,
     },
@@ -169,13 +176,45 @@ struct Inner {
     secret: Vec<u8>,
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
-    peers: Mutex<HashMap<String, PeerLink>>,
+    peers: Mutex<Links>,
     /// Numbers given to node ids, kept across reconnections.
     keys: Mutex<HashMap<String, NodeKey>>,
     events: mpsc::Sender<TrunkEvent>,
     metrics: Metrics,
     /// Woken whenever a link is installed.
     installed: tokio::sync::Notify,
+}
+
+/// The links by peer id, and the connections being opened, under one lock
+/// so that deciding between two connections to one peer is atomic.
+#[derive(Default)]
+struct Links {
+    live: HashMap<String, PeerLink>,
+    /// Peers this node is dialling (`true`) or accepting (`false`), since
+    /// when: an entry older than a handshake may take is stale.
+    opening: HashMap<String, (bool, Instant)>,
+}
+
+impl Links {
+    fn open(&self, peer: &str) -> Option<&PeerLink> {
+        self.live.get(peer).filter(|l| !l.is_closed())
+    }
+
+    /// Whether this node is dialling `peer` now (`Some(true)`) or
+    /// accepting it (`Some(false)`).
+    fn opening(&self, peer: &str) -> Option<bool> {
+        let (dialling, since) = self.opening.get(peer)?;
+        (since.elapsed() < HANDSHAKE_TIMEOUT).then_some(*dialling)
+    }
+
+    fn start_opening(&mut self, peer: &str, dialling: bool) {
+        self.opening
+            .insert(peer.to_string(), (dialling, Instant::now()));
+    }
+
+    fn count_open(&self) -> i64 {
+        self.live.values().filter(|l| !l.is_closed()).count() as i64
+    }
 }
 
 /// An authenticated connection to one peer node. Cheap to clone.
@@ -312,6 +351,11 @@ impl PeerLink {
             .close(VarInt::from_u32(close_code::SHUTDOWN), b"peer gone");
     }
 
+    /// Whether both are the same connection (not only the same peer).
+    pub fn same_connection(&self, other: &PeerLink) -> bool {
+        self.conn.stable_id() == other.conn.stable_id()
+    }
+
     /// Whether the connection is closed.
     pub fn is_closed(&self) -> bool {
         self.conn.close_reason().is_some()
@@ -340,7 +384,7 @@ impl Trunk {
             secret: config.secret,
             endpoint,
             client: tls::client_config()?,
-            peers: Mutex::new(HashMap::new()),
+            peers: Mutex::default(),
             keys: Mutex::new(HashMap::new()),
             events,
             metrics,
@@ -362,17 +406,14 @@ impl Trunk {
 
     /// The link to `peer`, if connected.
     pub fn peer(&self, peer: &str) -> Option<PeerLink> {
-        self.inner
-            .lock_peers()
-            .get(peer)
-            .filter(|l| !l.is_closed())
-            .cloned()
+        self.inner.lock_peers().open(peer).cloned()
     }
 
     /// Ids of the connected peers.
     pub fn peers(&self) -> Vec<String> {
         let peers = self.inner.lock_peers();
         let mut ids: Vec<_> = peers
+            .live
             .values()
             .filter(|l| !l.is_closed())
             .map(|l| l.peer.clone())
@@ -390,8 +431,20 @@ impl Trunk {
                 found: "this node".into(),
             });
         }
-        if let Some(link) = self.peer(peer) {
-            return Ok(link);
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let opening = {
+            let mut links = self.inner.lock_peers();
+            if let Some(link) = links.open(peer) {
+                return Ok(link.clone());
+            }
+            let opening = links.opening(peer).is_some();
+            if !opening {
+                links.start_opening(peer, true);
+            }
+            opening
+        };
+        if opening {
+            return self.await_link(peer, addr, deadline).await;
         }
         let inner = &self.inner;
         let dial = async {
@@ -428,8 +481,11 @@ impl Trunk {
             }
             Ok((conn, send, recv, decoder))
         };
-        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-        let (conn, send, recv, decoder) = match tokio::time::timeout_at(deadline, dial).await {
+        let dialled = tokio::time::timeout_at(deadline, dial).await;
+        if !matches!(dialled, Ok(Ok(_))) {
+            inner.stop_opening(peer, true);
+        }
+        let (conn, send, recv, decoder) = match dialled {
             Err(_) => return Err(TrunkError::Timeout(addr)),
             Ok(Err(TrunkError::Duplicate(_))) => {
                 return self.await_link(peer, addr, deadline).await
@@ -440,8 +496,8 @@ impl Trunk {
         Ok(install(inner, peer.to_string(), dialer, conn, send, recv, decoder).await)
     }
 
-    /// The peer closed our dial as a duplicate: the connection it dialled
-    /// is being installed here (it answered our hello first). Waits for it.
+    /// Another connection to `peer` is being opened (the peer refused our
+    /// dial for its own, or that one is being accepted here). Waits for it.
     async fn await_link(
         &self,
         peer: &str,
@@ -470,9 +526,37 @@ impl Trunk {
 }
 
 impl Inner {
-    fn lock_peers(&self) -> std::sync::MutexGuard<'_, HashMap<String, PeerLink>> {
+    fn lock_peers(&self) -> std::sync::MutexGuard<'_, Links> {
         // Every update is one insert or remove: a poisoned map is consistent.
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends this node's dial (`dialling`) or acceptance of `peer` that did
+    /// not install a link.
+    fn stop_opening(&self, peer: &str, dialling: bool) {
+        let mut links = self.lock_peers();
+        if links.opening(peer) == Some(dialling) {
+            links.opening.remove(peer);
+        }
+    }
+
+    /// Whether a dial from `peer` may go on, deciding between it and a
+    /// connection this node has or is dialling. A dial from the lower id
+    /// wins over ours (both sides decide the same way), and so does a peer
+    /// dialling again on a link it dialled itself (it lost that one). If it
+    /// goes on, the peer is marked as being accepted.
+    fn admit(&self, peer: &str) -> bool {
+        let mut links = self.lock_peers();
+        let lower = peer < self.node_id.as_str();
+        let admit = match (links.open(peer), links.opening(peer)) {
+            (Some(link), _) => lower || link.dialer == peer,
+            (None, Some(dialling)) => lower || !dialling,
+            (None, None) => true,
+        };
+        if admit && links.opening(peer).is_none() {
+            links.start_opening(peer, false);
+        }
+        admit
     }
 }
 
@@ -601,6 +685,7 @@ async fn accept_loop(inner: Arc<Inner>) {
                     debug!(%addr, %peer, "trunk peer accepted");
                     install(&inner, peer.clone(), peer, conn, send, recv, decoder).await;
                 }
+                Ok(Err(TrunkError::Duplicate(_))) => {}
                 Ok(Err(e)) => warn!("trunk: {e}"),
                 Err(_) => warn!("trunk: {}", TrunkError::Timeout(addr)),
             }
@@ -634,17 +719,26 @@ async fn accept_one(inner: &Arc<Inner>, incoming: quinn::Incoming) -> Result<Acc
             found: id,
         });
     }
+    if !inner.admit(&id) {
+        debug!(%addr, peer = %id, "trunk: refusing a second connection from a peer");
+        conn.close(VarInt::from_u32(close_code::DUPLICATE), b"duplicate trunk");
+        return Err(TrunkError::Duplicate(addr));
+    }
     let hello = Control::Hello {
         version: VERSION,
         node_id: inner.node_id.clone(),
         proof: auth::proof(&inner.secret, Role::Acceptor, &inner.node_id, &exporter),
     };
-    write_frame(&mut send, &hello, addr).await?;
+    if let Err(e) = write_frame(&mut send, &hello, addr).await {
+        inner.stop_opening(&id, false);
+        return Err(e);
+    }
     Ok((id, conn, send, recv, decoder))
 }
 
-/// Registers an authenticated connection (deduplicating) and starts its
-/// readers. Returns the link that is kept.
+/// Registers an authenticated connection, replacing an older one to the
+/// same peer (which the peer has given up: see [`Inner::admit`]), and starts
+/// its readers.
 async fn install(
     inner: &Arc<Inner>,
     peer: String,
@@ -668,27 +762,22 @@ async fn install(
         m: PeerMetrics::new(&inner.metrics, &peer),
     };
     {
-        let mut peers = inner.lock_peers();
-        if let Some(old) = peers.get(&peer).filter(|l| !l.is_closed()) {
-            let preferred = inner.node_id.as_str().min(peer.as_str());
-            if old.dialer == preferred || link.dialer != preferred {
-                conn.close(VarInt::from_u32(close_code::DUPLICATE), b"duplicate trunk");
-                return old.clone();
-            }
+        let mut links = inner.lock_peers();
+        links.opening.remove(&peer);
+        if let Some(old) = links.live.insert(peer.clone(), link.clone()) {
             old.conn
-                .close(VarInt::from_u32(close_code::DUPLICATE), b"duplicate trunk");
+                .close(VarInt::from_u32(close_code::DUPLICATE), b"replaced trunk");
         }
-        peers.insert(peer.clone(), link.clone());
-        inner
-            .metrics
-            .trunk_peers
-            .set(peers.values().filter(|l| !l.is_closed()).count() as i64);
+        inner.metrics.trunk_peers.set(links.count_open());
     }
     inner.installed.notify_waiters();
     info!(peer = %peer, addr = %conn.remote_address(), "trunk peer up");
     let _ = inner
         .events
-        .send(TrunkEvent::PeerUp { peer: peer.clone() })
+        .send(TrunkEvent::PeerUp {
+            peer: peer.clone(),
+            link: link.clone(),
+        })
         .await;
     tokio::spawn(read_datagrams(inner.clone(), link.clone()));
     tokio::spawn(read_control(inner.clone(), link.clone(), recv, decoder));
@@ -776,17 +865,15 @@ async fn watch(inner: Arc<Inner>, link: PeerLink) {
         }
     };
     let current = {
-        let mut peers = inner.lock_peers();
-        let current = peers
+        let mut links = inner.lock_peers();
+        let current = links
+            .live
             .get(&link.peer)
-            .is_some_and(|l| l.conn.stable_id() == link.conn.stable_id());
+            .is_some_and(|l| l.same_connection(&link));
         if current {
-            peers.remove(&link.peer);
+            links.live.remove(&link.peer);
         }
-        inner
-            .metrics
-            .trunk_peers
-            .set(peers.values().filter(|l| !l.is_closed()).count() as i64);
+        inner.metrics.trunk_peers.set(links.count_open());
         current
     };
     if current {
@@ -799,6 +886,7 @@ async fn watch(inner: Arc<Inner>, link: PeerLink) {
             .events
             .send(TrunkEvent::PeerDown {
                 peer: link.peer.clone(),
+                link: link.clone(),
                 reason: reason.to_string(),
             })
             .await;
