@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
+use platform::arrival;
 
 use crate::inbox::{Inbound, Inbox, WorkerMsg};
 use crate::participant::{Participant, ParticipantSpec, Side};
@@ -112,7 +113,7 @@ impl Loop {
                     return;
                 }
             }
-            let now = Instant::now();
+            let clock = arrival::Clock::now();
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
@@ -133,9 +134,13 @@ impl Loop {
                         Side::Subscribe => p.subscriber.as_ref(),
                     };
                     let Some(peer) = peer else { break };
-                    match peer.socket.recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            let d = p.on_datagram(side, from, &buf[..n], now);
+                    // The kernel's receive time, not this loop's: the
+                    // arrival times in TWCC feedback must not include how
+                    // late a busy loop read them, or the SFU's estimator
+                    // sees a queue that is only the loadtest's lag.
+                    match arrival::recv_from(&peer.socket, &mut buf, &clock) {
+                        Ok(got) => {
+                            let d = p.on_datagram(side, got.from, &buf[..got.len], got.at);
                             next_deadline = next_deadline.min(d);
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -143,6 +148,7 @@ impl Loop {
                     }
                 }
             }
+            let now = Instant::now();
             loop {
                 match self.rx.try_recv() {
                     Ok(WorkerMsg::Add(spec)) => {

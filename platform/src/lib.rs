@@ -4,6 +4,7 @@
 //!
 //! - [`datagram_batch`]: `recvmmsg`/`sendmmsg` and UDP GSO on mio or tokio
 //!   sockets, the only `unsafe` code;
+//! - [`arrival`]: datagrams read with the kernel's receive time;
 //! - [`socket_buffers`]: larger kernel buffers for media sockets;
 //! - [`fd_limit`]: the open-file limit raised to what the administrator granted;
 //! - [`layered`]: TOML configuration with `<PREFIX><SECTION>_<KEY>`
@@ -12,6 +13,7 @@
 // The one exception is `datagram_batch`.
 #![deny(unsafe_code)]
 
+pub mod arrival;
 pub mod datagram_batch;
 pub mod fd_limit;
 pub mod layered;

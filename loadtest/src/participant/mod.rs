@@ -97,6 +97,7 @@ impl Peer {
         now: Instant,
     ) -> anyhow::Result<Peer> {
         let socket = mio::net::UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
+        platform::arrival::enable(&socket)?;
         let local = socket.local_addr()?;
         let mut config = Rtc::builder();
         if let Some(cert) = cert {
