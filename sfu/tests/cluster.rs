@@ -336,6 +336,15 @@ async fn room_membership_is_listed_and_lapses_with_its_node() {
     .await;
     assert_eq!(registry.nodes().await.unwrap()[0], record("node-a"));
     assert!(registry.room_nodes("other").await.unwrap().is_empty());
+    // Many rooms in one read (several pipelined requests), in their order.
+    let mut rooms: Vec<String> = (0..600).map(|i| format!("empty {i}")).collect();
+    rooms[3] = "standup".into();
+    rooms[599] = "all hands: Q4".into();
+    let all = registry.rooms_nodes(&rooms).await.unwrap();
+    assert_eq!(all.len(), 600);
+    assert_eq!(all[3], ["node-a", "node-b"]);
+    assert_eq!(all[599], ["node-b"]);
+    assert_eq!(all.iter().filter(|ids| ids.is_empty()).count(), 598);
 
     b.release_room("all hands: Q4").await.unwrap();
     assert!(registry

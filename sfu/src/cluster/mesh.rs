@@ -341,11 +341,8 @@ impl Mesh {
         tokio::spawn(async move {
             let reading = async {
                 let nodes = registry.nodes().await?;
-                let mut holders = Vec::with_capacity(rooms.len());
-                for room in rooms {
-                    let ids = registry.room_nodes(&room).await?;
-                    holders.push((room, ids));
-                }
+                let ids = registry.rooms_nodes(&rooms).await?;
+                let holders = rooms.into_iter().zip(ids).collect();
                 Ok::<_, super::registry::RegistryError>(Reading { nodes, holders })
             };
             let reading = reading.await.map_err(|e| debug!("cluster discovery: {e}"));
