@@ -31,6 +31,7 @@ fn start_sfu_with(corrupt: bool, turn: bool) -> (tokio::runtime::Runtime, Server
     config.media.test_corrupt_payload = corrupt;
     // A fixed downlink for every subscriber: the layers they get do not
     // depend on how loaded this machine is.
+    config.media.bandwidth_estimation = false;
     config.media.initial_downlink_kbps = 20_000;
     config.auth.key = KEY.into();
     config.turn.enabled = turn;

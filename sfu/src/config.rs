@@ -125,7 +125,7 @@ impl Default for MediaConfig {
             peer_timeout_ms: 8_000,
             keyframe_interval_ms: 500,
             retransmit_packets: 512,
-            bandwidth_estimation: false,
+            bandwidth_estimation: true,
             initial_downlink_kbps: 2_000,
             forward_loudest_audio: 0,
             test_corrupt_payload: false,

@@ -181,7 +181,6 @@ fn subscribers_behind_a_cap_and_random_loss_keep_decoding_and_climb_when_lifted(
         &config,
         "[http]\nlisten = \"198.18.0.1:7880\"\n\
          [media]\nworkers = 1\nudp_listen = \"198.18.0.1:7882\"\ntcp_listen = \"198.18.0.1:7881\"\n\
-         bandwidth_estimation = true\n\
          [turn]\nenabled = false\n\
          [log]\nlevel = \"info,sfu::media::engine::adapt=debug\"\n",
     )
@@ -250,11 +249,9 @@ fn subscribers_behind_a_cap_and_random_loss_keep_decoding_and_climb_when_lifted(
         capped["frames_in_window"].as_u64().unwrap_or(0) >= 50,
         "{report}"
     );
-    // The issue asks for no freeze over 1 s. Measured: 129–760 ms in most
-    // runs, but 1.07 and 1.29 s once each (an upward try congesting the
-    // capped link): the bound here is what holds today, not the goal.
+    // No freeze over 1 s (frames sampled every 100 ms).
     assert!(
-        capped["longest_stall_ms"].as_u64().unwrap_or(u64::MAX) < 1500,
+        capped["longest_stall_ms"].as_u64().unwrap_or(u64::MAX) < 1000,
         "{report}"
     );
     // Told: Carol's page shows "low bandwidth" under the cap, Bob's never.

@@ -241,6 +241,11 @@ impl Engine {
                     .inc();
                 continue;
             };
+            // Forwarded media leaves as it arrives, as in mediasoup and
+            // LiveKit: str0m's pacer (1.1 × the estimate) would hold every
+            // keyframe burst back by hundreds of milliseconds. Padding and
+            // probes stay paced.
+            tx.set_unpaced(true);
             let mut write = RtpWrite::new(
                 out.pt,
                 out.seq.into(),
