@@ -3,7 +3,9 @@
 //! browser runs in a namespace joined to that bridge by a veth pair. One
 //! subscriber's downlink is capped with `tc tbf` (on its bridge port), another
 //! loses 5 % of its incoming UDP at random (nftables, input hook of its
-//! namespace: this kernel has no netem). `tests/browser/impaired.mjs` drives
+//! namespace: this kernel has no netem); at the end the publisher's uplink
+//! loses 5 % too (input hook of the SFU's namespace, her address only).
+//! `tests/browser/impaired.mjs` drives
 //! the browsers; the namespaces are removed afterwards, whatever happens.
 //!
 //! Needs root (CI runs as root), `ip`, `tc`, `nft`, node and Chromium
@@ -214,6 +216,19 @@ fn subscribers_behind_a_cap_and_random_loss_keep_decoding_and_climb_when_lifted(
         &format!("#!/bin/sh\nexec ip netns exec {sfu} tc qdisc del dev vcap root\n"),
     );
 
+    // Alice's uplink (198.18.0.10): 5 % of the UDP the SFU receives from
+    // her dropped at random, once the script asks.
+    let uplink_loss = dir.path().join("uplink-loss");
+    script(
+        &uplink_loss,
+        &format!(
+            "#!/bin/sh\nexec ip netns exec {sfu} nft 'add table inet uplink; \
+             add chain inet uplink input {{ type filter hook input priority 0; }}; \
+             add rule inet uplink input ip saddr 198.18.0.10 meta l4proto udp \
+             numgen random mod 100 < 5 drop'\n"
+        ),
+    );
+
     // The script runs in Alice's namespace, so its own requests (metrics)
     // reach the SFU too.
     let browser_dir = root().join("tests/browser");
@@ -230,6 +245,8 @@ fn subscribers_behind_a_cap_and_random_loss_keep_decoding_and_climb_when_lifted(
         ])
         .arg("--lift")
         .arg(&lift)
+        .arg("--uplink-loss")
+        .arg(&uplink_loss)
         .current_dir(&browser_dir);
     let output = wait_with_limit(node, Duration::from_secs(240));
     let report = common::script_report("impaired.mjs", &output);
@@ -278,6 +295,14 @@ fn subscribers_behind_a_cap_and_random_loss_keep_decoding_and_climb_when_lifted(
     // Behind 5 % loss: at least 95 % of the frames sent on the layer it gets.
     let share = report["lossy"]["share"].as_f64().unwrap_or(0.0);
     assert!(share >= 0.95, "{report}");
+    // Alice's uplink behind 5 % loss: the SFU asked her to resend, she did,
+    // and Bob decoded at least 90 % of her frames in 10 s (measured: 99–100 %
+    // in ten runs, 82 % once). Without repair a lost packet breaks VP8's
+    // chain of delta frames until the next keyframe.
+    let up = &report["uplink_loss"];
+    assert!(up["nacks_to_alice"].as_u64().unwrap_or(0) > 0, "{report}");
+    assert!(up["resent_by_alice"].as_u64().unwrap_or(0) > 0, "{report}");
+    assert!(up["share"].as_f64().unwrap_or(0.0) >= 0.9, "{report}");
 }
 
 /// A child process killed when the test ends, passing or not.

@@ -245,7 +245,16 @@ export class Call extends EventTarget {
     }
     return (sender.getParameters().encodings ?? []).map((e) => {
       const s = sent.get(e.rid);
-      return { rid: e.rid, active: e.active, bytesSent: s?.bytesSent ?? 0, framesSent: s?.framesSent ?? 0, frameWidth: s?.frameWidth ?? 0 };
+      return {
+        rid: e.rid,
+        active: e.active,
+        bytesSent: s?.bytesSent ?? 0,
+        framesSent: s?.framesSent ?? 0,
+        frameWidth: s?.frameWidth ?? 0,
+        nacksReceived: s?.nackCount ?? 0,
+        retransmitted: s?.retransmittedPacketsSent ?? 0,
+        plisReceived: s?.pliCount ?? 0,
+      };
     });
   }
 
@@ -321,6 +330,7 @@ export class Call extends EventTarget {
           framesDecoded: s.framesDecoded ?? 0,
           framesDropped: s.framesDropped ?? 0,
           freezes: s.freezeCount ?? 0,
+          plis: s.pliCount ?? 0,
           frameWidth: s.frameWidth,
           codec: report.get(s.codecId)?.mimeType,
         };

@@ -1,14 +1,16 @@
 // Adaptive media on impaired links (started by sfu/tests/impaired.rs, which
 // builds the network namespaces and runs this script in the publisher's).
 // Usage:
-//   node impaired.mjs --base http://198.18.0.1:7880 --capped WRAPPER --lossy WRAPPER --lift SCRIPT
+//   node impaired.mjs --base http://198.18.0.1:7880 --capped WRAPPER --lossy WRAPPER --lift SCRIPT --uplink-loss SCRIPT
 // Alice publishes her camera in simulcast from this namespace. Three
 // subscribers without camera or microphone watch her: Bob beside her
 // (unconstrained), Carol behind a rate cap (Chromium started by the `--capped`
 // wrapper in her namespace), Dave behind random loss (`--lossy`). Checks:
 // Bob receives the full camera size; Carol a lower layer without freezes,
 // then the full size soon after `--lift` removes her cap; Dave decodes at
-// least 95 % of the frames Alice sends on the layer he receives.
+// least 95 % of the frames Alice sends on the layer he receives; then
+// `--uplink-loss` makes Alice's uplink drop 5 % at the SFU, and Bob still
+// decodes at least 95 % of her frames (NACK to her, RTX back).
 // Prints one JSON line: {"ok": true|false, ...}.
 import { execFileSync } from "node:child_process";
 import { chromium } from "playwright-core";
@@ -41,14 +43,16 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** The subscriber's view of Alice's camera: decoded frames and frame width. */
 async function camera(p) {
   const v = (await peerStats(p, "Alice"))?.video;
-  const { packetsReceived, packetsLost, retransmitted, nacks, framesDropped, freezes } = v ?? {};
-  return { frames: v?.framesDecoded ?? 0, width: v?.frameWidth ?? 0, packetsReceived, packetsLost, retransmitted, nacks, framesDropped, freezes };
+  const { packetsReceived, packetsLost, retransmitted, nacks, framesDropped, freezes, plis } = v ?? {};
+  return { frames: v?.framesDecoded ?? 0, width: v?.frameWidth ?? 0, packetsReceived, packetsLost, retransmitted, nacks, framesDropped, freezes, plis };
 }
 
-/** Alice's frames sent per layer (rid -> {frames, width, bytes}). */
+/** Alice's frames sent per layer (rid -> {frames, width, bytes, nacks, retransmitted}). */
 async function sent(alice) {
   const layers = await alice.page.evaluate(() => window.sfu.publishedLayers());
-  return Object.fromEntries(layers.map((l) => [l.rid, { frames: l.framesSent, width: l.frameWidth, bytes: l.bytesSent }]));
+  return Object.fromEntries(
+    layers.map((l) => [l.rid, { frames: l.framesSent, width: l.frameWidth, bytes: l.bytesSent, nacks: l.nacksReceived, retransmitted: l.retransmitted, plis: l.plisReceived }]),
+  );
 }
 
 const metric = async (name) => {
@@ -167,6 +171,38 @@ async function scenario() {
     const t = await told(carol);
     return t.badge === null && t.layers.every((l) => !l.limited) ? t : false;
   });
+
+  // Alice's uplink loses 5 % of its UDP at the SFU: the SFU asks her for
+  // what it misses (NACK), she resends it (RTX), and Bob, on an unimpaired
+  // downlink, still decodes at least 95 % of her frames.
+  execFileSync(a["uplink-loss"], { stdio: "inherit" });
+  await sleep(1000);
+  const up0 = await sent(alice);
+  const bob0 = await camera(bob);
+  await sleep(10000);
+  const up1 = await sent(alice);
+  const bob1 = await camera(bob);
+  const top = Object.entries(up1).sort(([, x], [, y]) => y.width - x.width)[0];
+  const delta = (k) => (top ? top[1][k] - (up0[top[0]]?.[k] ?? 0) : 0);
+  // Frames sent on the layers Bob was given at the start and at the end
+  // (layers may send at different frame rates when Alice's uplink
+  // estimate falls): the fewer of the two.
+  const framesAt = (width) => {
+    const e = Object.entries(up1).find(([, l]) => l.width === width);
+    return e ? e[1].frames - (up0[e[0]]?.frames ?? 0) : 0;
+  };
+  report.uplink_loss = {
+    layer: top?.[0],
+    sent_by_layer: Object.fromEntries(Object.entries(up1).map(([rid, l]) => [rid, l.frames - (up0[rid]?.frames ?? 0)])),
+    bob_widths: [bob0.width, bob1.width],
+    sent: Math.min(framesAt(bob0.width), framesAt(bob1.width)) || delta("frames"),
+    nacks_to_alice: delta("nacks"),
+    resent_by_alice: delta("retransmitted"),
+    decoded_by_bob: bob1.frames - bob0.frames,
+    plis_to_alice: delta("plis"),
+    bob: Object.fromEntries(["packetsLost", "nacks", "retransmitted", "framesDropped", "freezes", "plis"].map((k) => [k, (bob1[k] ?? 0) - (bob0[k] ?? 0)])),
+  };
+  report.uplink_loss.share = report.uplink_loss.sent ? report.uplink_loss.decoded_by_bob / report.uplink_loss.sent : 0;
   report.metrics = {
     layer_changes: await metric("sfu_layer_changes_total"),
     paused: await metric("sfu_paused_video_tracks"),

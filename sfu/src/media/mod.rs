@@ -5,6 +5,7 @@ pub mod allocator;
 pub mod arena;
 pub mod command;
 pub mod down_track;
+pub mod downlink;
 pub mod dynacast;
 pub mod engine;
 pub mod ice_tcp;

@@ -14,6 +14,7 @@ use str0m::rtp::{Extension, ExtensionSerializer, ExtensionValues};
 use str0m::{Candidate, Rtc};
 
 use super::allocator::Allocator;
+use super::downlink::Downlink;
 use super::ids::{DownTrackKey, PeerKey, ReceiverKey};
 use crate::config::MediaConfig;
 use str0m::bwe::Bitrate;
@@ -85,9 +86,9 @@ pub struct Peer {
     pub renegotiate: bool,
     /// Subscriber: shares the downlink among its video down-tracks.
     pub allocator: Allocator,
-    /// Subscriber: the latest downlink estimate (bits per second; fixed
-    /// when estimation is off).
-    pub estimate: u64,
+    /// Subscriber: its downlink (the estimate, a single fall held back;
+    /// fixed when estimation is off).
+    pub downlink: Downlink,
     /// Subscriber: when the allocation is next redone; publisher: when
     /// its tracks' layers are next reviewed (dynacast).
     pub next_allocation: Instant,
@@ -174,7 +175,7 @@ impl Peer {
             pending: None,
             renegotiate: false,
             allocator: Allocator::default(),
-            estimate: downlink,
+            downlink: Downlink::new(downlink),
             next_allocation: now,
             next_probe: now,
             probe_every: FIRST_PROBE_AFTER,

@@ -91,7 +91,7 @@ impl Engine {
     /// A new downlink estimate for a subscriber.
     pub(super) fn estimate(&mut self, peer_id: PeerKey, estimate: Bitrate, now: Instant) {
         if let Some(peer) = self.peers.get_mut(peer_id) {
-            peer.estimate = estimate.as_u64();
+            peer.downlink.estimate(estimate.as_u64(), now);
         }
         self.metrics
             .downlink_estimate
@@ -144,12 +144,24 @@ impl Engine {
         if keys.is_empty() {
             return;
         }
-        // With estimation str0m paces at 1.1 × the estimate: allocating all
-        // of it would queue every keyframe burst behind the pacer.
+        // An estimate is not all media: keyframe bursts and retransmissions
+        // need room beside it.
         let estimation = self.config.media.bandwidth_estimation;
         let share = if estimation { BUDGET_SHARE } else { 1.0 };
-        let budget = ((peer.estimate as f64 * share) as u64).saturating_sub(audio);
+        let downlink = peer.downlink.bps(now);
+        let budget = ((downlink as f64 * share) as u64).saturating_sub(audio);
         let mut targets = peer.allocator.allocate(budget, &demands, now);
+        // While a fall of the estimate is held, nothing climbs on the figure
+        // from before it.
+        if peer.downlink.holding() {
+            for (t, d) in targets.iter_mut().zip(&demands) {
+                if let (Some(to), Some(c)) = (*t, d.current) {
+                    if to > c {
+                        *t = Some(c);
+                    }
+                }
+            }
+        }
         // A step up to a larger picture is tried first with padding at the
         // rate it would need (with estimation): a link that cannot carry it
         // shows congestion, the estimate falls and the step is dropped
@@ -219,7 +231,8 @@ impl Engine {
         tracing::debug!(
             room = %peer.room,
             participant = %peer.participant,
-            estimate = peer.estimate,
+            estimate = peer.downlink.estimated(),
+            downlink,
             budget,
             ?targets,
             "allocated"
