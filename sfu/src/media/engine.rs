@@ -40,6 +40,7 @@ use super::down_track::DownTrack;
 use super::ids::{DownTrackTag, NodeKey, PeerKey, PeerTag, ReceiverKey, ReceiverTag};
 use super::peer::{LocalAddrs, Peer, Role};
 use super::receiver::{Origin, Receiver};
+use super::rooms::Rooms;
 use super::timers::Timers;
 use crate::auth::Grants;
 use crate::cluster::trunk::wire::{Control, RelayTo};
@@ -116,7 +117,7 @@ pub struct EngineConfig {
 pub struct Engine {
     config: EngineConfig,
     metrics: Metrics,
-    rooms: HashMap<String, crate::room::Room>,
+    rooms: Rooms,
     /// Peer connections (one str0m `Rtc` each).
     peers: Arena<PeerTag, Peer>,
     /// Published tracks' media side.
@@ -196,7 +197,7 @@ impl Engine {
         Self {
             config,
             metrics,
-            rooms: HashMap::new(),
+            rooms: Rooms::default(),
             peers: Arena::default(),
             receivers: Arena::default(),
             down_tracks: Arena::default(),
@@ -270,7 +271,7 @@ impl Engine {
         let id = random_id("PA_");
         let mut participant = Participant::new(id.clone(), grants, Access::Signaling(conn), now);
         participant.auto_subscribe = auto_subscribe;
-        let room = self.rooms.entry(room_name.clone()).or_default();
+        let (_, room) = self.rooms.get_or_create(&room_name);
         let deliveries = room.join(participant);
         let Some(me) = room.info(&id) else { return };
         self.tell_nodes(&room_name, || Control::ParticipantJoined {

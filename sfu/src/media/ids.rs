@@ -1,4 +1,4 @@
-//! The typed keys of a shard's core: peers, receivers and down-tracks are
+//! The typed keys of a shard's core: rooms, peers, receivers and down-tracks are
 //! named by these `Copy` keys into the engine's arenas (`media/arena.rs`);
 //! strings (room names, participant and track ids) stay at the edges.
 
@@ -13,6 +13,9 @@ pub enum ReceiverTag {}
 /// Tag of [`DownTrackKey`].
 #[derive(Debug)]
 pub enum DownTrackTag {}
+/// Tag of [`RoomKey`].
+#[derive(Debug)]
+pub enum RoomTag {}
 
 /// Names a peer connection (`media/peer.rs`).
 pub type PeerKey = Key<PeerTag>;
@@ -20,6 +23,8 @@ pub type PeerKey = Key<PeerTag>;
 pub type ReceiverKey = Key<ReceiverTag>;
 /// Names a down-track: one sending m-line of a subscriber (`media/down_track.rs`).
 pub type DownTrackKey = Key<DownTrackTag>;
+/// Names a room of the shard (`media/rooms.rs`).
+pub type RoomKey = Key<RoomTag>;
 
 /// Names another node of the cluster (docs/cluster.md): numbered by this
 /// node's trunk when it first connects to that node, and never reused, so

@@ -17,6 +17,7 @@ pub mod peer;
 pub mod placement;
 pub mod rebaser;
 pub mod receiver;
+pub mod rooms;
 pub mod shard;
 pub mod shards;
 pub mod shell;

@@ -10,7 +10,7 @@ use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 
 use super::dynacast::Dynacast;
-use super::ids::{DownTrackKey, NodeKey, PeerKey};
+use super::ids::{DownTrackKey, NodeKey, PeerKey, RoomKey};
 use super::keyframe::KeyframeThrottle;
 use super::layers::{MAX_LAYERS, TEMPORAL_LAYERS};
 
@@ -182,6 +182,8 @@ pub struct Receiver {
     pub kind: MediaKind,
     /// The publishing connection, or the node it publishes on.
     pub origin: Origin,
+    /// Its room (for the room's speaker detector, per audio packet).
+    pub room: RoomKey,
     /// This node's number for the track on the trunk (docs/cluster.md);
     /// 0 for a track of another node, which never goes out on a trunk.
     pub trunk_number: u32,
@@ -211,6 +213,7 @@ impl Receiver {
         track_id: String,
         kind: MediaKind,
         origin: Origin,
+        room: RoomKey,
         mid: Mid,
         keyframe_interval: Duration,
     ) -> Self {
@@ -218,6 +221,7 @@ impl Receiver {
             track_id,
             kind,
             origin,
+            room,
             trunk_number: 0,
             mid,
             priority: 0,
@@ -372,7 +376,7 @@ impl Receiver {
 pub(super) mod tests {
     use super::*;
     use crate::media::arena::Arena;
-    use crate::media::ids::{DownTrackTag, PeerTag};
+    use crate::media::ids::{DownTrackTag, PeerTag, RoomTag};
     use str0m::format::{Codec, CodecSpec, FormatParams};
     use str0m::media::Frequency;
 
@@ -380,10 +384,12 @@ pub(super) mod tests {
         // The receiver only stores its publisher's key.
         let mut peers: Arena<PeerTag, ()> = Arena::default();
         let publisher = peers.insert(());
+        let mut rooms: Arena<RoomTag, ()> = Arena::default();
         Receiver::new(
             "TR_x".into(),
             kind,
             Origin::Peer(publisher),
+            rooms.insert(()),
             Mid::from("0"),
             Duration::from_millis(500),
         )

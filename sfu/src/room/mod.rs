@@ -12,11 +12,10 @@ use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use crate::media::ids::NodeKey;
+use crate::media::ids::{NodeKey, ReceiverKey};
 use crate::signal::protocol::{ActiveSpeaker, ParticipantInfo, RelayTarget, ServerMessage};
 pub use participant::{Access, ConnId, Participant};
 use speakers::SpeakerDetector;
-use str0m::media::MediaKind;
 pub use track::Track;
 
 /// A signaling message for one connection.
@@ -29,8 +28,9 @@ pub struct Room {
     pub participants: BTreeMap<String, Participant>,
     /// Published tracks by id.
     pub tracks: BTreeMap<String, Track>,
-    /// Who is speaking, by audio track id.
-    pub speakers: SpeakerDetector<String>,
+    /// Who is speaking, by the audio track's receiver (fed per packet:
+    /// a `Copy` key, no string).
+    pub speakers: SpeakerDetector<ReceiverKey>,
     /// Other nodes of the cluster holding participants of this room, which
     /// are told of its participants and tracks here (docs/cluster.md).
     pub nodes: BTreeSet<NodeKey>,
@@ -132,7 +132,7 @@ impl Room {
         for p in self.participants.values_mut() {
             p.tiles.remove(track_id);
         }
-        self.speakers.remove(&track.id);
+        self.speakers.remove(&track.receiver);
         let msg = ServerMessage::TrackUnpublished {
             track_id: track.id.clone(),
             participant_id: track.owner.clone(),
@@ -177,30 +177,27 @@ impl Room {
             .collect()
     }
 
-    /// An audio packet of `track_id` at `level_dbov` (its RFC 6464 header
-    /// extension) arrived: feeds the speaker detector and returns the
-    /// `active_speakers` message for everyone when the speakers changed, and
-    /// whether the dominant speaker did.
+    /// An audio packet of the track `receiver` carries (the caller knows it
+    /// is audio) at `level_dbov` (its RFC 6464 header extension) arrived:
+    /// feeds the speaker detector and returns the `active_speakers` message
+    /// for everyone when the speakers changed, and whether the dominant
+    /// speaker did. Track ids are looked up only then.
     pub fn hear(
         &mut self,
-        track_id: &str,
+        receiver: ReceiverKey,
         level_dbov: u8,
         now: Instant,
     ) -> Option<(Vec<Delivery>, bool)> {
-        let track = self.tracks.get(track_id)?;
-        if track.kind != MediaKind::Audio {
-            return None;
-        }
-        self.speakers.observe(&track.id, level_dbov, now);
+        self.speakers.observe(&receiver, level_dbov, now);
         let update = self.speakers.poll(now)?;
         let speakers = update
             .speakers
             .into_iter()
             .filter_map(|s| {
-                let t = self.tracks.get(&s.key)?;
+                let t = self.tracks.values().find(|t| t.receiver == s.key)?;
                 Some(ActiveSpeaker {
                     participant_id: t.owner.clone(),
-                    track_id: s.key,
+                    track_id: t.id.clone(),
                     level: s.level,
                 })
             })

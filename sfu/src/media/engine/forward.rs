@@ -2,9 +2,8 @@
 //! str0m connection, goes through its receiver to every down-track bound to
 //! it and is written into each subscriber's connection. Keyframe requests
 //! travel the other way. Video takes no string lookup: publisher m-line →
-//! receiver key → down-track keys → subscriber keys, all arena indexes.
-//! (An audio packet still finds its room by name, for the room's speaker
-//! detector; rooms have no key yet.)
+//! receiver key → down-track keys → subscriber keys, all arena indexes; an
+//! audio packet also feeds its room's speaker detector, by room key.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -138,13 +137,9 @@ impl Engine {
         // Active speakers (room/speakers.rs) from the clear RFC 6464 level;
         // with forward_loudest_audio, only the top-ranked speakers' audio.
         if receiver.kind == MediaKind::Audio {
-            let room_name = match receiver.origin {
-                Origin::Peer(publisher) => self.peers.get(publisher).map(|p| &p.room),
-                Origin::Trunk { node, track } => self.remote.get(&(node, track)).map(|r| &r.room),
-            };
-            if let Some(room) = room_name.and_then(|n| self.rooms.get_mut(n)) {
+            if let Some(room) = self.rooms.by_key_mut(receiver.room) {
                 if let Some(level) = packet.extensions.audio_level {
-                    let heard = room.hear(&receiver.track_id, level.unsigned_abs(), now);
+                    let heard = room.hear(receiver_key, level.unsigned_abs(), now);
                     if let Some((out, changed)) = heard {
                         self.metrics.speaker_changes.inc_by(u64::from(changed));
                         self.signals
@@ -152,7 +147,7 @@ impl Engine {
                     }
                 }
                 let loudest = self.config.media.forward_loudest_audio;
-                if loudest > 0 && !room.speakers.is_within(&receiver.track_id, loudest) {
+                if loudest > 0 && !room.speakers.is_within(&receiver_key, loudest) {
                     return self.drop_packet("not_loudest");
                 }
             }

@@ -81,6 +81,9 @@ impl Engine {
             return;
         };
         let room = peer.room.clone();
+        let Some(room_key) = self.rooms.key(&room) else {
+            return;
+        };
         let pid = peer.participant.clone();
         let mut added = Vec::new();
         let mut removed = Vec::new();
@@ -96,6 +99,7 @@ impl Engine {
                         track_id.clone(),
                         kind,
                         Origin::Peer(peer_id),
+                        room_key,
                         mid,
                         self.config.media.keyframe_interval(),
                     );

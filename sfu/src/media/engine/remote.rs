@@ -36,7 +36,6 @@ const ALL_LAYERS: u8 = 0b111;
 #[derive(Debug)]
 pub(super) struct RemoteTrack {
     pub receiver: ReceiverKey,
-    pub room: String,
     codecs: Vec<TrunkCodec>,
     /// Last extended sequence number per spatial layer.
     seq: [Option<u64>; 3],
@@ -192,13 +191,13 @@ impl Engine {
     /// participants leave every room, and nothing more is sent to it.
     pub fn node_down(&mut self, node: NodeKey, now: Instant) {
         let mut gone = Vec::new();
-        for (name, room) in &mut self.rooms {
+        for (name, room) in self.rooms.iter_mut() {
             room.nodes.remove(&node);
             gone.extend(
                 room.participants
                     .values()
                     .filter(|p| p.node() == Some(node))
-                    .map(|p| (name.clone(), p.id.clone())),
+                    .map(|p| (name.to_string(), p.id.clone())),
             );
         }
         for (room, pid) in gone {
@@ -369,6 +368,9 @@ impl Engine {
             "video" => MediaKind::Video,
             _ => return,
         };
+        let Some(room_key) = self.rooms.key(room) else {
+            return;
+        };
         if !owner_there || known {
             return;
         }
@@ -377,6 +379,7 @@ impl Engine {
             info.id.clone(),
             kind,
             Origin::Trunk { node, track },
+            room_key,
             mid,
             self.config.media.keyframe_interval(),
         );
@@ -386,7 +389,6 @@ impl Engine {
             (node, track),
             RemoteTrack {
                 receiver,
-                room: room.to_string(),
                 codecs,
                 seq: [None; 3],
                 layers: 0,

@@ -146,7 +146,7 @@ impl Engine {
         let id = random_id("PA_");
         let mut p = Participant::new(id.clone(), grants, Access::Session(session.clone()), now);
         p.hidden = hidden;
-        let deliveries = self.rooms.entry(room_name.clone()).or_default().join(p);
+        let deliveries = self.rooms.get_or_create(&room_name).1.join(p);
         self.deliver(deliveries);
         self.sessions
             .insert(session.clone(), (room_name.clone(), id.clone()));
