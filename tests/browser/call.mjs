@@ -301,6 +301,16 @@ async function simulcast() {
     return true;
   });
   report.dynacast.off_after_ms = Date.now() - t0;
+  // A frame in flight when the encoding was switched off may still leave
+  // (seen once in CI: 3.4 kB in the next second): wait until the layer's
+  // byte count holds still, then measure.
+  await until(5000, "Alice's top layer stops sending", async () => {
+    const before = top(await layers()).bytesSent;
+    await new Promise((r) => setTimeout(r, 300));
+    const after = top(await layers()).bytesSent;
+    if (after !== before) throw new Error(`${after - before} bytes in 300 ms`);
+    return true;
+  });
   const offStart = await layers();
   await new Promise((r) => setTimeout(r, 1000));
   const offEnd = await layers();
