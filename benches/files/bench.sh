@@ -9,6 +9,7 @@
 # per phase, Chromium's peak memory and the pages' peak JS heap, and the
 # server's CPU seconds and peak RSS.
 #   benches/files/bench.sh [SIZE_MB ...]      (default: 10 200 1024)
+#   BENCH_SFU_BIN=/path/to/sfu benches/files/bench.sh ...   (another build; no cargo build)
 # Needs: cargo, node, /usr/bin/chromium, tests/browser/node_modules
 # (scripts/test-deps.sh installs them), twice the largest size free in the
 # temporary directory (the file and the server's copy).
@@ -16,13 +17,17 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(10 200 1024)
-cargo build --release -p sfu --bin sfu >&2
+sfu_bin=${BENCH_SFU_BIN:-}
+if [ -z "$sfu_bin" ]; then
+  cargo build --release -p sfu --bin sfu >&2
+  sfu_bin=target/release/sfu
+fi
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 # An ephemeral port (other benchmarks may run on this machine): read it from the log.
 SFU_HTTP_LISTEN=127.0.0.1:0 SFU_MEDIA_UDP_LISTEN=127.0.0.1:0 SFU_MEDIA_TCP_LISTEN=127.0.0.1:0 \
   SFU_TURN_ENABLED=false SFU_FILES_DIR="$work/files" SFU_FILES_USER_QUOTA_BYTES=$((8 << 30)) \
-  SFU_LOG_LEVEL=info target/release/sfu >"$work/sfu.log" 2>&1 &
+  SFU_LOG_LEVEL=info "$sfu_bin" >"$work/sfu.log" 2>&1 &
 pid=$!
 port=""
 for _ in $(seq 1 100); do

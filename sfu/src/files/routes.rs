@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use super::store::{BlobId, BlobStore, Reader, StoreError, Upload};
 use crate::app_state::AppState;
 use crate::auth::{unix_now, Grants, TokenError};
+use platform::drop_behind::DropBehind;
 
 /// Bytes gathered before one disk write.
 const WRITE_BYTES: usize = 4 * 1024 * 1024;
@@ -396,6 +397,7 @@ async fn download(
             reader: Arc::new(reader),
             at: start,
             end: start + count,
+            drop_behind: DropBehind::at(start),
         };
         let stream = futures_util::stream::unfold(follow, |mut f| async move {
             match f.next().await {
@@ -444,6 +446,8 @@ struct Follow {
     at: u64,
     /// One past the last byte to send.
     end: u64,
+    /// Pages sent leave the page cache (see [`DropBehind`]).
+    drop_behind: DropBehind,
 }
 
 impl Follow {
@@ -486,14 +490,17 @@ impl Follow {
             }
         };
         let n = (available.min(self.end) - self.at).min(READ_BYTES as u64) as usize;
-        let (reader, at) = (self.reader.clone(), self.at);
-        let bytes = tokio::task::spawn_blocking(move || {
+        let (reader, at, mut drop_behind) = (self.reader.clone(), self.at, self.drop_behind);
+        let (bytes, drop_behind) = tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::FileExt;
             let mut buf = vec![0u8; n];
-            reader.file.read_exact_at(&mut buf, at).map(|()| buf)
+            reader.file.read_exact_at(&mut buf, at)?;
+            drop_behind.advance(&reader.file, at + n as u64);
+            Ok::<_, std::io::Error>((buf, drop_behind))
         })
         .await
         .map_err(std::io::Error::other)??;
+        self.drop_behind = drop_behind;
         self.at += n as u64;
         Ok(Some(Bytes::from(bytes)))
     }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use platform::drop_behind::DropBehind;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -420,6 +421,7 @@ impl BlobStore {
             file: None,
             offset,
             length,
+            drop_behind: DropBehind::at(offset),
         };
         upload.file = Some(OpenOptions::new().write(true).open(self.blob_path(id))?);
         Ok(upload)
@@ -557,6 +559,8 @@ pub struct Upload {
     file: Option<File>,
     offset: u64,
     length: u64,
+    /// Written pages leave the page cache once on disk (see [`DropBehind`]).
+    drop_behind: DropBehind,
 }
 
 impl Upload {
@@ -591,6 +595,7 @@ impl Upload {
             file.write_all_at(p.as_ref(), at)?;
             at += p.as_ref().len() as u64;
         }
+        self.drop_behind.advance(file, at);
         self.offset = at;
         self.store.commit(&self.id, self.offset);
         Ok(())
