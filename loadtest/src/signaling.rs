@@ -34,7 +34,16 @@ async fn run(
 ) {
     let connect = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url),
+        tokio_tungstenite::connect_async_with_config(
+            url,
+            // tungstenite zeroes its whole read buffer (128 KiB by default)
+            // before every read; signaling messages are small.
+            Some(
+                tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .read_buffer_size(8 * 1024),
+            ),
+            false,
+        ),
     );
     let mut ws = match connect.await {
         Ok(Ok((ws, _))) => ws,
