@@ -71,7 +71,7 @@ impl DropBehind {
 
 /// Asks the kernel to drop `range` of `file` from the page cache (and to
 /// start writing back what of it is dirty, which stays cached until written).
-pub fn drop_cached(file: &File, range: Range<u64>) -> std::io::Result<()> {
+fn drop_cached(file: &File, range: Range<u64>) -> std::io::Result<()> {
     let start = i64::try_from(range.start).map_err(std::io::Error::other)?;
     let len =
         i64::try_from(range.end.saturating_sub(range.start)).map_err(std::io::Error::other)?;
