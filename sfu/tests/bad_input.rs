@@ -34,9 +34,14 @@ async fn next_message(ws: &mut Ws) -> Option<Value> {
         {
             Some(Ok(Message::Text(t))) => {
                 let v: Option<Value> = serde_json::from_str(&t).ok();
-                // Layer notices come whenever the allocator decides, not in
-                // answer to anything this test sends.
-                if v.as_ref().is_some_and(|v| v["type"] == "track_layer") {
+                // Layer notices and speaker changes come whenever the
+                // allocator or the speaker detector decides, not in answer
+                // to anything this test sends (CI once saw one arrive
+                // between a bad publish_offer and its bad_sdp answer).
+                let unsolicited = ["track_layer", "active_speakers"];
+                if v.as_ref()
+                    .is_some_and(|v| unsolicited.iter().any(|t| v["type"] == *t))
+                {
                     continue;
                 }
                 return v;
