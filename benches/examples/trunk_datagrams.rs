@@ -10,7 +10,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use sfu::cluster::trunk::wire::MediaDatagram;
+use sfu::cluster::trunk::wire::{media_header, MEDIA_HEADER_LEN};
 use sfu::cluster::trunk::{Trunk, TrunkConfig, TrunkEvent};
 use sfu::metrics::Metrics;
 use sfu_benches::thread_cpu_time;
@@ -74,12 +74,6 @@ fn main() {
         let link = trunk.connect("node-b", addr).await.expect("connects");
         let mut rtp = vec![0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
         rtp.resize(rtp_bytes, 0xab);
-        let mut d = MediaDatagram {
-            track: 1,
-            layer: 0,
-            flags: 0,
-            rtp,
-        };
         let per_ms = (rate / 1000).max(1);
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         let (cpu0, t0) = (thread_cpu_time(), Instant::now());
@@ -89,8 +83,12 @@ fn main() {
             // Paced by the clock: catch up after a late tick.
             let due = (t0.elapsed().as_millis() as u64 + 1) * per_ms;
             while sent < due.min(packets) {
-                d.rtp[2..4].copy_from_slice(&(sent as u16).to_be_bytes());
-                if link.send_media(&d).is_ok() {
+                rtp[2..4].copy_from_slice(&(sent as u16).to_be_bytes());
+                // Header and packet in one buffer, as the engine sends them.
+                let mut datagram = Vec::with_capacity(MEDIA_HEADER_LEN + rtp.len());
+                datagram.extend_from_slice(&media_header(1, 0, 0));
+                datagram.extend_from_slice(&rtp);
+                if link.send_encoded(datagram.into()).is_ok() {
                     sent += 1;
                 } else {
                     break;

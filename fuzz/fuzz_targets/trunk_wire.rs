@@ -7,7 +7,7 @@ use sfu::cluster::trunk::wire::{ControlDecoder, MediaDatagram};
 use sfu::media::trunk_rtp;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(d) = MediaDatagram::decode(data) {
+    if let Ok(d) = MediaDatagram::decode(&bytes::Bytes::copy_from_slice(data)) {
         assert_eq!(d.encode(), data);
         if let Ok(rtp) = trunk_rtp::parse(&d.rtp) {
             assert!(rtp.payload.len() <= d.rtp.len());

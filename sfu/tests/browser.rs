@@ -396,6 +396,18 @@ async fn firefox_and_chromium_share_an_encrypted_call_without_server_errors() {
     assert_eq!(pairs.len(), 2, "{report}");
     assert!(pairs.iter().all(|(_, f)| *f >= 30), "{pairs:?}");
     assert_eq!(report["transforms"]["Bob"], "script", "Firefox: {report}");
+    let simulcast = &report["firefox_simulcast"];
+    // Firefox's fake camera is 640×480: ½ and full size (sfu/web/call.js).
+    assert_eq!(simulcast["rids"], serde_json::json!(["h", "f"]), "{report}");
+    assert_eq!(
+        simulcast["large_tile"], simulcast["camera_width"],
+        "{report}"
+    );
+    assert!(
+        simulcast["thumbnail"].as_u64().unwrap_or(0) * 2
+            <= simulcast["camera_width"].as_u64().unwrap_or(0),
+        "{report}"
+    );
     assert_eq!(report["chat"], "both ways");
     for way in ["Bob->Alice", "Alice->Bob"] {
         assert_eq!(report["files"][way]["bytes"], 200 * 1024 + 17, "{report}");

@@ -130,12 +130,12 @@ fn label_value(metrics: &Metrics, line_start: &str) -> f64 {
         .sum()
 }
 
-fn rtp(seq: u16, payload_len: usize) -> Vec<u8> {
+fn rtp(seq: u16, payload_len: usize) -> bytes::Bytes {
     let mut p = vec![0x80, 96];
     p.extend_from_slice(&seq.to_be_bytes());
     p.extend_from_slice(&[0, 0, 0, 9, 0xde, 0xad, 0xbe, 0xef]);
     p.extend((0..payload_len).map(|i| (i as u8) ^ (seq as u8)));
-    p
+    p.into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

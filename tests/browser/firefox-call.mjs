@@ -4,7 +4,9 @@
 // WebDriver BiDi): each decodes the other's video and audio through
 // RTCRtpScriptTransform, chat and a file pass both ways, both show the same
 // safety number, and when Alice leaves Bob stays in the call, where he then
-// decodes Carol (Chromium) who joins. No page may receive an `error` message
+// decodes Carol (Chromium) who joins. Bob's camera goes out as simulcast
+// from Firefox too (½ and full size from its 640×480 fake camera): Alice gets its full size in a large tile and a smaller
+// layer in a thumbnail. No page may receive an `error` message
 // from the SFU. Last, a browser without
 // encoded transforms is refused at the join screen.
 // Prints one JSON line: {"ok": true|false, ...}.
@@ -12,7 +14,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join as pathJoin } from "node:path";
-import { allDecoding, args, finish, join, joinFirefox, launch, launchFirefox, state, until } from "./lib.mjs";
+import { allDecoding, args, finish, join, joinFirefox, launch, launchFirefox, peerStats, state, until } from "./lib.mjs";
 
 const a = args();
 const base = a.base;
@@ -81,6 +83,36 @@ async function run() {
   });
   report.safety_number = states[0].safetyNumber;
   report.transforms = { Alice: states[0].transform, Bob: states[1].transform };
+
+  // Firefox publishes simulcast (two layers from a camera under 540 lines,
+  // as Chromium: sfu/web/call.js), and the SFU picks among them by the size
+  // of Alice's tile.
+  const bobLayers = await until(15000, "Firefox sends its simulcast layers", async () => {
+    const ls = await bob.page.evaluate(() => window.sfu.publishedLayers());
+    return ls.length >= 2 && ls.every((l) => l.bytesSent > 0) ? ls : false;
+  });
+  const full = await bob.page.evaluate(() => document.getElementById("preview").videoWidth);
+  const bobCamera = async () => {
+    const v = (await peerStats(alice, "Bob"))?.video;
+    return { frames: v?.framesDecoded ?? 0, width: v?.frameWidth ?? 0 };
+  };
+  const tile = (style) =>
+    alice.page.evaluate((st) => {
+      for (const v of document.querySelectorAll(".tile:not(.self) video")) v.style.cssText = st;
+    }, style);
+  await tile("width: 900px; height: 675px");
+  const large = await until(20000, "Alice decodes Bob's Firefox camera at full size", async () => {
+    const c = await bobCamera();
+    return c.width === full ? c : false;
+  });
+  await tile("width: 96px; height: 72px");
+  const small = await until(20000, "Alice gets a smaller layer of Bob's camera in a thumbnail", async () => {
+    const c = await bobCamera();
+    return c.width > 0 && c.width <= full / 2 ? c : false;
+  });
+  await until(10000, "Alice keeps decoding Bob's small layer", async () => (await bobCamera()).frames >= small.frames + 20);
+  await tile("");
+  report.firefox_simulcast = { rids: bobLayers.map((l) => l.rid), camera_width: full, large_tile: large.width, thumbnail: small.width };
 
   // Chat both ways.
   for (const [from, to] of [[bob, alice], [alice, bob]]) {

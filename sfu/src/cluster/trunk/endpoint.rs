@@ -312,7 +312,7 @@ impl PeerLink {
     /// buffer is full it drops the oldest queued datagram to make room;
     /// that is counted as `queue_full`.
     pub fn send_media(&self, datagram: &MediaDatagram) -> Result<(), SendMediaError> {
-        self.send_encoded(Bytes::from(datagram.encode()))
+        self.send_encoded(datagram.encode())
     }
 
     /// Sends a control message (reliable, in order).

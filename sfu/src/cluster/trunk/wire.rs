@@ -18,6 +18,7 @@
 //! A control frame is a 4-byte big-endian length and that many bytes of one
 //! JSON object with a `type` field (the variants of [`Control`]).
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use str0m::format::CodecSpec;
@@ -91,8 +92,10 @@ pub struct MediaDatagram {
     pub layer: u8,
     /// [`FLAG_KEYFRAME`] or 0.
     pub flags: u8,
-    /// The RTP packet, unchanged.
-    pub rtp: Vec<u8>,
+    /// The RTP packet, unchanged: on receipt a view into the QUIC
+    /// datagram's buffer, so the payload is copied once (into the engine's
+    /// shared packet), not twice.
+    pub rtp: Bytes,
 }
 
 impl MediaDatagram {
@@ -109,15 +112,15 @@ impl MediaDatagram {
     }
 
     /// The encoded datagram.
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Bytes {
         let mut out = Vec::new();
         self.encode_into(&mut out);
-        out
+        out.into()
     }
 
     /// Parses a datagram, checking every header field and that the payload
     /// starts like an RTP packet.
-    pub fn decode(bytes: &[u8]) -> Result<MediaDatagram, WireError> {
+    pub fn decode(bytes: &Bytes) -> Result<MediaDatagram, WireError> {
         let (header, rtp) = bytes
             .split_first_chunk::<MEDIA_HEADER_LEN>()
             .filter(|(_, rtp)| rtp.len() >= MIN_RTP_LEN)
@@ -142,7 +145,7 @@ impl MediaDatagram {
             track: u32::from_be_bytes([t0, t1, t2, t3]),
             layer,
             flags,
-            rtp: rtp.to_vec(),
+            rtp: bytes.slice(MEDIA_HEADER_LEN..),
         })
     }
 }
@@ -436,10 +439,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn rtp(payload: &[u8]) -> Vec<u8> {
+    fn rtp(payload: &[u8]) -> Bytes {
         let mut p = vec![0x80, 96, 0, 1, 0, 0, 0, 9, 0, 0, 0, 7];
         p.extend_from_slice(payload);
-        p
+        p.into()
     }
 
     #[test]
@@ -466,13 +469,13 @@ mod tests {
         }
         .encode();
         assert_eq!(
-            MediaDatagram::decode(&good[..19]),
+            MediaDatagram::decode(&good.slice(..19)),
             Err(WireError::TooShort(19))
         );
         let with = |i: usize, v: u8| {
-            let mut b = good.clone();
+            let mut b = good.to_vec();
             b[i] = v;
-            MediaDatagram::decode(&b)
+            MediaDatagram::decode(&b.into())
         };
         assert_eq!(with(0, 2), Err(WireError::Version(2)));
         assert_eq!(with(1, 0x80), Err(WireError::Flags(0x80)));
@@ -609,7 +612,7 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = MediaDatagram::decode(&bytes);
+            let _ = MediaDatagram::decode(&Bytes::copy_from_slice(&bytes));
             let mut d = ControlDecoder::new();
             d.push(&bytes);
             let _ = d.next_message();

@@ -590,7 +590,7 @@ mod tests {
             track: 5,
             layer: 0,
             flags: 0,
-            rtp: vec![0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0xaa],
+            rtp: vec![0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0xaa].into(),
         };
         a.handle_trunk_media(OTHER, &datagram, Instant::now());
         let dropped = metrics
