@@ -20,7 +20,7 @@
 // Prints one JSON line: {"ok": true|false, ...}.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
-import { allDecoding, args, finish, join, launch, peerStats, state, stats, until } from "./lib.mjs";
+import { allDecoding, args, camera, finish, join, launch, peerStats, state, stats, styleRemote, until } from "./lib.mjs";
 
 const a = args();
 const base = a.base;
@@ -233,12 +233,6 @@ async function screen() {
   if (errors.length) throw new Error(`the SFU sent errors: ${JSON.stringify(errors)}`);
 }
 
-/** Frames decoded and frame width of `name`'s camera at `p`. */
-async function camera(p, name) {
-  const v = (await peerStats(p, name))?.video;
-  return { frames: v?.framesDecoded ?? 0, width: v?.frameWidth ?? 0 };
-}
-
 /** Simulcast rids lowest first, as the SFU ranks them. */
 const layerRank = (rid) => ["q", "h", "f"].indexOf(rid);
 
@@ -250,12 +244,6 @@ async function sfuMetrics() {
     .filter((l) => /^sfu_(layer|paused|keyframe|rtp_packets_dropped|publisher_layers)/.test(l))
     .join("; ");
 }
-
-/** Sets the inline style of `p`'s remote video elements (tile size, hiding). */
-const styleRemote = (p, style) =>
-  p.page.evaluate((st) => {
-    for (const v of document.querySelectorAll(".tile:not(.self) video")) v.style.cssText = st;
-  }, style);
 
 async function simulcast() {
   for (const name of ["Alice", "Bob", "Carol"]) people.push(await join(browser, base, room, name));

@@ -14,7 +14,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join as pathJoin } from "node:path";
-import { allDecoding, args, finish, join, joinFirefox, launch, launchFirefox, peerStats, state, until } from "./lib.mjs";
+import { allDecoding, args, camera, finish, join, joinFirefox, launch, launchFirefox, state, styleRemote, until } from "./lib.mjs";
 
 const a = args();
 const base = a.base;
@@ -92,14 +92,8 @@ async function run() {
     return ls.length >= 2 && ls.every((l) => l.bytesSent > 0) ? ls : false;
   });
   const full = await bob.page.evaluate(() => document.getElementById("preview").videoWidth);
-  const bobCamera = async () => {
-    const v = (await peerStats(alice, "Bob"))?.video;
-    return { frames: v?.framesDecoded ?? 0, width: v?.frameWidth ?? 0 };
-  };
-  const tile = (style) =>
-    alice.page.evaluate((st) => {
-      for (const v of document.querySelectorAll(".tile:not(.self) video")) v.style.cssText = st;
-    }, style);
+  const bobCamera = () => camera(alice, "Bob");
+  const tile = (style) => styleRemote(alice, style);
   await tile("width: 900px; height: 675px");
   const large = await until(20000, "Alice decodes Bob's Firefox camera at full size", async () => {
     const c = await bobCamera();

@@ -114,6 +114,18 @@ export async function peerStats(p, name) {
   return Object.values(s?.peers ?? {}).find((x) => x.name === name) ?? null;
 }
 
+/** Frames decoded and frame width of `name`'s camera at `p`. */
+export async function camera(p, name) {
+  const v = (await peerStats(p, name))?.video;
+  return { frames: v?.framesDecoded ?? 0, width: v?.frameWidth ?? 0 };
+}
+
+/** Sets the inline style of `p`'s remote video elements (tile size, hiding). */
+export const styleRemote = (p, style) =>
+  p.page.evaluate((st) => {
+    for (const v of document.querySelectorAll(".tile:not(.self) video")) v.style.cssText = st;
+  }, style);
+
 /** Waits until each participant decodes >= `frames` video frames and hears audio of every other. */
 export async function allDecoding(ps, frames, ms) {
   return until(ms, `every participant decoding ${frames} frames of every other`, async () => {
