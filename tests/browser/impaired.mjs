@@ -8,7 +8,7 @@
 // wrapper in her namespace), Dave behind random loss (`--lossy`). Checks:
 // Bob receives the full camera size; Carol a lower layer without freezes,
 // then the full size soon after `--lift` removes her cap; Dave decodes at
-// least 95 % of the frames Alice sends on the layer he receives; then
+// least 95 % of the frames Alice sends on the layer he receives (over 30 s); then
 // `--uplink-loss` makes Alice's uplink drop 5 % at the SFU, and Bob still
 // decodes at least 95 % of her frames (NACK to her, RTX back).
 // Prints one JSON line: {"ok": true|false, ...}.
@@ -114,7 +114,8 @@ async function scenario() {
     return t.badge === null && t.layers.length > 0 && t.layers.every((l) => !l.limited && l.layer === "f") ? t : false;
   });
 
-  // Fifteen seconds watched: Carol's longest stall, Dave's decoded share.
+  // Fifteen seconds watched: Carol's longest stall; Dave's decoded share
+  // counts from here too.
   const window = 15000;
   const step = 100;
   let last = await camera(carol);
@@ -138,7 +139,6 @@ async function scenario() {
     if (c.width === full) atFull += 1;
   }
   stall = Math.max(stall, Date.now() - lastAt);
-  const dave1 = await camera(dave);
   const sent1 = await sent(alice);
   const elapsed = Date.now() - t0;
   report.layers_kbps = Object.fromEntries(
@@ -147,17 +147,6 @@ async function scenario() {
   report.capped.longest_stall_ms = stall;
   report.capped.full_share = samples ? atFull / samples : 1;
   report.capped.frames_in_window = last.frames - report.capped.frames;
-  // Dave's share: frames decoded / frames Alice sent (every layer carries
-  // every frame; the layer sending the most counts, so a switch between
-  // layers in the window cannot flatter him).
-  const frames = Math.max(0, ...Object.entries(sent1).map(([rid, s]) => s.frames - (sent0[rid]?.frames ?? 0)));
-  report.lossy = {
-    ...dave1,
-    decoded: dave1.frames - dave0.frames,
-    sent: frames,
-    share: frames ? (dave1.frames - dave0.frames) / frames : 0,
-  };
-
   // The cap goes: Carol climbs to the full size.
   execFileSync(a.lift, { stdio: "inherit" });
   const lifted = Date.now();
@@ -171,6 +160,22 @@ async function scenario() {
     const t = await told(carol);
     return t.badge === null && t.layers.every((l) => !l.limited) ? t : false;
   });
+
+  // Dave's share over 30 s (from the start of Carol's window; one freeze of
+  // a dozen frames would be 4 % of 15 s): frames decoded / frames Alice sent
+  // (every layer carries every frame; the layer sending the most counts, so
+  // a switch between layers in the window cannot flatter him).
+  await sleep(Math.max(0, t0 + 2 * window - Date.now()));
+  const dave1 = await camera(dave);
+  const sentLossy = await sent(alice);
+  const frames = Math.max(0, ...Object.entries(sentLossy).map(([rid, s]) => s.frames - (sent0[rid]?.frames ?? 0)));
+  report.lossy = {
+    ...dave1,
+    decoded: dave1.frames - dave0.frames,
+    sent: frames,
+    seconds: (Date.now() - t0) / 1000,
+    share: frames ? (dave1.frames - dave0.frames) / frames : 0,
+  };
 
   // Alice's uplink loses 5 % of its UDP at the SFU: the SFU asks her for
   // what it misses (NACK), she resends it (RTX), and Bob, on an unimpaired
