@@ -38,7 +38,10 @@ unauthenticated_per_s = 10000.0
 unauthenticated_burst = 10000.0
 "#
     );
-    let path = std::env::temp_dir().join(format!("turn-interop-{}.toml", std::process::id()));
+    // One file per relay: the tests of this binary start relays in parallel.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("turn-interop-{}-{n}.toml", std::process::id()));
     std::fs::write(&path, text).expect("temp config");
     let config = TurnConfig::load(Some(&path), Vec::new()).expect("config");
     let _ = std::fs::remove_file(&path);
