@@ -5,10 +5,10 @@
 // RTCRtpScriptTransform, chat and a file pass both ways, both show the same
 // safety number, and when Alice leaves Bob stays in the call, where he then
 // decodes Carol (Chromium) who joins. Bob's camera goes out as simulcast
-// from Firefox too (½ and full size from its 640×480 fake camera): Alice gets its full size in a large tile and a smaller
-// layer in a thumbnail. No page may receive an `error` message
-// from the SFU. Last, a browser without
-// encoded transforms is refused at the join screen.
+// from Firefox too (½ and full size from its 640×480 fake camera): Alice
+// gets its full size in a large tile and a smaller layer in a thumbnail.
+// No page may receive an `error` message from the SFU. Last, a browser
+// without encoded transforms is refused at the join screen.
 // Prints one JSON line: {"ok": true|false, ...}.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
