@@ -7,7 +7,8 @@
 # Rooms of 10 participants with audio and one 360p video layer each; the SFU
 # forwards everything (estimation off, every downlink assumed 100 Mbit/s) so
 # what is measured is forwarding capacity, not the allocator's choices.
-# Needs root (the cgroup). Prints one line per run; the JSON stays in OUT_DIR.
+# Needs root (the cgroup). Prints one line per run; each run's JSON, report
+# and logs stay in OUT_DIR/RUN-wSHARDS-rROOMS. $DURATION: seconds of media (20).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-/tmp/shards}
@@ -16,10 +17,13 @@ shift 2 2>/dev/null || true
 rooms=("$@")
 [ ${#rooms[@]} -gt 0 ] || rooms=(1 2 3 4)
 duration=${DURATION:-20}
+mkdir -p "$out"
+run=0
 printf '%-7s %-6s %-10s %-9s %-9s %-8s %-8s %s\n' shards rooms "fwd pkt/s" "pkt loss" "frm loss" "p99 ms" "SFU CPU" "loadtest CPU"
 for r in "${rooms[@]}"; do
   for w in 1 2; do
-    dir="$out/w$w-r$((r * w))"
+    run=$((run + 1))
+    dir="$out/$run-w$w-r$((r * w))"
     SFU_MEDIA_BANDWIDTH_ESTIMATION=false SFU_MEDIA_INITIAL_DOWNLINK_KBPS=100000 \
     BENCH_SFU_WORKERS=$w BENCH_SFU_QUOTA=$quota BENCH_SFU_CPUS=0,1 BENCH_LOADTEST_CPUS=0,1 \
     LOADTEST_EXTRA="--threads 2 --rooms $((r * w)) --video 360p --no-simulcast" \
